@@ -1,0 +1,55 @@
+//! An echo server: every text and binary message comes straight back.
+//!
+//! ```text
+//! cargo run --release --example echo -- --addr 127.0.0.1:9001 --workers 2
+//! ```
+//!
+//! Ctrl-C or SIGTERM shuts it down gracefully: every client gets close 1001
+//! and the counters are printed.
+
+use std::process::ExitCode;
+
+use wsloop::{Config, Conn, Handler, Message, Server};
+
+mod common;
+
+/// The whole application: echo what arrives.
+struct Echo;
+
+impl Handler for Echo {
+    fn on_message(&mut self, conn: &mut Conn<'_>, msg: Message<'_>) {
+        // The message borrows the worker's read buffer; sending it copies
+        // nothing unless the socket is full.
+        conn.send(msg);
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match common::Args::parse("127.0.0.1:9001") {
+        Ok(args) => args,
+        Err(msg) => {
+            eprintln!("{msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = args.config(Config::default());
+    let server = match Server::bind(args.addr.as_str(), config, || Echo) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("echo: cannot listen on {}: {e}", args.addr);
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("echo: listening on ws://{}", server.local_addr());
+    common::shutdown_on_signals(server.shutdown_handle());
+    match server.join() {
+        Ok(counters) => {
+            println!("echo: shut down\n{counters}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("echo: worker failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

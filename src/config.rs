@@ -1,0 +1,94 @@
+//! Server settings. Every limit on what a peer can make the server hold is
+//! here, with its default and the reason for it.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::handshake::HandshakeLimits;
+use crate::protocol::Limits;
+
+/// What to do when a send would take a connection's output over
+/// [`Config::max_write_buffer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backpressure {
+    /// Close the connection with 1008: the peer reads too slowly to keep up.
+    Close,
+    /// Drop the message, count it, and keep the connection.
+    Drop,
+}
+
+/// Server configuration. `Config::default()` is meant to be safe to deploy.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Worker threads, each with its own event loop and listener. Default 0:
+    /// one per core, from `std::thread::available_parallelism`.
+    pub workers: usize,
+    /// Frame, message and fragment limits.
+    pub limits: Limits,
+    /// Request head limits for the upgrade.
+    pub handshake_limits: HandshakeLimits,
+    /// Most connections one worker holds, handshakes included. Default
+    /// 16,384. Above it a new connection is closed at once after accept.
+    pub max_connections: usize,
+    /// Most output bytes queued per connection before a send is refused.
+    /// Default 1 MiB. A send onto a non-empty queue that would pass the cap
+    /// gets [`Config::backpressure`]; a peer that stops reading costs at
+    /// most the cap plus one message.
+    pub max_write_buffer: usize,
+    /// The policy at the write buffer cap. Default [`Backpressure::Close`].
+    pub backpressure: Backpressure,
+    /// Time allowed from accept to a complete upgrade request. Default 10 s:
+    /// a slowloris client is closed after it.
+    pub handshake_timeout: Duration,
+    /// Send a ping after this long without input. Default 20 s, under
+    /// nginx's 60 s `proxy_read_timeout`. `None` turns keepalive off.
+    pub ping_interval: Option<Duration>,
+    /// Time a peer has to answer a keepalive ping. Default 20 s. After it the
+    /// TCP connection is dropped and the handler sees 1006.
+    pub pong_timeout: Duration,
+    /// Close with 1001 after this long without a data message from the
+    /// peer. Default `None`: off.
+    pub idle_timeout: Option<Duration>,
+    /// Time the peer has to answer our close frame before the TCP
+    /// connection is dropped. Default 5 s.
+    pub close_timeout: Duration,
+    /// On shutdown, time to wait for close replies before exiting. Default 5 s.
+    pub shutdown_timeout: Duration,
+    /// Size of each worker's read buffer, shared by all its connections.
+    /// Default 64 KiB.
+    pub read_buffer_size: usize,
+    /// Peers whose `X-Forwarded-For` or `X-Real-IP` header is believed for
+    /// the client address. Default empty: the socket address is used.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            workers: 0,
+            limits: Limits::default(),
+            handshake_limits: HandshakeLimits::default(),
+            max_connections: 16_384,
+            max_write_buffer: 1 << 20,
+            backpressure: Backpressure::Close,
+            handshake_timeout: Duration::from_secs(10),
+            ping_interval: Some(Duration::from_secs(20)),
+            pong_timeout: Duration::from_secs(20),
+            idle_timeout: None,
+            close_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(5),
+            read_buffer_size: 64 * 1024,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// The worker count with 0 resolved to the number of cores.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            return self.workers;
+        }
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}

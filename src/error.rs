@@ -1,0 +1,217 @@
+//! Typed errors for the protocol core, each mapped to an RFC 6455 §7.4 close
+//! code or an HTTP status.
+
+use std::fmt;
+
+/// Close codes from RFC 6455 §7.4.1 that wsloop sends or reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CloseCode(pub u16);
+
+impl CloseCode {
+    /// 1000: the purpose of the connection has been fulfilled.
+    pub const NORMAL: CloseCode = CloseCode(1000);
+    /// 1001: the server is going down or the peer is leaving.
+    pub const GOING_AWAY: CloseCode = CloseCode(1001);
+    /// 1002: the peer broke the protocol.
+    pub const PROTOCOL_ERROR: CloseCode = CloseCode(1002);
+    /// 1003: a data type the endpoint cannot accept.
+    pub const UNSUPPORTED_DATA: CloseCode = CloseCode(1003);
+    /// 1005: reported only, never sent: the close frame carried no code.
+    pub const NO_STATUS: CloseCode = CloseCode(1005);
+    /// 1006: reported only, never sent: the TCP connection ended without a close frame.
+    pub const ABNORMAL: CloseCode = CloseCode(1006);
+    /// 1007: a text message or close reason was not valid UTF-8.
+    pub const INVALID_PAYLOAD: CloseCode = CloseCode(1007);
+    /// 1008: a message broke the endpoint's policy.
+    pub const POLICY_VIOLATION: CloseCode = CloseCode(1008);
+    /// 1009: a frame or message was over a configured limit.
+    pub const TOO_BIG: CloseCode = CloseCode(1009);
+    /// 1011: the server met an unexpected condition.
+    pub const INTERNAL_ERROR: CloseCode = CloseCode(1011);
+    /// 1013: try again later (used for backpressure).
+    pub const TRY_AGAIN_LATER: CloseCode = CloseCode(1013);
+
+    /// Whether a peer may send this code in a close frame (RFC 6455 §7.4.1
+    /// and §7.4.2): 1000-1003, 1007-1011 and the registered and private
+    /// range 3000-4999. 1004-1006, 1015 and all else are protocol errors.
+    pub fn is_valid_on_wire(self) -> bool {
+        matches!(self.0, 1000..=1003 | 1007..=1011 | 3000..=4999)
+    }
+}
+
+impl fmt::Display for CloseCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A violation of RFC 6455 framing or of a configured limit by the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// RSV1-3 set, and no extension was negotiated that defines them.
+    ReservedBitsSet,
+    /// An opcode RFC 6455 reserves (3-7, 0xB-0xF).
+    InvalidOpCode(u8),
+    /// A control frame (close, ping, pong) without FIN.
+    FragmentedControlFrame,
+    /// A control frame with more than 125 bytes of payload.
+    ControlFrameTooLong,
+    /// A payload length not in its shortest form, or with the top bit set.
+    InvalidLength,
+    /// A frame from a client without a mask.
+    UnmaskedClientFrame,
+    /// A frame from a server with a mask.
+    MaskedServerFrame,
+    /// A continuation frame with no message in progress.
+    UnexpectedContinuation,
+    /// A new text or binary frame while a fragmented message is unfinished.
+    ExpectedContinuation,
+    /// A text message or close reason that is not UTF-8.
+    InvalidUtf8,
+    /// A close frame with a one-byte payload.
+    InvalidClosePayload,
+    /// A close frame whose code may not be sent (RFC 6455 §7.4).
+    InvalidCloseCode(u16),
+    /// A frame whose payload is over `max_frame_size`.
+    FrameTooLarge {
+        /// The declared payload length.
+        len: u64,
+        /// The configured limit.
+        max: usize,
+    },
+    /// A message whose total payload is over `max_message_size`.
+    MessageTooLarge {
+        /// The length the message would reach.
+        len: u64,
+        /// The configured limit.
+        max: usize,
+    },
+    /// A message cut into more frames than `max_fragments`.
+    TooManyFragments {
+        /// The configured limit.
+        max: usize,
+    },
+}
+
+impl ProtocolError {
+    /// The close code RFC 6455 §7.4.1 assigns to this violation.
+    pub fn close_code(&self) -> CloseCode {
+        match self {
+            ProtocolError::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            ProtocolError::FrameTooLarge { .. }
+            | ProtocolError::MessageTooLarge { .. }
+            | ProtocolError::TooManyFragments { .. } => CloseCode::TOO_BIG,
+            _ => CloseCode::PROTOCOL_ERROR,
+        }
+    }
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProtocolError::ReservedBitsSet => {
+                f.write_str("reserved bits set with no extension negotiated")
+            }
+            ProtocolError::InvalidOpCode(op) => write!(f, "reserved opcode {op:#x}"),
+            ProtocolError::FragmentedControlFrame => f.write_str("fragmented control frame"),
+            ProtocolError::ControlFrameTooLong => {
+                f.write_str("control frame payload over 125 bytes")
+            }
+            ProtocolError::InvalidLength => {
+                f.write_str("payload length not minimally encoded or over 2^63")
+            }
+            ProtocolError::UnmaskedClientFrame => f.write_str("client frame is not masked"),
+            ProtocolError::MaskedServerFrame => f.write_str("server frame is masked"),
+            ProtocolError::UnexpectedContinuation => {
+                f.write_str("continuation frame with no message in progress")
+            }
+            ProtocolError::ExpectedContinuation => {
+                f.write_str("new data frame while a fragmented message is unfinished")
+            }
+            ProtocolError::InvalidUtf8 => f.write_str("text is not valid UTF-8"),
+            ProtocolError::InvalidClosePayload => f.write_str("close frame with 1-byte payload"),
+            ProtocolError::InvalidCloseCode(code) => write!(f, "close code {code} is not allowed"),
+            ProtocolError::FrameTooLarge { len, max } => {
+                write!(f, "frame of {len} bytes is over the {max}-byte limit")
+            }
+            ProtocolError::MessageTooLarge { len, max } => {
+                write!(f, "message of {len} bytes is over the {max}-byte limit")
+            }
+            ProtocolError::TooManyFragments { max } => {
+                write!(f, "message has more than {max} fragments")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+/// Why an HTTP upgrade request was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandshakeError {
+    /// httparse could not parse the request.
+    Malformed,
+    /// The method is not GET.
+    MethodNotAllowed,
+    /// The version is not HTTP/1.1.
+    UnsupportedHttpVersion,
+    /// No Host header.
+    MissingHost,
+    /// `Upgrade` is present but does not name websocket.
+    InvalidUpgrade,
+    /// `Connection` does not carry the Upgrade token.
+    MissingConnectionUpgrade,
+    /// `Sec-WebSocket-Key` is missing or not base64 of 16 bytes.
+    InvalidKey,
+    /// `Sec-WebSocket-Version` is missing or not 13.
+    UnsupportedVersion,
+    /// The header block is over `max_header_bytes`.
+    HeadersTooLarge {
+        /// The configured limit.
+        max: usize,
+    },
+    /// More headers than `max_headers`.
+    TooManyHeaders {
+        /// The configured limit.
+        max: usize,
+    },
+}
+
+impl HandshakeError {
+    /// The HTTP status to answer with.
+    pub fn status(&self) -> u16 {
+        match self {
+            HandshakeError::MethodNotAllowed => 405,
+            HandshakeError::UnsupportedVersion => 426,
+            HandshakeError::HeadersTooLarge { .. } | HandshakeError::TooManyHeaders { .. } => 431,
+            _ => 400,
+        }
+    }
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandshakeError::Malformed => f.write_str("malformed HTTP request"),
+            HandshakeError::MethodNotAllowed => f.write_str("method is not GET"),
+            HandshakeError::UnsupportedHttpVersion => f.write_str("HTTP version is not 1.1"),
+            HandshakeError::MissingHost => f.write_str("missing Host header"),
+            HandshakeError::InvalidUpgrade => f.write_str("Upgrade header does not name websocket"),
+            HandshakeError::MissingConnectionUpgrade => {
+                f.write_str("Connection header lacks the Upgrade token")
+            }
+            HandshakeError::InvalidKey => {
+                f.write_str("Sec-WebSocket-Key is not base64 of 16 bytes")
+            }
+            HandshakeError::UnsupportedVersion => f.write_str("Sec-WebSocket-Version is not 13"),
+            HandshakeError::HeadersTooLarge { max } => {
+                write!(f, "request headers are over the {max}-byte limit")
+            }
+            HandshakeError::TooManyHeaders { max } => {
+                write!(f, "request has more than {max} headers")
+            }
+        }
+    }
+}
+
+impl std::error::Error for HandshakeError {}

@@ -1,0 +1,64 @@
+//! wsloop is an RFC 6455 WebSocket server on a hand-written mio reactor.
+//!
+//! # The thread model
+//! One worker thread per core. Each has its own `mio::Poll`, its own
+//! listener on the shared port (SO_REUSEPORT lets the kernel spread new
+//! connections), its own slab of connections, and its own [`Handler`].
+//! Workers share nothing on the hot path. A connection costs a few hundred
+//! bytes while idle, not a thread and its stack: that is why an event loop
+//! holds tens of thousands of long-lived connections where a thread per
+//! connection cannot.
+//!
+//! # One message's path
+//! The worker reads a socket into its one read buffer
+//! ([`worker`](crate::Server)), the connection's [`Session`](protocol::Session)
+//! parses frames in that buffer, unmasks them in place and checks UTF-8,
+//! and a whole message reaches [`Handler::on_message`] as a borrowed slice.
+//! [`Conn::send_text`] writes the reply straight to the socket with one
+//! `writev`, and queues only what the socket does not take.
+//!
+//! The protocol core ([`frame`], [`utf8`], [`handshake`], [`protocol`]) does
+//! no I/O: it takes bytes and returns bytes and events, so it can be fuzzed
+//! and tested on its own.
+//!
+//! # Example
+//! An echo server:
+//! ```no_run
+//! use wsloop::{Config, Conn, Handler, Message, Server};
+//!
+//! struct Echo;
+//!
+//! impl Handler for Echo {
+//!     fn on_message(&mut self, conn: &mut Conn<'_>, msg: Message<'_>) {
+//!         conn.send(msg);
+//!     }
+//! }
+//!
+//! let server = Server::bind("127.0.0.1:9001", Config::default(), || Echo)?;
+//! println!("listening on {}", server.local_addr());
+//! server.join()?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+mod config;
+mod conn;
+pub mod error;
+pub mod frame;
+mod handler;
+pub mod handshake;
+pub mod protocol;
+mod server;
+mod stats;
+mod timer;
+pub mod utf8;
+mod worker;
+
+pub use config::{Backpressure, Config};
+pub use error::{CloseCode, HandshakeError, ProtocolError};
+pub use handler::{Conn, ConnId, Handler, SendStatus, Upgrade};
+pub use handshake::{Request, Response};
+pub use protocol::{Limits, Message};
+pub use server::{Server, ShutdownHandle};
+pub use stats::{Counters, HANDSHAKE_REASONS};

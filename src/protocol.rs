@@ -1,0 +1,556 @@
+//! The connection state machine, pure: bytes in, events and bytes out.
+//!
+//! [`Session`] reads frames in place from the caller's buffer. A data
+//! message that arrives whole in one buffer is handed out as a borrowed
+//! slice of it, unmasked in place, with no copy. Anything else (a split
+//! header, a frame across reads, a fragmented message) is gathered in the
+//! session, which keeps only those bytes. Text is checked as UTF-8 piece by
+//! piece as it arrives, so an invalid byte fails the connection at once.
+//!
+//! [`Outbox`] holds encoded frames not yet written. It is kept apart from
+//! the session so that a handler can send while it holds a borrowed message.
+
+use crate::error::{CloseCode, ProtocolError};
+use crate::frame::{apply_mask, FrameHeader, OpCode, Role, MAX_HEADER_LEN};
+use crate::utf8::Utf8Validator;
+
+/// Peer-controlled sizes the session will accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest payload of one frame. Default 16 MiB, the largest message
+    /// Autobahn sends (9.1.6). Over it the connection closes with 1009.
+    pub max_frame_size: usize,
+    /// Largest payload of one message, all fragments together. Default
+    /// 16 MiB, as above. Bytes are buffered only as they arrive, never on
+    /// the strength of a declared length. Over it: 1009.
+    pub max_message_size: usize,
+    /// Most frames in one message. Default 131,072: twice Autobahn 9.3.1's
+    /// 65,536 fragments of 64 bytes, and a cap on a flood of empty
+    /// fragments, which no other limit bounds. Over it: 1009.
+    pub max_fragments: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_size: 16 << 20,
+            max_message_size: 16 << 20,
+            max_fragments: 1 << 17,
+        }
+    }
+}
+
+/// A complete data message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// A text message, checked to be UTF-8.
+    Text(&'a str),
+    /// A binary message.
+    Binary(&'a [u8]),
+}
+
+impl<'a> Message<'a> {
+    /// The payload bytes.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        match self {
+            Message::Text(text) => text.as_bytes(),
+            Message::Binary(bytes) => bytes,
+        }
+    }
+}
+
+/// What one step of reading produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A data message.
+    Message(Message<'a>),
+    /// A ping; the pong is already queued.
+    Ping(&'a [u8]),
+    /// A pong.
+    Pong(&'a [u8]),
+    /// The peer's close frame. If we had not sent a close, the echo is
+    /// queued. Nothing more is read after it.
+    Close {
+        /// The peer's code, or 1005 when the frame carried none.
+        code: CloseCode,
+        /// The peer's reason.
+        reason: &'a str,
+    },
+}
+
+/// The result of [`Session::read`]: input bytes used, and an event if one
+/// completed. Call again with the rest of the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step<'a> {
+    /// Bytes of input consumed.
+    pub consumed: usize,
+    /// The event completed by those bytes, if any.
+    pub event: Option<Event<'a>>,
+}
+
+/// The frame whose payload is being read.
+#[derive(Debug, Clone, Copy)]
+struct InFrame {
+    header: FrameHeader,
+    received: u64,
+}
+
+/// Where the payload of a finished event lies.
+enum Ready {
+    /// In the caller's input, at this range.
+    Input(OpCode, usize, usize),
+    /// In `Session::message`.
+    Message(OpCode),
+    /// In `Session::control`.
+    Control(OpCode),
+}
+
+/// The reading half of a connection: frame parsing, fragments, UTF-8,
+/// control frames and the receiving side of the close handshake.
+#[derive(Debug)]
+pub struct Session {
+    role: Role,
+    limits: Limits,
+    head: [u8; MAX_HEADER_LEN],
+    head_len: u8,
+    frame: Option<InFrame>,
+    /// Opcode of the data message in progress and how many frames it has had.
+    message_op: Option<OpCode>,
+    fragments: u32,
+    message: Vec<u8>,
+    control: Vec<u8>,
+    utf8: Utf8Validator,
+    /// A buffered payload was handed out and is cleared on the next read.
+    handed_out: bool,
+    /// A close frame was received or the peer broke the protocol.
+    done: bool,
+}
+
+impl Session {
+    /// A session reading frames as `role`.
+    pub fn new(role: Role, limits: Limits) -> Self {
+        Session {
+            role,
+            limits,
+            head: [0; MAX_HEADER_LEN],
+            head_len: 0,
+            frame: None,
+            message_op: None,
+            fragments: 0,
+            message: Vec::new(),
+            control: Vec::new(),
+            utf8: Utf8Validator::new(),
+            handed_out: false,
+            done: false,
+        }
+    }
+
+    /// Whether reading has ended: a close frame arrived or an error occurred.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Bytes held for unfinished frames and messages.
+    pub fn buffered(&self) -> usize {
+        self.message.capacity() + self.control.capacity()
+    }
+
+    /// Whether a frame or message is partly received.
+    pub fn is_mid_message(&self) -> bool {
+        self.head_len > 0 || self.frame.is_some() || self.message_op.is_some()
+    }
+
+    /// Reads from `input`, unmasking it in place. Returns after one event
+    /// or when the input is used up. Automatic replies (pong, close echo) go
+    /// to `out`. After an error or a close frame, input is ignored.
+    pub fn read<'a>(
+        &'a mut self,
+        input: &'a mut [u8],
+        out: &mut Outbox,
+    ) -> Result<Step<'a>, ProtocolError> {
+        if self.handed_out {
+            self.handed_out = false;
+            self.message = Vec::new();
+            self.control.clear();
+        }
+        if self.done {
+            return Ok(Step {
+                consumed: input.len(),
+                event: None,
+            });
+        }
+        match self.advance(input) {
+            Ok((consumed, None)) => Ok(Step {
+                consumed,
+                event: None,
+            }),
+            Ok((consumed, Some(ready))) => {
+                let event = self.finish_event(ready, input, out)?;
+                Ok(Step {
+                    consumed,
+                    event: Some(event),
+                })
+            }
+            Err(e) => {
+                self.done = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Parses until one event's payload is complete or input runs out.
+    fn advance(&mut self, input: &mut [u8]) -> Result<(usize, Option<Ready>), ProtocolError> {
+        let mut pos = 0;
+        loop {
+            let mut frame = match self.frame {
+                Some(frame) => frame,
+                None => match self.parse_header(input, &mut pos)? {
+                    Some(header) => {
+                        self.begin_frame(&header)?;
+                        InFrame {
+                            header,
+                            received: 0,
+                        }
+                    }
+                    None => return Ok((pos, None)),
+                },
+            };
+            let header = frame.header;
+            let left = header.payload_len - frame.received;
+            let take = left.min((input.len() - pos) as u64) as usize;
+            let chunk = &mut input[pos..pos + take];
+            if let Some(key) = header.mask {
+                apply_mask(chunk, key, frame.received);
+            }
+            let whole = frame.received == 0 && take as u64 == header.payload_len;
+            let start = pos;
+            pos += take;
+            frame.received += take as u64;
+            let complete = frame.received == header.payload_len;
+            self.frame = if complete { None } else { Some(frame) };
+
+            if header.opcode.is_control() {
+                // Nothing is read after a close frame, valid or not.
+                self.done |= complete && header.opcode == OpCode::Close;
+                if whole && self.control.is_empty() {
+                    return Ok((pos, Some(Ready::Input(header.opcode, start, pos))));
+                }
+                self.control.extend_from_slice(chunk);
+                if complete {
+                    return Ok((pos, Some(Ready::Control(header.opcode))));
+                }
+                return Ok((pos, None));
+            }
+
+            let op = self.message_op.expect("begin_frame set the message opcode");
+            if whole && header.fin && header.opcode != OpCode::Continuation {
+                // The common case: a one-frame message, whole in the input.
+                if op == OpCode::Text && std::str::from_utf8(chunk).is_err() {
+                    return Err(ProtocolError::InvalidUtf8);
+                }
+                self.message_op = None;
+                return Ok((pos, Some(Ready::Input(op, start, pos))));
+            }
+            if op == OpCode::Text {
+                self.utf8
+                    .feed(chunk)
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+            self.message.extend_from_slice(chunk);
+            if complete && header.fin {
+                if op == OpCode::Text {
+                    self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                }
+                self.message_op = None;
+                return Ok((pos, Some(Ready::Message(op))));
+            }
+            if !complete {
+                return Ok((pos, None));
+            }
+        }
+    }
+
+    /// Takes a header from held bytes plus `input`. On a partial header,
+    /// holds what there is and returns `None`.
+    fn parse_header(
+        &mut self,
+        input: &[u8],
+        pos: &mut usize,
+    ) -> Result<Option<FrameHeader>, ProtocolError> {
+        if self.head_len == 0 {
+            if let Some((header, len)) = FrameHeader::parse(&input[*pos..], self.role)? {
+                *pos += len;
+                return Ok(Some(header));
+            }
+        }
+        let held = self.head_len as usize;
+        let take = (MAX_HEADER_LEN - held).min(input.len() - *pos);
+        self.head[held..held + take].copy_from_slice(&input[*pos..*pos + take]);
+        match FrameHeader::parse(&self.head[..held + take], self.role)? {
+            Some((header, len)) => {
+                *pos += len - held;
+                self.head_len = 0;
+                Ok(Some(header))
+            }
+            None => {
+                *pos += take;
+                self.head_len = (held + take) as u8;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Checks a new frame against the message in progress and the limits.
+    fn begin_frame(&mut self, header: &FrameHeader) -> Result<(), ProtocolError> {
+        if header.payload_len > self.limits.max_frame_size as u64 {
+            return Err(ProtocolError::FrameTooLarge {
+                len: header.payload_len,
+                max: self.limits.max_frame_size,
+            });
+        }
+        match (header.opcode, self.message_op) {
+            (op, _) if op.is_control() => return Ok(()),
+            // RFC 6455 §5.4: fragments of one message are not interleaved
+            // with those of another.
+            (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Continuation, Some(_)) => {
+                self.fragments += 1;
+                if self.fragments as usize > self.limits.max_fragments {
+                    return Err(ProtocolError::TooManyFragments {
+                        max: self.limits.max_fragments,
+                    });
+                }
+            }
+            (_, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
+            (op, None) => {
+                self.message_op = Some(op);
+                self.fragments = 1;
+            }
+        }
+        let total = self.message.len() as u64 + header.payload_len;
+        if total > self.limits.max_message_size as u64 {
+            return Err(ProtocolError::MessageTooLarge {
+                len: total,
+                max: self.limits.max_message_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Turns a finished payload into an event, replying to pings and closes.
+    fn finish_event<'a>(
+        &'a mut self,
+        ready: Ready,
+        input: &'a [u8],
+        out: &mut Outbox,
+    ) -> Result<Event<'a>, ProtocolError> {
+        let (op, payload): (OpCode, &'a [u8]) = match ready {
+            Ready::Input(op, start, end) => (op, &input[start..end]),
+            Ready::Message(op) => {
+                self.handed_out = true;
+                (op, &self.message)
+            }
+            Ready::Control(op) => {
+                self.handed_out = true;
+                (op, &self.control)
+            }
+        };
+        match op {
+            // Validated on the way in.
+            OpCode::Text => Ok(Event::Message(Message::Text(
+                std::str::from_utf8(payload).map_err(|_| ProtocolError::InvalidUtf8)?,
+            ))),
+            OpCode::Binary => Ok(Event::Message(Message::Binary(payload))),
+            OpCode::Ping => {
+                // RFC 6455 §5.5.2: answer with a pong carrying the same data.
+                out.pong(payload);
+                Ok(Event::Ping(payload))
+            }
+            OpCode::Pong => Ok(Event::Pong(payload)),
+            OpCode::Close => {
+                let (code, reason) = parse_close(payload)?;
+                // RFC 6455 §5.5.1: reply with a close, echoing the code.
+                let echo = if code == CloseCode::NO_STATUS {
+                    CloseCode::NORMAL
+                } else {
+                    code
+                };
+                out.close(echo, "");
+                Ok(Event::Close { code, reason })
+            }
+            OpCode::Continuation => unreachable!("continuations finish as their message opcode"),
+        }
+    }
+}
+
+/// Splits a close payload into a code and reason, checking both (§5.5.1, §7.4).
+pub fn parse_close(payload: &[u8]) -> Result<(CloseCode, &str), ProtocolError> {
+    match payload {
+        [] => Ok((CloseCode::NO_STATUS, "")),
+        [_] => Err(ProtocolError::InvalidClosePayload),
+        [hi, lo, reason @ ..] => {
+            let code = CloseCode(u16::from_be_bytes([*hi, *lo]));
+            if !code.is_valid_on_wire() {
+                return Err(ProtocolError::InvalidCloseCode(code.0));
+            }
+            let reason = std::str::from_utf8(reason).map_err(|_| ProtocolError::InvalidUtf8)?;
+            Ok((code, reason))
+        }
+    }
+}
+
+/// Why a frame was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// A close frame was already sent; RFC 6455 §5.5.1 allows no more data.
+    Closed,
+    /// A control payload over 125 bytes.
+    ControlTooLong,
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Closed => f.write_str("connection is closing"),
+            SendError::ControlTooLong => f.write_str("control payload over 125 bytes"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Encoded server frames waiting to be written, and the sending side of the
+/// close handshake. Frames are unmasked, as a server sends them.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    buf: Vec<u8>,
+    start: usize,
+    close_sent: bool,
+    close_code: Option<CloseCode>,
+}
+
+impl Outbox {
+    /// An empty outbox.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bytes waiting to be written.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// Whether nothing waits to be written.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.buf.len()
+    }
+
+    /// Marks `n` pending bytes as written. The buffer is freed once empty,
+    /// so an idle connection holds none.
+    pub fn consume(&mut self, n: usize) {
+        self.start += n;
+        debug_assert!(self.start <= self.buf.len());
+        if self.start >= self.buf.len() {
+            self.buf = Vec::new();
+            self.start = 0;
+        } else if self.start > self.buf.len() / 2 && self.start > 4096 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+    }
+
+    /// Appends raw bytes, such as the rest of a partly written frame.
+    pub fn push_raw(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Whether a close frame has been queued.
+    pub fn close_sent(&self) -> bool {
+        self.close_sent
+    }
+
+    /// The code of the close frame queued by [`Outbox::close`], if any.
+    pub fn close_code(&self) -> Option<CloseCode> {
+        self.close_code
+    }
+
+    /// Builds the header for a frame and records a close. The caller writes
+    /// header and payload, directly or through [`Outbox::push_raw`].
+    pub fn header(
+        &mut self,
+        opcode: OpCode,
+        len: usize,
+    ) -> Result<([u8; MAX_HEADER_LEN], usize), SendError> {
+        if self.close_sent {
+            return Err(SendError::Closed);
+        }
+        if opcode.is_control() && len > 125 {
+            return Err(SendError::ControlTooLong);
+        }
+        if opcode == OpCode::Close {
+            self.close_sent = true;
+        }
+        let mut bytes = [0; MAX_HEADER_LEN];
+        let n = FrameHeader {
+            fin: true,
+            opcode,
+            mask: None,
+            payload_len: len as u64,
+        }
+        .encode(&mut bytes);
+        Ok((bytes, n))
+    }
+
+    /// Queues one unfragmented frame.
+    pub fn push(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
+        let (head, n) = self.header(opcode, payload.len())?;
+        self.buf.extend_from_slice(&head[..n]);
+        self.buf.extend_from_slice(payload);
+        Ok(())
+    }
+
+    /// Queues a pong, unless closing.
+    pub fn pong(&mut self, payload: &[u8]) {
+        let _ = self.push(OpCode::Pong, payload);
+    }
+
+    /// Queues a close frame with a code and a reason cut to fit 123 bytes
+    /// on a character boundary. Does nothing if a close was already sent.
+    pub fn close(&mut self, code: CloseCode, reason: &str) {
+        let mut cut = reason.len().min(123);
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let mut payload = [0u8; 125];
+        payload[..2].copy_from_slice(&code.0.to_be_bytes());
+        payload[2..2 + cut].copy_from_slice(&reason.as_bytes()[..cut]);
+        if self.push(OpCode::Close, &payload[..2 + cut]).is_ok() {
+            self.close_code = Some(code);
+        }
+    }
+}
+
+/// Encodes one frame with an optional mask, as a client (masked) or server
+/// (unmasked) sends it. Used by test clients and the load generator.
+pub fn encode_frame(
+    out: &mut Vec<u8>,
+    fin: bool,
+    opcode: OpCode,
+    mask: Option<[u8; 4]>,
+    payload: &[u8],
+) {
+    let mut head = [0u8; MAX_HEADER_LEN];
+    let n = FrameHeader {
+        fin,
+        opcode,
+        mask,
+        payload_len: payload.len() as u64,
+    }
+    .encode(&mut head);
+    out.extend_from_slice(&head[..n]);
+    let at = out.len();
+    out.extend_from_slice(payload);
+    if let Some(key) = mask {
+        apply_mask(&mut out[at..], key, 0);
+    }
+}

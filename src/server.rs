@@ -1,0 +1,154 @@
+//! Starting the workers: one listener per worker on a shared port
+//! (SO_REUSEPORT, so the kernel spreads new connections), one thread each,
+//! and a handle to stop them.
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use mio::{Poll, Waker};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::Config;
+use crate::handler::Handler;
+use crate::stats::{Counters, Stats};
+use crate::worker::{Worker, WAKER};
+
+/// Stops a running server from any thread: the workers stop accepting,
+/// send close 1001 to every connection, flush, wait for the replies up to
+/// [`Config::shutdown_timeout`], and exit.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    flag: Arc<AtomicBool>,
+    wakers: Arc<Vec<Waker>>,
+}
+
+impl ShutdownHandle {
+    /// Begins a graceful shutdown. Calling it again does nothing more.
+    pub fn shutdown(&self) {
+        self.flag.store(true, Ordering::Release);
+        for waker in self.wakers.iter() {
+            let _ = waker.wake();
+        }
+    }
+}
+
+/// A running server: its workers, address and counters.
+#[derive(Debug)]
+pub struct Server {
+    local_addr: SocketAddr,
+    threads: Vec<JoinHandle<io::Result<()>>>,
+    shutdown: ShutdownHandle,
+    stats: Vec<Arc<Stats>>,
+}
+
+impl Server {
+    /// Binds `addr` once per worker and starts the workers. Each worker
+    /// thread calls `factory` once to make its own handler. Bind to port 0
+    /// and read [`Server::local_addr`] to get a free port.
+    pub fn bind<A, H, F>(addr: A, config: Config, factory: F) -> io::Result<Server>
+    where
+        A: ToSocketAddrs,
+        H: Handler + 'static,
+        F: Fn() -> H + Send + Sync + 'static,
+    {
+        let addr = addr
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to bind"))?;
+        let workers = config.worker_count();
+        let config = Arc::new(config);
+        let factory = Arc::new(factory);
+        let flag = Arc::new(AtomicBool::new(false));
+
+        // Bind everything before starting a thread, so that errors come
+        // back from here, and port 0 is resolved once for all workers.
+        let mut local_addr = addr;
+        let mut parts = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let listener = reuseport_listener(local_addr)?;
+            local_addr = listener.local_addr()?;
+            let poll = Poll::new()?;
+            let waker = Waker::new(poll.registry(), WAKER)?;
+            parts.push((poll, mio::net::TcpListener::from_std(listener), waker));
+        }
+        let mut wakers = Vec::with_capacity(workers);
+        let mut threads = Vec::with_capacity(workers);
+        let mut stats = Vec::with_capacity(workers);
+        for (i, (poll, listener, waker)) in parts.into_iter().enumerate() {
+            wakers.push(waker);
+            let worker_stats = Arc::new(Stats::default());
+            stats.push(worker_stats.clone());
+            let config = config.clone();
+            let factory = factory.clone();
+            let flag = flag.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("wsloop-{i}"))
+                .spawn(move || {
+                    Worker::new(poll, listener, factory(), config, worker_stats, flag).run()
+                })?;
+            threads.push(thread);
+        }
+        Ok(Server {
+            local_addr,
+            threads,
+            shutdown: ShutdownHandle {
+                flag,
+                wakers: Arc::new(wakers),
+            },
+            stats,
+        })
+    }
+
+    /// The address the workers listen on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle that stops the server.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// The counters of every worker, summed.
+    pub fn counters(&self) -> Counters {
+        let mut total = Counters::default();
+        for stats in &self.stats {
+            total.add(&stats.snapshot());
+        }
+        total
+    }
+
+    /// Each worker's counters.
+    pub fn worker_counters(&self) -> Vec<Counters> {
+        self.stats.iter().map(|s| s.snapshot()).collect()
+    }
+
+    /// Waits for every worker to finish, after a shutdown. Returns the
+    /// first worker error, if any.
+    pub fn join(mut self) -> io::Result<Counters> {
+        let mut result = Ok(());
+        for thread in self.threads.drain(..) {
+            let outcome = thread
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("worker panicked")));
+            if result.is_ok() {
+                result = outcome;
+            }
+        }
+        result.map(|()| self.counters())
+    }
+}
+
+/// A non-blocking listener with SO_REUSEADDR and SO_REUSEPORT.
+fn reuseport_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}

@@ -1,0 +1,207 @@
+//! Per-worker counters: relaxed atomics, each written by one worker only,
+//! so reading them from another thread costs the hot path nothing but a
+//! plain add.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::error::{CloseCode, HandshakeError};
+
+/// Close codes counted one by one; every other code is counted as "other".
+const CODES: [u16; 10] = [1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011, 1013];
+
+/// Handshake failure reasons, in the order of [`Counters::handshake_failed`].
+pub const HANDSHAKE_REASONS: [&str; 9] = [
+    "malformed",
+    "method",
+    "http-version",
+    "host",
+    "upgrade",
+    "connection",
+    "key",
+    "ws-version",
+    "too-large",
+];
+
+/// The live counters of one worker.
+#[derive(Debug, Default)]
+pub struct Stats {
+    open: AtomicU64,
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    upgraded: AtomicU64,
+    handshake_failed: [AtomicU64; 9],
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    dropped: AtomicU64,
+    closes: [AtomicU64; CODES.len() + 1],
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Relaxed);
+}
+
+impl Stats {
+    pub(crate) fn accepted(&self) {
+        bump(&self.accepted, 1);
+        bump(&self.open, 1);
+    }
+    pub(crate) fn removed(&self) {
+        self.open.fetch_sub(1, Relaxed);
+    }
+    pub(crate) fn refused(&self) {
+        bump(&self.refused, 1);
+    }
+    pub(crate) fn upgraded(&self) {
+        bump(&self.upgraded, 1);
+    }
+    pub(crate) fn handshake_failed(&self, err: &HandshakeError) {
+        let i = match err {
+            HandshakeError::Malformed => 0,
+            HandshakeError::MethodNotAllowed => 1,
+            HandshakeError::UnsupportedHttpVersion => 2,
+            HandshakeError::MissingHost => 3,
+            HandshakeError::InvalidUpgrade => 4,
+            HandshakeError::MissingConnectionUpgrade => 5,
+            HandshakeError::InvalidKey => 6,
+            HandshakeError::UnsupportedVersion => 7,
+            HandshakeError::HeadersTooLarge { .. } | HandshakeError::TooManyHeaders { .. } => 8,
+        };
+        bump(&self.handshake_failed[i], 1);
+    }
+    pub(crate) fn message_in(&self) {
+        bump(&self.messages_in, 1);
+    }
+    pub(crate) fn message_out(&self, bytes: usize) {
+        bump(&self.messages_out, 1);
+        bump(&self.bytes_out, bytes as u64);
+    }
+    pub(crate) fn bytes_in(&self, n: usize) {
+        bump(&self.bytes_in, n as u64);
+    }
+    pub(crate) fn dropped(&self) {
+        bump(&self.dropped, 1);
+    }
+    pub(crate) fn closed(&self, code: CloseCode) {
+        let i = CODES
+            .iter()
+            .position(|&c| c == code.0)
+            .unwrap_or(CODES.len());
+        bump(&self.closes[i], 1);
+    }
+
+    /// A copy of the counters now.
+    pub fn snapshot(&self) -> Counters {
+        let load = |c: &AtomicU64| c.load(Relaxed);
+        Counters {
+            open: load(&self.open),
+            accepted: load(&self.accepted),
+            refused: load(&self.refused),
+            upgraded: load(&self.upgraded),
+            handshake_failed: self.handshake_failed.each_ref().map(load),
+            messages_in: load(&self.messages_in),
+            messages_out: load(&self.messages_out),
+            bytes_in: load(&self.bytes_in),
+            bytes_out: load(&self.bytes_out),
+            dropped: load(&self.dropped),
+            closes: self.closes.each_ref().map(load),
+        }
+    }
+}
+
+/// Counter values at one moment, for one worker or summed over all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Connections open now, handshakes included.
+    pub open: u64,
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections closed at accept because the worker was full.
+    pub refused: u64,
+    /// Handshakes completed.
+    pub upgraded: u64,
+    /// Handshakes refused, by reason (see [`HANDSHAKE_REASONS`]).
+    pub handshake_failed: [u64; 9],
+    /// Data messages received.
+    pub messages_in: u64,
+    /// Data messages sent or queued.
+    pub messages_out: u64,
+    /// Bytes read from sockets.
+    pub bytes_in: u64,
+    /// Payload bytes of messages sent or queued.
+    pub bytes_out: u64,
+    /// Messages dropped by the [`Backpressure::Drop`](crate::Backpressure::Drop) policy.
+    pub dropped: u64,
+    /// WebSocket connections ended, by close code (see [`Counters::closes_by_code`]).
+    pub closes: [u64; CODES.len() + 1],
+}
+
+impl Counters {
+    /// Adds another worker's counters.
+    pub fn add(&mut self, other: &Counters) {
+        self.open += other.open;
+        self.accepted += other.accepted;
+        self.refused += other.refused;
+        self.upgraded += other.upgraded;
+        for (a, b) in self.handshake_failed.iter_mut().zip(other.handshake_failed) {
+            *a += b;
+        }
+        self.messages_in += other.messages_in;
+        self.messages_out += other.messages_out;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.dropped += other.dropped;
+        for (a, b) in self.closes.iter_mut().zip(other.closes) {
+            *a += b;
+        }
+    }
+
+    /// Closes counted for one code; codes outside the tracked set count as 0
+    /// here and are summed under [`Counters::closes_other`].
+    pub fn closes_by_code(&self, code: u16) -> u64 {
+        CODES
+            .iter()
+            .position(|&c| c == code)
+            .map_or(0, |i| self.closes[i])
+    }
+
+    /// Closes with a code outside the tracked set.
+    pub fn closes_other(&self) -> u64 {
+        self.closes[CODES.len()]
+    }
+}
+
+impl fmt::Display for Counters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "connections  open {}  accepted {}  refused {}  upgraded {}",
+            self.open, self.accepted, self.refused, self.upgraded
+        )?;
+        write!(f, "handshakes failed:")?;
+        for (name, n) in HANDSHAKE_REASONS.iter().zip(self.handshake_failed) {
+            if n > 0 {
+                write!(f, "  {name} {n}")?;
+            }
+        }
+        writeln!(f)?;
+        writeln!(
+            f,
+            "messages  in {}  out {}  dropped {}",
+            self.messages_in, self.messages_out, self.dropped
+        )?;
+        writeln!(f, "bytes  in {}  out {}", self.bytes_in, self.bytes_out)?;
+        write!(f, "closes by code:")?;
+        for (code, n) in CODES.iter().zip(self.closes) {
+            if n > 0 {
+                write!(f, "  {code}: {n}")?;
+            }
+        }
+        if self.closes_other() > 0 {
+            write!(f, "  other: {}", self.closes_other())?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,372 @@
+//! One event loop per core: a `Poll`, a listener on the shared port, a
+//! slab of connections, a timer wheel and a read buffer that every
+//! connection shares. Nothing here is shared with other workers but the
+//! counters and the shutdown flag.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::config::Config;
+use crate::conn::{Connection, Context, Phase};
+use crate::error::CloseCode;
+use crate::handler::{ConnId, Handler};
+use crate::stats::Stats;
+use crate::timer::TimerWheel;
+
+/// The listener's token.
+pub(crate) const LISTENER: Token = Token(0);
+/// The waker's token.
+pub(crate) const WAKER: Token = Token(1);
+/// Connection tokens are slab keys plus this.
+const CONN_BASE: usize = 2;
+
+/// Timer resolution.
+const TICK: Duration = Duration::from_millis(10);
+
+/// One worker's event loop and everything it owns.
+pub(crate) struct Worker<H> {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    conns: Slab<Connection>,
+    handler: H,
+    config: Arc<Config>,
+    stats: Arc<Stats>,
+    rbuf: Vec<u8>,
+    timers: TimerWheel,
+    shutdown: Arc<AtomicBool>,
+    /// Set once shutdown has begun: when to give up on close replies.
+    shutdown_deadline: Option<Instant>,
+    now: Instant,
+}
+
+impl<H: Handler> Worker<H> {
+    pub fn new(
+        poll: Poll,
+        listener: TcpListener,
+        handler: H,
+        config: Arc<Config>,
+        stats: Arc<Stats>,
+        shutdown: Arc<AtomicBool>,
+    ) -> Self {
+        let now = Instant::now();
+        Worker {
+            poll,
+            listener: Some(listener),
+            conns: Slab::new(),
+            handler,
+            rbuf: vec![0; config.read_buffer_size.max(1)],
+            config,
+            stats,
+            timers: TimerWheel::new(TICK, now),
+            shutdown,
+            shutdown_deadline: None,
+            now,
+        }
+    }
+
+    /// Runs until shutdown completes. Returns only on a poll failure or
+    /// after shutdown.
+    pub fn run(mut self) -> io::Result<()> {
+        if let Some(listener) = self.listener.as_mut() {
+            self.poll
+                .registry()
+                .register(listener, LISTENER, Interest::READABLE)?;
+        }
+        let mut events = Events::with_capacity(1024);
+        let mut fired = Vec::new();
+        loop {
+            if self.shutdown.load(Ordering::Acquire) && self.shutdown_deadline.is_none() {
+                self.begin_shutdown();
+            }
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.conns.is_empty() || self.now >= deadline {
+                    break;
+                }
+            }
+            let mut timeout = self.timers.timeout(self.now);
+            if let Some(deadline) = self.shutdown_deadline {
+                let left = deadline.saturating_duration_since(self.now);
+                timeout = Some(timeout.map_or(left, |t| t.min(left)));
+            }
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            self.now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {} // the shutdown flag is checked at the top of the loop
+                    Token(token) => {
+                        let key = token - CONN_BASE;
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read_ready(key);
+                        }
+                        self.settle(key);
+                    }
+                }
+            }
+            self.timers.expire(self.now, &mut fired);
+            for (key, tick) in fired.drain(..) {
+                self.on_timer(key, tick);
+            }
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.remove(key);
+        }
+        Ok(())
+    }
+
+    /// Accepts until the queue is empty.
+    fn accept(&mut self) {
+        let Some(listener) = self.listener.as_ref() else {
+            return;
+        };
+        loop {
+            match listener.accept() {
+                Ok((mut stream, peer)) => {
+                    if self.conns.len() >= self.config.max_connections {
+                        self.stats.refused();
+                        continue; // dropping the stream closes it
+                    }
+                    let _ = stream.set_nodelay(true);
+                    let entry = self.conns.vacant_entry();
+                    let key = entry.key();
+                    let token = Token(key + CONN_BASE);
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut stream, token, Interest::READABLE)
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    let conn = entry.insert(Connection::new(stream, peer, &self.config, self.now));
+                    let deadline = self.now + self.config.handshake_timeout;
+                    conn.timer_tick = Some(self.timers.arm(key, deadline));
+                    self.stats.accepted();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Out of descriptors or a connection reset while queued:
+                // keep the worker alive and try again on the next event.
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Reads until the socket would block, handing each read to the
+    /// connection's parser. Readiness is edge-triggered, so stopping early
+    /// would lose the wakeup.
+    fn read_ready(&mut self, key: usize) {
+        let Worker {
+            conns,
+            handler,
+            config,
+            stats,
+            rbuf,
+            now,
+            ..
+        } = self;
+        let Some(conn) = conns.get_mut(key) else {
+            return;
+        };
+        let mut cx = Context {
+            id: ConnId(key),
+            handler,
+            config,
+            stats,
+            now: *now,
+        };
+        while !conn.broken && !conn.eof {
+            match (&conn.stream).read(rbuf) {
+                Ok(0) => conn.eof = true,
+                Ok(n) => {
+                    cx.stats.bytes_in(n);
+                    conn.last_rx = cx.now;
+                    conn.ingest(&mut cx, &mut rbuf[..n]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => conn.broken = true,
+            }
+        }
+    }
+
+    /// After any event: write what is queued, move the phase on, remove the
+    /// connection if it is finished, and keep interest and timer in step.
+    fn settle(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let had_output = !conn.out.is_empty();
+        flush(conn);
+        if had_output && conn.out.is_empty() && conn.phase == Phase::Open {
+            let mut cx = Context {
+                id: ConnId(key),
+                handler: &mut self.handler,
+                config: &self.config,
+                stats: &self.stats,
+                now: self.now,
+            };
+            conn.with_conn(&mut cx, |handler, conn| handler.on_drain(conn));
+            conn.after_callback(self.now);
+            flush(conn);
+        }
+        let finished =
+            conn.broken || conn.eof || (conn.phase == Phase::Http && conn.out.is_empty());
+        if finished {
+            self.remove(key);
+            return;
+        }
+        if conn.phase == Phase::Done && conn.out.is_empty() && !conn.write_shut {
+            // Our close frame is out: send FIN and wait for the peer's, so
+            // that unread input never turns our close into a reset.
+            conn.write_shut = true;
+            let _ = conn.stream.shutdown(Shutdown::Write);
+        }
+        let want_write = !conn.out.is_empty();
+        if want_write != conn.writable {
+            let interest = if want_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let token = Token(key + CONN_BASE);
+            if self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, token, interest)
+                .is_err()
+            {
+                self.remove(key);
+                return;
+            }
+            conn.writable = want_write;
+        }
+        self.arm(key);
+    }
+
+    /// Arms the timer if the connection's next deadline is earlier than the
+    /// one armed.
+    fn arm(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(deadline) = conn.deadline(&self.config) else {
+            return;
+        };
+        let tick = self.timers.tick_of(deadline);
+        if conn.timer_tick.map_or(true, |armed| tick < armed) {
+            conn.timer_tick = Some(self.timers.arm(key, deadline));
+        }
+    }
+
+    fn on_timer(&mut self, key: usize, tick: u64) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.timer_tick != Some(tick) {
+            return; // stale: the deadline moved
+        }
+        conn.timer_tick = None;
+        let now = self.now;
+        let config = &self.config;
+        match conn.phase {
+            Phase::Handshake | Phase::Http => {
+                if now >= conn.since + config.handshake_timeout {
+                    return self.remove(key);
+                }
+            }
+            Phase::Closing | Phase::Done => {
+                if now >= conn.since + config.close_timeout {
+                    return self.remove(key);
+                }
+            }
+            Phase::Open => {
+                if let Some(sent) = conn.ping_sent {
+                    if now >= sent + config.pong_timeout {
+                        conn.close = Some((CloseCode::ABNORMAL, "no pong".into()));
+                        return self.remove(key);
+                    }
+                } else if let Some(every) = config.ping_interval {
+                    if now >= conn.last_rx + every {
+                        let _ = conn.out.push(crate::frame::OpCode::Ping, b"");
+                        conn.ping_sent = Some(now);
+                    }
+                }
+                if let Some(idle) = config.idle_timeout {
+                    if now >= conn.last_msg + idle {
+                        conn.out.close(CloseCode::GOING_AWAY, "idle timeout");
+                        conn.after_callback(now);
+                    }
+                }
+            }
+        }
+        self.settle(key);
+    }
+
+    /// Stops accepting and starts the close handshake on every connection.
+    fn begin_shutdown(&mut self) {
+        self.shutdown_deadline = Some(self.now + self.config.shutdown_timeout);
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            let conn = &mut self.conns[key];
+            match conn.phase {
+                Phase::Handshake | Phase::Http => {
+                    self.remove(key);
+                    continue;
+                }
+                Phase::Open => {
+                    conn.out
+                        .close(CloseCode::GOING_AWAY, "server shutting down");
+                    conn.after_callback(self.now);
+                }
+                Phase::Closing | Phase::Done => {}
+            }
+            self.settle(key);
+        }
+    }
+
+    /// Closes the socket and tells the handler, once.
+    fn remove(&mut self, key: usize) {
+        let Some(mut conn) = self.conns.try_remove(key) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        if conn.info.is_some() {
+            let (code, reason) = conn
+                .close
+                .take()
+                .unwrap_or((CloseCode::ABNORMAL, "".into()));
+            self.stats.closed(code);
+            self.handler.on_close(ConnId(key), code, &reason);
+        }
+        self.stats.removed();
+    }
+}
+
+/// Writes queued output until done or the socket would block.
+fn flush(conn: &mut Connection) {
+    while !conn.out.is_empty() && !conn.broken {
+        match (&conn.stream).write(conn.out.pending()) {
+            Ok(0) => conn.broken = true,
+            Ok(n) => conn.out.consume(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => conn.broken = true,
+        }
+    }
+}
