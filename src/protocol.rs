@@ -105,6 +105,13 @@ enum Ready {
     Control(OpCode),
 }
 
+/// Which buffer a finished event borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HandedOut {
+    Message,
+    Control,
+}
+
 /// The reading half of a connection: frame parsing, fragments, UTF-8,
 /// control frames and the receiving side of the close handshake.
 #[derive(Debug)]
@@ -121,7 +128,7 @@ pub struct Session {
     control: Vec<u8>,
     utf8: Utf8Validator,
     /// A buffered payload was handed out and is cleared on the next read.
-    handed_out: bool,
+    handed_out: Option<HandedOut>,
     /// A close frame was received or the peer broke the protocol.
     done: bool,
 }
@@ -140,7 +147,7 @@ impl Session {
             message: Vec::new(),
             control: Vec::new(),
             utf8: Utf8Validator::new(),
-            handed_out: false,
+            handed_out: None,
             done: false,
         }
     }
@@ -168,10 +175,11 @@ impl Session {
         input: &'a mut [u8],
         out: &mut Outbox,
     ) -> Result<Step<'a>, ProtocolError> {
-        if self.handed_out {
-            self.handed_out = false;
-            self.message = Vec::new();
-            self.control.clear();
+        match self.handed_out.take() {
+            // Free it: an idle connection holds no message buffer.
+            Some(HandedOut::Message) => self.message = Vec::new(),
+            Some(HandedOut::Control) => self.control = Vec::new(),
+            None => {}
         }
         if self.done {
             return Ok(Step {
@@ -347,11 +355,11 @@ impl Session {
         let (op, payload): (OpCode, &'a [u8]) = match ready {
             Ready::Input(op, start, end) => (op, &input[start..end]),
             Ready::Message(op) => {
-                self.handed_out = true;
+                self.handed_out = Some(HandedOut::Message);
                 (op, &self.message)
             }
             Ready::Control(op) => {
-                self.handed_out = true;
+                self.handed_out = Some(HandedOut::Control);
                 (op, &self.control)
             }
         };
@@ -552,5 +560,257 @@ pub fn encode_frame(
     out.extend_from_slice(payload);
     if let Some(key) = mask {
         apply_mask(&mut out[at..], key, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An event with owned data, for comparing runs.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Owned {
+        Text(String),
+        Binary(Vec<u8>),
+        Ping(Vec<u8>),
+        Pong(Vec<u8>),
+        Close(u16, String),
+        Error(ProtocolError),
+    }
+
+    /// Feeds `input` cut at `cuts` to a server session.
+    fn run(input: &[u8], cuts: &[usize], limits: Limits) -> (Vec<Owned>, Vec<u8>) {
+        let mut session = Session::new(Role::Server, limits);
+        let mut out = Outbox::new();
+        let mut events = Vec::new();
+        let mut bounds = vec![0];
+        bounds.extend(cuts.iter().copied().filter(|&c| c > 0 && c < input.len()));
+        bounds.push(input.len());
+        for piece in bounds.windows(2) {
+            let mut chunk = input[piece[0]..piece[1]].to_vec();
+            let mut pos = 0;
+            while pos < chunk.len() {
+                match session.read(&mut chunk[pos..], &mut out) {
+                    Ok(step) => {
+                        events.extend(step.event.map(|e| match e {
+                            Event::Message(Message::Text(t)) => Owned::Text(t.into()),
+                            Event::Message(Message::Binary(b)) => Owned::Binary(b.into()),
+                            Event::Ping(p) => Owned::Ping(p.into()),
+                            Event::Pong(p) => Owned::Pong(p.into()),
+                            Event::Close { code, reason } => Owned::Close(code.0, reason.into()),
+                        }));
+                        pos += step.consumed;
+                    }
+                    Err(e) => {
+                        events.push(Owned::Error(e));
+                        return (events, out.pending().to_vec());
+                    }
+                }
+            }
+        }
+        (events, out.pending().to_vec())
+    }
+
+    fn masked(fin: bool, op: OpCode, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_frame(&mut out, fin, op, Some([0x37, 0xfa, 0x21, 0x3d]), payload);
+        out
+    }
+
+    /// The same events and output whole and split at every offset.
+    fn check(input: &[u8], want: &[Owned]) -> Vec<u8> {
+        let (events, out) = run(input, &[], Limits::default());
+        assert_eq!(events, want, "whole");
+        for cut in 1..input.len() {
+            assert_eq!(
+                run(input, &[cut], Limits::default()),
+                (events.clone(), out.clone()),
+                "cut {cut}"
+            );
+        }
+        let every: Vec<usize> = (1..input.len()).collect();
+        assert_eq!(
+            run(input, &every, Limits::default()),
+            (events.clone(), out.clone()),
+            "bytewise"
+        );
+        out
+    }
+
+    #[test]
+    fn rfc_6455_masked_hello() {
+        let input = [
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
+        check(&input, &[Owned::Text("Hello".into())]);
+    }
+
+    #[test]
+    fn fragmented_message_with_ping_in_between() {
+        let mut input = masked(false, OpCode::Text, b"Hel");
+        input.extend(masked(true, OpCode::Ping, b"Hello"));
+        input.extend(masked(true, OpCode::Continuation, b"lo"));
+        let out = check(
+            &input,
+            &[Owned::Ping(b"Hello".to_vec()), Owned::Text("Hello".into())],
+        );
+        // RFC 6455 §5.7: an unmasked pong with the ping's payload.
+        assert_eq!(out, [0x8a, 0x05, b'H', b'e', b'l', b'l', b'o']);
+    }
+
+    #[test]
+    fn close_is_echoed_and_ends_reading() {
+        let mut input = masked(true, OpCode::Close, &[0x03, 0xe8, b'o', b'k']);
+        input.extend(masked(true, OpCode::Text, b"ignored"));
+        let out = check(&input, &[Owned::Close(1000, "ok".into())]);
+        assert_eq!(out, [0x88, 0x02, 0x03, 0xe8]);
+        let out = check(
+            &masked(true, OpCode::Close, b""),
+            &[Owned::Close(1005, "".into())],
+        );
+        assert_eq!(out, [0x88, 0x02, 0x03, 0xe8]);
+    }
+
+    #[test]
+    fn protocol_violations_fail_with_their_code() {
+        let bad_utf8_reason = masked(true, OpCode::Close, &[0x03, 0xe8, 0xff]);
+        let cases: Vec<(Vec<u8>, ProtocolError)> = vec![
+            (
+                masked(true, OpCode::Continuation, b"x"),
+                ProtocolError::UnexpectedContinuation,
+            ),
+            (
+                [
+                    masked(false, OpCode::Text, b"a"),
+                    masked(true, OpCode::Binary, b"b"),
+                ]
+                .concat(),
+                ProtocolError::ExpectedContinuation,
+            ),
+            (
+                masked(true, OpCode::Close, &[0x03]),
+                ProtocolError::InvalidClosePayload,
+            ),
+            (
+                masked(true, OpCode::Close, &[0x03, 0xed]),
+                ProtocolError::InvalidCloseCode(1005),
+            ),
+            (
+                masked(true, OpCode::Close, &[0x03, 0xf7]),
+                ProtocolError::InvalidCloseCode(1015),
+            ),
+            (
+                masked(true, OpCode::Close, &[0x13, 0x88]),
+                ProtocolError::InvalidCloseCode(5000),
+            ),
+            (bad_utf8_reason, ProtocolError::InvalidUtf8),
+            (
+                masked(true, OpCode::Text, &[0xce, 0xba, 0xff]),
+                ProtocolError::InvalidUtf8,
+            ),
+            (vec![0x81, 0x00], ProtocolError::UnmaskedClientFrame),
+        ];
+        for (input, err) in cases {
+            let code = err.close_code();
+            check(&input, &[Owned::Error(err)]);
+            assert!(code == CloseCode::PROTOCOL_ERROR || code == CloseCode::INVALID_PAYLOAD);
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_fails_before_the_frame_ends() {
+        // A 100-byte text frame whose third byte is invalid: the error must
+        // come from the first 3 bytes of payload alone.
+        let mut payload = b"ab".to_vec();
+        payload.push(0xff);
+        payload.resize(100, b'z');
+        let input = masked(true, OpCode::Text, &payload);
+        let (events, _) = run(&input[..6 + 3], &[], Limits::default());
+        assert_eq!(events, [Owned::Error(ProtocolError::InvalidUtf8)]);
+        // And across fragments: the second fragment's first byte is bad.
+        let mut input = masked(false, OpCode::Text, &[0xce]);
+        input.extend(masked(true, OpCode::Continuation, &[0x41]));
+        let (events, _) = run(&input, &[], Limits::default());
+        assert_eq!(events, [Owned::Error(ProtocolError::InvalidUtf8)]);
+    }
+
+    #[test]
+    fn limits_close_with_1009() {
+        let limits = Limits {
+            max_frame_size: 10,
+            max_message_size: 15,
+            max_fragments: 3,
+        };
+        let (events, _) = run(&masked(true, OpCode::Binary, &[0; 11]), &[], limits);
+        assert_eq!(
+            events,
+            [Owned::Error(ProtocolError::FrameTooLarge {
+                len: 11,
+                max: 10
+            })]
+        );
+        let input = [
+            masked(false, OpCode::Binary, &[0; 10]),
+            masked(true, OpCode::Continuation, &[0; 6]),
+        ]
+        .concat();
+        let (events, _) = run(&input, &[], limits);
+        assert_eq!(
+            events,
+            [Owned::Error(ProtocolError::MessageTooLarge {
+                len: 16,
+                max: 15
+            })]
+        );
+        let input: Vec<u8> = [masked(false, OpCode::Text, b"")]
+            .into_iter()
+            .chain((0..3).map(|_| masked(false, OpCode::Continuation, b"")))
+            .flatten()
+            .collect();
+        let (events, _) = run(&input, &[], limits);
+        assert_eq!(
+            events,
+            [Owned::Error(ProtocolError::TooManyFragments { max: 3 })]
+        );
+        for err in [
+            ProtocolError::FrameTooLarge { len: 0, max: 0 },
+            ProtocolError::TooManyFragments { max: 0 },
+        ] {
+            assert_eq!(err.close_code(), CloseCode::TOO_BIG);
+        }
+    }
+
+    #[test]
+    fn nothing_is_buffered_between_whole_messages() {
+        let mut session = Session::new(Role::Server, Limits::default());
+        let mut out = Outbox::new();
+        let mut input = masked(true, OpCode::Binary, &[5; 1000]);
+        let step = session.read(&mut input, &mut out).unwrap();
+        assert_eq!(
+            step.event,
+            Some(Event::Message(Message::Binary(&[5; 1000])))
+        );
+        assert_eq!((session.buffered(), session.is_mid_message()), (0, false));
+    }
+
+    #[test]
+    fn outbox_refuses_frames_after_close() {
+        let mut out = Outbox::new();
+        out.close(CloseCode::GOING_AWAY, "bye");
+        assert_eq!(out.push(OpCode::Text, b"late"), Err(SendError::Closed));
+        assert_eq!(out.pending(), [0x88, 0x05, 0x03, 0xe9, b'b', b'y', b'e']);
+        assert_eq!(out.close_code(), Some(CloseCode::GOING_AWAY));
+        out.consume(7);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn close_reason_is_cut_on_a_char_boundary() {
+        let mut out = Outbox::new();
+        out.close(CloseCode::NORMAL, &"é".repeat(100));
+        let frame = out.pending();
+        assert_eq!(frame[1] as usize, frame.len() - 2);
+        assert!(frame.len() - 2 <= 125);
+        assert!(std::str::from_utf8(&frame[4..]).is_ok());
     }
 }

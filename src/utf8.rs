@@ -81,6 +81,11 @@ impl Utf8Validator {
         }
     }
 
+    /// Whether no bytes of an unfinished code point are held.
+    pub fn is_clean(&self) -> bool {
+        self.partial_len == 0
+    }
+
     /// Ends the text: an unfinished code point is an error. The validator
     /// is reset for the next text either way.
     pub fn finish(&mut self) -> Result<(), Utf8Error> {

@@ -210,3 +210,13 @@ impl Handler for Echo {
         conn.send(msg);
     }
 }
+
+/// Waits until the server holds no connections. The counter drops after
+/// `on_close`, so the handler has run by then. Bounded by the watchdog.
+pub fn wait_until_closed(server: &Server) {
+    let start = std::time::Instant::now();
+    while server.counters().open > 0 {
+        assert!(start.elapsed() < WATCHDOG, "connections never removed");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
