@@ -162,23 +162,24 @@ impl Connection {
                 Ok(step) => {
                     let consumed = step.consumed;
                     match step.event {
-                        Some(Event::Message(msg)) => {
-                            // Messages after our close frame are discarded (§5.5.1).
-                            if self.phase == Phase::Open && !out.close_sent() {
-                                cx.stats.message_in();
-                                self.last_msg = cx.now;
-                                let mut conn = Conn {
-                                    id: cx.id,
-                                    info: info.as_deref().expect("open connections have info"),
-                                    stream,
-                                    out,
-                                    config: cx.config,
-                                    stats: cx.stats,
-                                    broken,
-                                };
-                                cx.handler.on_message(&mut conn, msg);
-                            }
+                        // Messages after our close frame are discarded (§5.5.1).
+                        Some(Event::Message(msg))
+                            if self.phase == Phase::Open && !out.close_sent() =>
+                        {
+                            cx.stats.message_in();
+                            self.last_msg = cx.now;
+                            let mut conn = Conn {
+                                id: cx.id,
+                                info: info.as_deref().expect("open connections have info"),
+                                stream,
+                                out,
+                                config: cx.config,
+                                stats: cx.stats,
+                                broken,
+                            };
+                            cx.handler.on_message(&mut conn, msg);
                         }
+                        Some(Event::Message(_)) => {}
                         Some(Event::Pong(_)) => self.ping_sent = None,
                         Some(Event::Ping(_)) => {}
                         Some(Event::Close { code, reason }) => {

@@ -358,7 +358,7 @@ mod tests {
     #[test]
     fn head_complete_finds_the_blank_line_across_calls() {
         for cut in 0..GOOD.len() {
-            assert_eq!(head_complete(&GOOD[..cut], 0), false);
+            assert!(!head_complete(&GOOD[..cut], 0));
         }
         for from in 0..GOOD.len() {
             assert!(head_complete(GOOD, from));

@@ -266,7 +266,7 @@ impl<H: Handler> Worker<H> {
             return;
         };
         let tick = self.timers.tick_of(deadline);
-        if conn.timer_tick.map_or(true, |armed| tick < armed) {
+        if conn.timer_tick.is_none_or(|armed| tick < armed) {
             conn.timer_tick = Some(self.timers.arm(key, deadline));
         }
     }

@@ -94,8 +94,8 @@ fn tungstenite_client_interoperates() {
     let big = vec![7u8; 300_000];
     ws.send(T::binary(big.clone())).unwrap();
     assert_eq!(ws.read().unwrap(), T::binary(big));
-    ws.send(T::Ping(b"x".to_vec().into())).unwrap();
-    assert_eq!(ws.read().unwrap(), T::Pong(b"x".to_vec().into()));
+    ws.send(T::Ping(b"x".to_vec())).unwrap();
+    assert_eq!(ws.read().unwrap(), T::Pong(b"x".to_vec()));
     ws.close(None).unwrap();
     loop {
         match ws.read() {
