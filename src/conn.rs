@@ -9,7 +9,7 @@ use mio::net::TcpStream;
 use crate::config::Config;
 use crate::error::CloseCode;
 use crate::frame::Role;
-use crate::handler::{Conn, ConnId, ConnInfo, Handler, Upgrade};
+use crate::handler::{Conn, ConnId, ConnInfo, Flags, Handler, Upgrade};
 use crate::handshake::{self, Parsed, Request, Response};
 use crate::protocol::{Event, Outbox, Session};
 use crate::stats::Stats;
@@ -53,8 +53,8 @@ pub(crate) struct Connection {
     pub timer_tick: Option<u64>,
     /// WRITABLE is registered.
     pub writable: bool,
-    /// The socket failed; remove it.
-    pub broken: bool,
+    /// Broken socket, and whether the handler waits for `on_drain`.
+    pub flags: Flags,
     /// The peer's FIN was read.
     pub eof: bool,
     /// Our side was shut down.
@@ -78,7 +78,7 @@ impl Connection {
             ping_sent: None,
             timer_tick: None,
             writable: false,
-            broken: false,
+            flags: Flags::default(),
             eof: false,
             write_shut: false,
         }
@@ -149,13 +149,13 @@ impl Connection {
 
     fn ingest_frames<H: Handler>(&mut self, cx: &mut Context<'_, H>, buf: &mut [u8]) {
         let mut pos = 0;
-        while pos < buf.len() && !self.broken {
+        while pos < buf.len() && !self.flags.broken {
             let Connection {
                 session,
                 out,
                 stream,
                 info,
-                broken,
+                flags,
                 ..
             } = self;
             match session.read(&mut buf[pos..], out) {
@@ -175,7 +175,7 @@ impl Connection {
                                 out,
                                 config: cx.config,
                                 stats: cx.stats,
-                                broken,
+                                flags,
                             };
                             cx.handler.on_message(&mut conn, msg);
                         }
@@ -240,7 +240,7 @@ impl Connection {
             out: &mut self.out,
             config: cx.config,
             stats: cx.stats,
-            broken: &mut self.broken,
+            flags: &mut self.flags,
         };
         f(cx.handler, &mut conn);
     }
@@ -288,4 +288,17 @@ pub(crate) fn client_addr(req: &Request, peer: SocketAddr, trusted: &[IpAddr]) -
         })
         .and_then(|ip| ip.trim().parse::<IpAddr>().ok());
     forwarded.map_or(peer, |ip| SocketAddr::new(ip, peer.port()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_state_stays_small() {
+        let size = std::mem::size_of::<Connection>();
+        eprintln!("size_of::<Connection>() = {size}");
+        // docs/ARCHITECTURE.md lists what these bytes hold.
+        assert!(size <= 384, "Connection grew to {size} bytes");
+    }
 }

@@ -61,7 +61,9 @@ pub trait Handler {
     /// what must outlive the call.
     fn on_message(&mut self, conn: &mut Conn<'_>, msg: Message<'_>);
 
-    /// The connection's queued output has all been written.
+    /// Output that had to be queued (a send returned
+    /// [`SendStatus::Queued`] or [`SendStatus::Dropped`]) has all been
+    /// written.
     fn on_drain(&mut self, conn: &mut Conn<'_>) {
         let _ = conn;
     }
@@ -107,7 +109,16 @@ pub struct Conn<'a> {
     pub(crate) out: &'a mut Outbox,
     pub(crate) config: &'a Config,
     pub(crate) stats: &'a Stats,
-    pub(crate) broken: &'a mut bool,
+    pub(crate) flags: &'a mut Flags,
+}
+
+/// Connection state a handler's sends can change.
+#[derive(Debug, Default)]
+pub(crate) struct Flags {
+    /// A write failed; the connection is to be removed.
+    pub broken: bool,
+    /// A send was queued or refused: call `on_drain` once output empties.
+    pub drain_wanted: bool,
 }
 
 impl Conn<'_> {
@@ -173,13 +184,14 @@ impl Conn<'_> {
     /// Writes a frame straight to the socket when nothing is queued ahead
     /// of it, and queues whatever the socket does not take.
     fn send_frame(&mut self, opcode: OpCode, payload: &[u8]) -> SendStatus {
-        if self.out.close_sent() || *self.broken {
+        if self.out.close_sent() || self.flags.broken {
             return SendStatus::Closed;
         }
         // The cap bounds what is queued ahead of a message, so one message
         // larger than the cap can still go out on an idle connection.
         let queued = self.out.pending().len();
         if queued > 0 && queued + payload.len() > self.config.max_write_buffer {
+            self.flags.drain_wanted = true;
             self.stats.dropped();
             if self.config.backpressure == Backpressure::Close {
                 self.out
@@ -197,6 +209,7 @@ impl Conn<'_> {
         if !self.out.is_empty() {
             self.out.push_raw(&head[..n]);
             self.out.push_raw(payload);
+            self.flags.drain_wanted = true;
             return SendStatus::Queued;
         }
         let written = write_all_or_some(self.stream, &head[..n], payload);
@@ -209,10 +222,11 @@ impl Conn<'_> {
                 } else {
                     self.out.push_raw(&payload[w - n..]);
                 }
+                self.flags.drain_wanted = true;
                 SendStatus::Queued
             }
             Err(_) => {
-                *self.broken = true;
+                self.flags.broken = true;
                 SendStatus::Closed
             }
         }

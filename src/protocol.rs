@@ -28,6 +28,9 @@ pub struct Limits {
     /// 65,536 fragments of 64 bytes, and a cap on a flood of empty
     /// fragments, which no other limit bounds. Over it: 1009.
     pub max_fragments: usize,
+    /// Queued output above which pings go unanswered. Default 64 KiB. This
+    /// is the guard against a ping flood from a peer that does not read.
+    pub max_pong_backlog: usize,
 }
 
 impl Default for Limits {
@@ -36,6 +39,7 @@ impl Default for Limits {
             max_frame_size: 16 << 20,
             max_message_size: 16 << 20,
             max_fragments: 1 << 17,
+            max_pong_backlog: 64 * 1024,
         }
     }
 }
@@ -371,7 +375,7 @@ impl Session {
             OpCode::Binary => Ok(Event::Message(Message::Binary(payload))),
             OpCode::Ping => {
                 // RFC 6455 §5.5.2: answer with a pong carrying the same data.
-                out.pong(payload);
+                out.pong(payload, self.limits.max_pong_backlog);
                 Ok(Event::Ping(payload))
             }
             OpCode::Pong => Ok(Event::Pong(payload)),
@@ -517,9 +521,14 @@ impl Outbox {
         Ok(())
     }
 
-    /// Queues a pong, unless closing.
-    pub fn pong(&mut self, payload: &[u8]) {
-        let _ = self.push(OpCode::Pong, payload);
+    /// Queues a pong, unless closing or unless more than `backlog` bytes
+    /// wait already. RFC 6455 §5.5.3 lets an endpoint answer only the
+    /// latest of several pings, so a peer that pings without reading cannot
+    /// grow the output through pongs.
+    pub fn pong(&mut self, payload: &[u8], backlog: usize) {
+        if self.pending().len() <= backlog {
+            let _ = self.push(OpCode::Pong, payload);
+        }
     }
 
     /// Queues a close frame with a code and a reason cut to fit 123 bytes
@@ -740,6 +749,7 @@ mod tests {
             max_frame_size: 10,
             max_message_size: 15,
             max_fragments: 3,
+            ..Limits::default()
         };
         let (events, _) = run(&masked(true, OpCode::Binary, &[0; 11]), &[], limits);
         assert_eq!(
@@ -791,6 +801,21 @@ mod tests {
             Some(Event::Message(Message::Binary(&[5; 1000])))
         );
         assert_eq!((session.buffered(), session.is_mid_message()), (0, false));
+    }
+
+    #[test]
+    fn ping_flood_cannot_grow_the_outbox() {
+        let mut input = Vec::new();
+        for _ in 0..10_000 {
+            input.extend(masked(true, OpCode::Ping, &[7; 125]));
+        }
+        let (events, out) = run(&input, &[], Limits::default());
+        assert_eq!(events.len(), 10_000);
+        assert!(
+            out.len() <= Limits::default().max_pong_backlog + 127,
+            "{} bytes queued",
+            out.len()
+        );
     }
 
     #[test]

@@ -187,7 +187,7 @@ impl<H: Handler> Worker<H> {
             stats,
             now: *now,
         };
-        while !conn.broken && !conn.eof {
+        while !conn.flags.broken && !conn.eof {
             match (&conn.stream).read(rbuf) {
                 Ok(0) => conn.eof = true,
                 Ok(n) => {
@@ -197,7 +197,7 @@ impl<H: Handler> Worker<H> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => conn.broken = true,
+                Err(_) => conn.flags.broken = true,
             }
         }
     }
@@ -208,9 +208,9 @@ impl<H: Handler> Worker<H> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let had_output = !conn.out.is_empty();
         flush(conn);
-        if had_output && conn.out.is_empty() && conn.phase == Phase::Open {
+        if conn.flags.drain_wanted && conn.out.is_empty() && conn.phase == Phase::Open {
+            conn.flags.drain_wanted = false;
             let mut cx = Context {
                 id: ConnId(key),
                 handler: &mut self.handler,
@@ -223,7 +223,7 @@ impl<H: Handler> Worker<H> {
             flush(conn);
         }
         let finished =
-            conn.broken || conn.eof || (conn.phase == Phase::Http && conn.out.is_empty());
+            conn.flags.broken || conn.eof || (conn.phase == Phase::Http && conn.out.is_empty());
         if finished {
             self.remove(key);
             return;
@@ -360,13 +360,13 @@ impl<H: Handler> Worker<H> {
 
 /// Writes queued output until done or the socket would block.
 fn flush(conn: &mut Connection) {
-    while !conn.out.is_empty() && !conn.broken {
+    while !conn.out.is_empty() && !conn.flags.broken {
         match (&conn.stream).write(conn.out.pending()) {
-            Ok(0) => conn.broken = true,
+            Ok(0) => conn.flags.broken = true,
             Ok(n) => conn.out.consume(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => conn.broken = true,
+            Err(_) => conn.flags.broken = true,
         }
     }
 }

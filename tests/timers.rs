@@ -1,0 +1,78 @@
+//! Timers over real sockets, with the timeouts shortened.
+
+mod util;
+
+use std::time::{Duration, Instant};
+
+use util::{start, Client, Echo};
+use wsloop::frame::OpCode;
+use wsloop::Config;
+
+fn quick() -> Config {
+    Config {
+        workers: 1,
+        handshake_timeout: Duration::from_millis(200),
+        ping_interval: None,
+        close_timeout: Duration::from_millis(200),
+        ..Config::default()
+    }
+}
+
+#[test]
+fn half_sent_handshake_is_closed_after_the_timeout() {
+    let server = start(quick(), || Echo);
+    let mut client = Client::connect(server.local_addr());
+    let began = Instant::now();
+    client.send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n");
+    client.expect_eof();
+    assert!(began.elapsed() >= Duration::from_millis(200));
+    util::wait_until_closed(&server);
+}
+
+#[test]
+fn silent_peer_gets_pings_and_is_dropped_without_pong() {
+    let config = Config {
+        ping_interval: Some(Duration::from_millis(100)),
+        pong_timeout: Duration::from_millis(200),
+        ..quick()
+    };
+    let server = start(config, || Echo);
+    let mut client = Client::open(server.local_addr(), "/");
+    // Answering keeps the connection: two rounds.
+    for _ in 0..2 {
+        let ping = client.expect_frame();
+        assert_eq!(ping.opcode, OpCode::Ping);
+        client.send_frame(true, OpCode::Pong, &ping.payload);
+    }
+    // Now stay silent: the next ping goes unanswered and TCP is dropped.
+    assert_eq!(client.expect_frame().opcode, OpCode::Ping);
+    client.expect_eof();
+    util::wait_until_closed(&server);
+    assert_eq!(server.counters().closes_by_code(1006), 1);
+}
+
+#[test]
+fn idle_timeout_closes_with_1001() {
+    let config = Config {
+        idle_timeout: Some(Duration::from_millis(150)),
+        ..quick()
+    };
+    let server = start(config, || Echo);
+    let mut client = Client::open(server.local_addr(), "/");
+    client.send_text("one");
+    assert_eq!(client.expect_frame().payload, b"one");
+    assert_eq!(client.expect_close(), Some(1001));
+    client.send_close(1001, "");
+    client.expect_eof();
+}
+
+#[test]
+fn unanswered_close_is_dropped_after_the_close_timeout() {
+    let server = start(quick(), || Echo);
+    let mut client = Client::open(server.local_addr(), "/");
+    server.shutdown_handle().shutdown();
+    assert_eq!(client.expect_close(), Some(1001));
+    // No reply: the server drops TCP after close_timeout.
+    client.expect_eof();
+    server.join().unwrap();
+}
