@@ -6,6 +6,7 @@
 #   bash scripts/autobahn.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 
 venv=target/venv
 out=target/autobahn
@@ -16,16 +17,8 @@ fi
 
 cargo build --release --example echo
 rm -rf "$out" && mkdir -p "$out"
-./target/release/examples/echo --addr 127.0.0.1:0 >"$out/echo.log" 2>&1 &
-echo_pid=$!
-trap 'kill "$echo_pid" 2>/dev/null || true' EXIT
-addr=""
-for _ in $(seq 100); do
-    addr=$(sed -n 's|^echo: listening on ws://||p' "$out/echo.log")
-    [ -n "$addr" ] && break
-    sleep 0.1
-done
-[ -n "$addr" ] || { cat "$out/echo.log"; echo "echo server did not start" >&2; exit 1; }
+start_example echo "listening on ws://" --addr 127.0.0.1:0
+addr=$ADDR
 
 cases=()
 for section in 1 2 3 4 5 6 7 9 10; do cases+=(-i "$section.*"); done
@@ -54,7 +47,5 @@ sys.exit(1 if bad else 0)
 PY
 
 # Graceful shutdown on SIGTERM must exit 0.
-kill -TERM "$echo_pid"
-wait "$echo_pid"
-trap - EXIT
+stop_example
 echo "autobahn: report in $out/report, echo server exited cleanly"

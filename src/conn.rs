@@ -9,10 +9,9 @@ use mio::net::TcpStream;
 use crate::config::Config;
 use crate::error::CloseCode;
 use crate::frame::Role;
-use crate::handler::{Conn, ConnId, ConnInfo, Flags, Handler, Upgrade};
+use crate::handler::{Conn, ConnId, ConnInfo, Env, Flags, Handler, Upgrade};
 use crate::handshake::{self, Parsed, Request, Response};
 use crate::protocol::{Event, Outbox, Session};
-use crate::stats::Stats;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +95,7 @@ impl Connection {
     fn ingest_head<H: Handler>(&mut self, cx: &mut Context<'_, H>, buf: &[u8]) {
         let from = self.head.len();
         self.head.extend_from_slice(buf);
-        let limits = &cx.config.handshake_limits;
+        let limits = &cx.env.config.handshake_limits;
         if !handshake::head_complete(&self.head, from) && self.head.len() <= limits.max_header_bytes
         {
             return;
@@ -105,7 +104,7 @@ impl Connection {
         match handshake::parse(&head, limits) {
             Ok(Parsed::Partial) => self.head = head,
             Ok(Parsed::Upgrade(req, len)) => {
-                let peer = client_addr(&req, self.peer, &cx.config.trusted_proxies);
+                let peer = client_addr(&req, self.peer, &cx.env.config.trusted_proxies);
                 match cx.handler.on_upgrade(&req, peer) {
                     Upgrade::Accept { protocol } => {
                         let key = req.key().unwrap_or_default();
@@ -118,7 +117,7 @@ impl Connection {
                         }));
                         self.phase = Phase::Open;
                         self.last_msg = cx.now;
-                        cx.stats.upgraded();
+                        cx.env.stats.upgraded();
                         self.with_conn(cx, |handler, conn| handler.on_open(conn));
                         self.after_callback(cx.now);
                         // Frames sent right behind the request.
@@ -131,12 +130,12 @@ impl Connection {
                 }
             }
             Ok(Parsed::Http(req, _)) => {
-                let peer = client_addr(&req, self.peer, &cx.config.trusted_proxies);
+                let peer = client_addr(&req, self.peer, &cx.env.config.trusted_proxies);
                 let res = cx.handler.on_http(&req, peer);
                 self.respond(&res);
             }
             Err(err) => {
-                cx.stats.handshake_failed(&err);
+                cx.env.stats.handshake_failed(&err);
                 self.respond(&Response::for_error(&err));
             }
         }
@@ -166,16 +165,15 @@ impl Connection {
                         Some(Event::Message(msg))
                             if self.phase == Phase::Open && !out.close_sent() =>
                         {
-                            cx.stats.message_in();
+                            cx.env.stats.message_in();
                             self.last_msg = cx.now;
                             let mut conn = Conn {
                                 id: cx.id,
                                 info: info.as_deref().expect("open connections have info"),
                                 stream,
                                 out,
-                                config: cx.config,
-                                stats: cx.stats,
                                 flags,
+                                env: cx.env.reborrow(),
                             };
                             cx.handler.on_message(&mut conn, msg);
                         }
@@ -238,9 +236,8 @@ impl Connection {
             info,
             stream: &self.stream,
             out: &mut self.out,
-            config: cx.config,
-            stats: cx.stats,
             flags: &mut self.flags,
+            env: cx.env.reborrow(),
         };
         f(cx.handler, &mut conn);
     }
@@ -269,8 +266,7 @@ impl Connection {
 pub(crate) struct Context<'a, H> {
     pub id: ConnId,
     pub handler: &'a mut H,
-    pub config: &'a Config,
-    pub stats: &'a Stats,
+    pub env: Env<'a>,
     pub now: Instant,
 }
 

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 
+use crate::broadcast::{Hub, Publish, Topics};
 use crate::config::{Backpressure, Config};
 use crate::error::CloseCode;
 use crate::frame::OpCode;
@@ -71,9 +72,10 @@ pub trait Handler {
     /// The connection ended. `code` is the peer's close code for a clean
     /// close, ours if we closed first or failed the connection, and 1006
     /// when TCP ended without a close frame. Called once per opened
-    /// connection.
-    fn on_close(&mut self, id: ConnId, code: CloseCode, reason: &str) {
-        let _ = (id, code, reason);
+    /// connection. Sends on `conn` return [`SendStatus::Closed`], and its
+    /// subscriptions are gone, but it can still publish.
+    fn on_close(&mut self, conn: &mut Conn<'_>, code: CloseCode, reason: &str) {
+        let _ = (conn, code, reason);
     }
 }
 
@@ -100,16 +102,43 @@ pub(crate) struct ConnInfo {
     pub protocol: Option<String>,
 }
 
-/// A handle on one open connection, lent to the handler for one callback.
+/// What a [`Conn`] reaches beyond its own connection: the worker's
+/// settings, counters and topics.
+#[derive(Debug)]
+pub(crate) struct Env<'a> {
+    pub worker: usize,
+    pub config: &'a Config,
+    pub stats: &'a Stats,
+    pub topics: &'a mut Topics,
+    /// Messages published during this callback, delivered on this worker
+    /// once it returns.
+    pub published: &'a mut Vec<Publish>,
+    pub hub: &'a Hub,
+}
+
+impl Env<'_> {
+    /// A shorter-lived copy, to lend to one `Conn`.
+    pub fn reborrow(&mut self) -> Env<'_> {
+        Env {
+            worker: self.worker,
+            config: self.config,
+            stats: self.stats,
+            topics: self.topics,
+            published: self.published,
+            hub: self.hub,
+        }
+    }
+}
+
+/// A handle on one connection, lent to the handler for one callback.
 #[derive(Debug)]
 pub struct Conn<'a> {
     pub(crate) id: ConnId,
     pub(crate) info: &'a ConnInfo,
     pub(crate) stream: &'a TcpStream,
     pub(crate) out: &'a mut Outbox,
-    pub(crate) config: &'a Config,
-    pub(crate) stats: &'a Stats,
     pub(crate) flags: &'a mut Flags,
+    pub(crate) env: Env<'a>,
 }
 
 /// Connection state a handler's sends can change.
@@ -148,9 +177,9 @@ impl Conn<'_> {
         self.out.pending().len()
     }
 
-    /// Whether a close frame has been sent.
+    /// Whether a close frame has been sent or the connection has ended.
     pub fn is_closing(&self) -> bool {
-        self.out.close_sent()
+        self.out.close_sent() || self.flags.broken
     }
 
     /// Sends a text message.
@@ -181,43 +210,85 @@ impl Conn<'_> {
         self.out.close(code, reason);
     }
 
-    /// Writes a frame straight to the socket when nothing is queued ahead
-    /// of it, and queues whatever the socket does not take.
+    /// Subscribes this connection to a topic; false if it already was.
+    /// Subscriptions end with the connection.
+    pub fn subscribe(&mut self, topic: &str) -> bool {
+        self.env.topics.subscribe(self.id.0, topic)
+    }
+
+    /// Unsubscribes from a topic; false if it was not subscribed.
+    pub fn unsubscribe(&mut self, topic: &str) -> bool {
+        self.env.topics.unsubscribe(self.id.0, topic)
+    }
+
+    /// Sends `msg` to every subscriber of `topic` on every worker, this
+    /// connection included if it is subscribed. The frame is encoded once.
+    /// Delivery on this worker happens when the callback returns.
+    pub fn publish(&mut self, topic: &str, msg: Message<'_>) {
+        let publish = Publish::new(topic, msg);
+        self.env.hub.send(&publish, Some(self.env.worker));
+        self.env.published.push(publish);
+    }
+
+    /// Sends a frame built elsewhere (a broadcast), under the same rules as
+    /// any other send.
+    pub(crate) fn send_encoded(&mut self, frame: &[u8]) -> SendStatus {
+        if let Some(refused) = self.admit(frame.len()) {
+            return refused;
+        }
+        self.env.stats.message_out(frame.len());
+        self.transmit(frame, &[])
+    }
+
     fn send_frame(&mut self, opcode: OpCode, payload: &[u8]) -> SendStatus {
-        if self.out.close_sent() || self.flags.broken {
+        if let Some(refused) = self.admit(payload.len()) {
+            return refused;
+        }
+        let Ok((head, n)) = self.out.header(opcode, payload.len()) else {
             return SendStatus::Closed;
+        };
+        if !opcode.is_control() {
+            self.env.stats.message_out(payload.len());
+        }
+        self.transmit(&head[..n], payload)
+    }
+
+    /// Refuses a send on a closing connection, or one over the write cap,
+    /// where the backpressure policy applies.
+    fn admit(&mut self, len: usize) -> Option<SendStatus> {
+        if self.is_closing() {
+            return Some(SendStatus::Closed);
         }
         // The cap bounds what is queued ahead of a message, so one message
         // larger than the cap can still go out on an idle connection.
         let queued = self.out.pending().len();
-        if queued > 0 && queued + payload.len() > self.config.max_write_buffer {
+        if queued > 0 && queued + len > self.env.config.max_write_buffer {
             self.flags.drain_wanted = true;
-            self.stats.dropped();
-            if self.config.backpressure == Backpressure::Close {
+            self.env.stats.dropped();
+            if self.env.config.backpressure == Backpressure::Close {
                 self.out
                     .close(CloseCode::POLICY_VIOLATION, "write buffer full");
             }
-            return SendStatus::Dropped;
+            return Some(SendStatus::Dropped);
         }
-        let (head, n) = match self.out.header(opcode, payload.len()) {
-            Ok(header) => header,
-            Err(_) => return SendStatus::Closed,
-        };
-        if !opcode.is_control() {
-            self.stats.message_out(payload.len());
-        }
+        None
+    }
+
+    /// Writes `head` and `payload` straight to the socket when nothing is
+    /// queued ahead of them, and queues whatever the socket does not take.
+    fn transmit(&mut self, head: &[u8], payload: &[u8]) -> SendStatus {
         if !self.out.is_empty() {
-            self.out.push_raw(&head[..n]);
+            self.out.push_raw(head);
             self.out.push_raw(payload);
             self.flags.drain_wanted = true;
             return SendStatus::Queued;
         }
-        let written = write_all_or_some(self.stream, &head[..n], payload);
-        match written {
+        let n = head.len();
+        match write_all_or_some(self.stream, head, payload) {
             Ok(w) if w == n + payload.len() => SendStatus::Sent,
             Ok(w) => {
                 if w < n {
-                    self.out.push_raw(&head[w..n]);
+                    self.out.push_raw(&head[w..]);
                     self.out.push_raw(payload);
                 } else {
                     self.out.push_raw(&payload[w - n..]);

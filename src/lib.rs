@@ -42,6 +42,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+mod broadcast;
 mod config;
 mod conn;
 pub mod error;
@@ -55,6 +56,7 @@ mod timer;
 pub mod utf8;
 mod worker;
 
+pub use broadcast::Broadcaster;
 pub use config::{Backpressure, Config};
 pub use error::{CloseCode, HandshakeError, ProtocolError};
 pub use handler::{Conn, ConnId, Handler, SendStatus, Upgrade};

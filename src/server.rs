@@ -5,12 +5,13 @@
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::broadcast::{Broadcaster, Hub, Remote};
 use crate::config::Config;
 use crate::handler::Handler;
 use crate::stats::{Counters, Stats};
@@ -21,17 +22,14 @@ use crate::worker::{Worker, WAKER};
 /// [`Config::shutdown_timeout`], and exit.
 #[derive(Debug, Clone)]
 pub struct ShutdownHandle {
-    flag: Arc<AtomicBool>,
-    wakers: Arc<Vec<Waker>>,
+    hub: Arc<Hub>,
 }
 
 impl ShutdownHandle {
     /// Begins a graceful shutdown. Calling it again does nothing more.
     pub fn shutdown(&self) {
-        self.flag.store(true, Ordering::Release);
-        for waker in self.wakers.iter() {
-            let _ = waker.wake();
-        }
+        self.hub.shutdown.store(true, Ordering::Release);
+        self.hub.wake_all();
     }
 }
 
@@ -40,7 +38,7 @@ impl ShutdownHandle {
 pub struct Server {
     local_addr: SocketAddr,
     threads: Vec<JoinHandle<io::Result<()>>>,
-    shutdown: ShutdownHandle,
+    hub: Arc<Hub>,
     stats: Vec<Arc<Stats>>,
 }
 
@@ -61,43 +59,59 @@ impl Server {
         let workers = config.worker_count();
         let config = Arc::new(config);
         let factory = Arc::new(factory);
-        let flag = Arc::new(AtomicBool::new(false));
 
         // Bind everything before starting a thread, so that errors come
         // back from here, and port 0 is resolved once for all workers.
         let mut local_addr = addr;
         let mut parts = Vec::with_capacity(workers);
+        let mut remotes = Vec::with_capacity(workers);
         for _ in 0..workers {
             let listener = reuseport_listener(local_addr)?;
             local_addr = listener.local_addr()?;
             let poll = Poll::new()?;
             let waker = Waker::new(poll.registry(), WAKER)?;
-            parts.push((poll, mio::net::TcpListener::from_std(listener), waker));
+            let (inbox, receiver) = mpsc::channel();
+            remotes.push(Remote {
+                waker,
+                inbox,
+                pending: AtomicBool::new(false),
+            });
+            parts.push((poll, mio::net::TcpListener::from_std(listener), receiver));
         }
-        let mut wakers = Vec::with_capacity(workers);
+        let hub = Arc::new(Hub {
+            shutdown: AtomicBool::new(false),
+            remotes,
+        });
         let mut threads = Vec::with_capacity(workers);
         let mut stats = Vec::with_capacity(workers);
-        for (i, (poll, listener, waker)) in parts.into_iter().enumerate() {
-            wakers.push(waker);
+        for (i, (poll, listener, receiver)) in parts.into_iter().enumerate() {
             let worker_stats = Arc::new(Stats::default());
             stats.push(worker_stats.clone());
             let config = config.clone();
             let factory = factory.clone();
-            let flag = flag.clone();
+            let hub = hub.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("wsloop-{i}"))
                 .spawn(move || {
-                    Worker::new(poll, listener, factory(), config, worker_stats, flag).run()
+                    let handler = factory();
+                    Worker::new(
+                        i,
+                        poll,
+                        listener,
+                        handler,
+                        config,
+                        worker_stats,
+                        hub,
+                        receiver,
+                    )
+                    .run()
                 })?;
             threads.push(thread);
         }
         Ok(Server {
             local_addr,
             threads,
-            shutdown: ShutdownHandle {
-                flag,
-                wakers: Arc::new(wakers),
-            },
+            hub,
             stats,
         })
     }
@@ -109,7 +123,16 @@ impl Server {
 
     /// A handle that stops the server.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        self.shutdown.clone()
+        ShutdownHandle {
+            hub: self.hub.clone(),
+        }
+    }
+
+    /// A handle that publishes to topics from any thread.
+    pub fn broadcaster(&self) -> Broadcaster {
+        Broadcaster {
+            hub: self.hub.clone(),
+        }
     }
 
     /// The counters of every worker, summed.

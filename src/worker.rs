@@ -5,18 +5,19 @@
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::broadcast::{Hub, Publish, Topics};
 use crate::config::Config;
 use crate::conn::{Connection, Context, Phase};
 use crate::error::CloseCode;
-use crate::handler::{ConnId, Handler};
+use crate::handler::{ConnId, Env, Handler};
 use crate::stats::Stats;
 use crate::timer::TimerWheel;
 
@@ -32,6 +33,7 @@ const TICK: Duration = Duration::from_millis(10);
 
 /// One worker's event loop and everything it owns.
 pub(crate) struct Worker<H> {
+    index: usize,
     poll: Poll,
     listener: Option<TcpListener>,
     conns: Slab<Connection>,
@@ -40,23 +42,33 @@ pub(crate) struct Worker<H> {
     stats: Arc<Stats>,
     rbuf: Vec<u8>,
     timers: TimerWheel,
-    shutdown: Arc<AtomicBool>,
+    hub: Arc<Hub>,
+    inbox: mpsc::Receiver<Publish>,
+    topics: Topics,
+    /// Messages published by handlers on this worker, not yet delivered here.
+    published: Vec<Publish>,
+    /// Subscriber keys of the message being delivered.
+    scratch: Vec<usize>,
     /// Set once shutdown has begun: when to give up on close replies.
     shutdown_deadline: Option<Instant>,
     now: Instant,
 }
 
 impl<H: Handler> Worker<H> {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
+        index: usize,
         poll: Poll,
         listener: TcpListener,
         handler: H,
         config: Arc<Config>,
         stats: Arc<Stats>,
-        shutdown: Arc<AtomicBool>,
+        hub: Arc<Hub>,
+        inbox: mpsc::Receiver<Publish>,
     ) -> Self {
         let now = Instant::now();
         Worker {
+            index,
             poll,
             listener: Some(listener),
             conns: Slab::new(),
@@ -65,7 +77,11 @@ impl<H: Handler> Worker<H> {
             config,
             stats,
             timers: TimerWheel::new(TICK, now),
-            shutdown,
+            hub,
+            inbox,
+            topics: Topics::default(),
+            published: Vec::new(),
+            scratch: Vec::new(),
             shutdown_deadline: None,
             now,
         }
@@ -82,7 +98,7 @@ impl<H: Handler> Worker<H> {
         let mut events = Events::with_capacity(1024);
         let mut fired = Vec::new();
         loop {
-            if self.shutdown.load(Ordering::Acquire) && self.shutdown_deadline.is_none() {
+            if self.hub.shutdown.load(Ordering::Acquire) && self.shutdown_deadline.is_none() {
                 self.begin_shutdown();
             }
             if let Some(deadline) = self.shutdown_deadline {
@@ -104,7 +120,8 @@ impl<H: Handler> Worker<H> {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
-                    WAKER => {} // the shutdown flag is checked at the top of the loop
+                    // The shutdown flag is checked at the top of the loop.
+                    WAKER => self.drain_inbox(),
                     Token(token) => {
                         let key = token - CONN_BASE;
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -118,12 +135,45 @@ impl<H: Handler> Worker<H> {
             for (key, tick) in fired.drain(..) {
                 self.on_timer(key, tick);
             }
+            self.deliver_published();
         }
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             self.remove(key);
         }
         Ok(())
+    }
+
+    /// A connection, the context its callbacks need, and the read buffer,
+    /// borrowed apart from each other.
+    fn parts(&mut self, key: usize) -> (Option<&mut Connection>, Context<'_, H>, &mut [u8]) {
+        let Worker {
+            index,
+            conns,
+            handler,
+            config,
+            stats,
+            rbuf,
+            now,
+            topics,
+            published,
+            hub,
+            ..
+        } = self;
+        let cx = Context {
+            id: ConnId(key),
+            handler,
+            env: Env {
+                worker: *index,
+                config,
+                stats,
+                topics,
+                published,
+                hub,
+            },
+            now: *now,
+        };
+        (conns.get_mut(key), cx, rbuf)
     }
 
     /// Accepts until the queue is empty.
@@ -168,30 +218,14 @@ impl<H: Handler> Worker<H> {
     /// connection's parser. Readiness is edge-triggered, so stopping early
     /// would lose the wakeup.
     fn read_ready(&mut self, key: usize) {
-        let Worker {
-            conns,
-            handler,
-            config,
-            stats,
-            rbuf,
-            now,
-            ..
-        } = self;
-        let Some(conn) = conns.get_mut(key) else {
+        let (Some(conn), mut cx, rbuf) = self.parts(key) else {
             return;
-        };
-        let mut cx = Context {
-            id: ConnId(key),
-            handler,
-            config,
-            stats,
-            now: *now,
         };
         while !conn.flags.broken && !conn.eof {
             match (&conn.stream).read(rbuf) {
                 Ok(0) => conn.eof = true,
                 Ok(n) => {
-                    cx.stats.bytes_in(n);
+                    cx.env.stats.bytes_in(n);
                     conn.last_rx = cx.now;
                     conn.ingest(&mut cx, &mut rbuf[..n]);
                 }
@@ -205,23 +239,18 @@ impl<H: Handler> Worker<H> {
     /// After any event: write what is queued, move the phase on, remove the
     /// connection if it is finished, and keep interest and timer in step.
     fn settle(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
+        let now = self.now;
+        let (Some(conn), mut cx, _) = self.parts(key) else {
             return;
         };
         flush(conn);
         if conn.flags.drain_wanted && conn.out.is_empty() && conn.phase == Phase::Open {
             conn.flags.drain_wanted = false;
-            let mut cx = Context {
-                id: ConnId(key),
-                handler: &mut self.handler,
-                config: &self.config,
-                stats: &self.stats,
-                now: self.now,
-            };
             conn.with_conn(&mut cx, |handler, conn| handler.on_drain(conn));
-            conn.after_callback(self.now);
+            conn.after_callback(now);
             flush(conn);
         }
+        let conn = &mut self.conns[key];
         let finished =
             conn.flags.broken || conn.eof || (conn.phase == Phase::Http && conn.out.is_empty());
         if finished {
@@ -352,9 +381,63 @@ impl<H: Handler> Worker<H> {
                 .take()
                 .unwrap_or((CloseCode::ABNORMAL, "".into()));
             self.stats.closed(code);
-            self.handler.on_close(ConnId(key), code, &reason);
+            self.topics.remove_conn(key);
+            // Nothing more may be sent on it, whatever its phase.
+            conn.flags.broken = true;
+            let (_, mut cx, _) = self.parts(key);
+            conn.with_conn(&mut cx, |handler, conn| {
+                handler.on_close(conn, code, &reason)
+            });
         }
         self.stats.removed();
+    }
+
+    /// Takes what other threads published for this worker.
+    fn drain_inbox(&mut self) {
+        // Clear the flag first: a publish racing with the drain wakes us again.
+        self.hub.remotes[self.index]
+            .pending
+            .store(false, Ordering::Release);
+        while let Ok(publish) = self.inbox.try_recv() {
+            self.deliver(&publish);
+        }
+    }
+
+    /// Delivers what handlers on this worker published during the last
+    /// round of events.
+    fn deliver_published(&mut self) {
+        // Delivery can run handler callbacks that publish again; those wait
+        // for the next round, which keeps this loop finite.
+        let batch = std::mem::take(&mut self.published);
+        for publish in &batch {
+            self.deliver(publish);
+        }
+        if self.published.is_empty() {
+            self.published = batch;
+            self.published.clear();
+        }
+    }
+
+    /// Writes one published frame to every subscriber here.
+    fn deliver(&mut self, publish: &Publish) {
+        let mut keys = std::mem::take(&mut self.scratch);
+        keys.clear();
+        keys.extend_from_slice(self.topics.subscribers(&publish.topic));
+        for &key in &keys {
+            let now = self.now;
+            let (Some(conn), mut cx, _) = self.parts(key) else {
+                continue;
+            };
+            if conn.phase != Phase::Open {
+                continue;
+            }
+            conn.with_conn(&mut cx, |_, conn| {
+                conn.send_encoded(&publish.frame);
+            });
+            conn.after_callback(now);
+            self.settle(key);
+        }
+        self.scratch = keys;
     }
 }
 

@@ -65,8 +65,12 @@ impl Handler for Closer {
         }
     }
 
-    fn on_close(&mut self, id: ConnId, code: CloseCode, reason: &str) {
-        self.0.lock().unwrap().push((id, code.0, reason.to_owned()));
+    fn on_close(&mut self, conn: &mut Conn<'_>, code: CloseCode, reason: &str) {
+        assert_eq!(conn.send_text("after close"), wsloop::SendStatus::Closed);
+        self.0
+            .lock()
+            .unwrap()
+            .push((conn.id(), code.0, reason.to_owned()));
     }
 }
 

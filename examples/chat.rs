@@ -1,0 +1,205 @@
+//! A chat server: rooms across all worker threads, and a browser page.
+//!
+//! ```text
+//! cargo run --release --example chat
+//! ```
+//! then open <http://127.0.0.1:8080/>. Flags: `--addr HOST:PORT`,
+//! `--workers N`, `--ping-interval SECS`, `--idle-timeout SECS`,
+//! `--any-origin` (skip the Origin check), `--trusted-proxy IP` (believe
+//! its X-Forwarded-For / X-Real-IP; repeatable).
+//!
+//! How it works: every room is a topic. A connection subscribes to its
+//! room when it opens, and each message it sends is published to the room,
+//! encoded once and written to every member on every worker.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use wsloop::{
+    CloseCode, Config, Conn, ConnId, Handler, Limits, Message, Request, Response, Upgrade,
+};
+
+mod common;
+
+/// The page, embedded in the binary.
+const PAGE: &str = include_str!("chat.html");
+/// Longest room name, in characters.
+const MAX_ROOM: usize = 32;
+/// Longest nickname, in characters.
+const MAX_NAME: usize = 24;
+/// Longest chat line, in bytes; longer messages close the connection (1009).
+const MAX_LINE: usize = 2000;
+
+/// Who a connection is.
+struct Member {
+    room: String,
+    name: String,
+}
+
+/// One per worker: the members connected to this worker.
+struct Chat {
+    check_origin: bool,
+    members: HashMap<ConnId, Member>,
+}
+
+impl Handler for Chat {
+    fn on_http(&mut self, req: &Request, _peer: SocketAddr) -> Response {
+        match (req.method.as_str(), req.path_only()) {
+            ("GET", "/") => Response::ok("text/html; charset=utf-8", PAGE),
+            _ => Response::status(404),
+        }
+    }
+
+    fn on_upgrade(&mut self, req: &Request, _peer: SocketAddr) -> Upgrade {
+        if req.path_only() != "/ws" {
+            return Upgrade::Reject(Response::status(404));
+        }
+        // Browsers always send Origin: refuse pages from other sites, so
+        // that they cannot chat in a visitor's name.
+        if self.check_origin && !same_origin(req) {
+            return Upgrade::Reject(Response::status(403));
+        }
+        match member_of(req.path.as_str()) {
+            Some(_) => Upgrade::Accept { protocol: None },
+            None => Upgrade::Reject(Response::status(400)),
+        }
+    }
+
+    fn on_open(&mut self, conn: &mut Conn<'_>) {
+        let Some(member) = member_of(conn.path()) else {
+            return conn.close(CloseCode::POLICY_VIOLATION, "bad room or name");
+        };
+        println!(
+            "chat: {} joined {} from {}",
+            member.name,
+            member.room,
+            conn.peer_addr()
+        );
+        conn.subscribe(&member.room);
+        let notice = format!("* {} joined", member.name);
+        conn.publish(&member.room, Message::Text(&notice));
+        self.members.insert(conn.id(), member);
+    }
+
+    fn on_message(&mut self, conn: &mut Conn<'_>, msg: Message<'_>) {
+        let (Message::Text(text), Some(member)) = (msg, self.members.get(&conn.id())) else {
+            return conn.close(CloseCode::UNSUPPORTED_DATA, "text only");
+        };
+        let line = format!("{}: {}", member.name, text.trim_end());
+        conn.publish(&member.room, Message::Text(&line));
+    }
+
+    fn on_close(&mut self, conn: &mut Conn<'_>, _code: CloseCode, _reason: &str) {
+        if let Some(member) = self.members.remove(&conn.id()) {
+            let notice = format!("* {} left", member.name);
+            conn.publish(&member.room, Message::Text(&notice));
+        }
+    }
+}
+
+/// Room and name from `/ws?room=R&name=N`, decoded and checked.
+fn member_of(path: &str) -> Option<Member> {
+    let query = path.split_once('?')?.1;
+    let mut room = None;
+    let mut name = None;
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=')?;
+        match key {
+            "room" => room = Some(percent_decode(value)?),
+            "name" => name = Some(percent_decode(value)?),
+            _ => {}
+        }
+    }
+    let valid = |s: &String, max: usize| {
+        let n = s.chars().count();
+        n > 0 && n <= max && !s.chars().any(char::is_control)
+    };
+    let (room, name) = (room?, name?);
+    (valid(&room, MAX_ROOM) && valid(&name, MAX_NAME)).then_some(Member { room, name })
+}
+
+/// Decodes `%XX` escapes (and `+` as space); `None` if it is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'%' => {
+                let hex = [bytes.next()?, bytes.next()?];
+                out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Whether Origin names the same host as Host. No Origin (not a browser)
+/// passes.
+fn same_origin(req: &Request) -> bool {
+    let Some(origin) = req.origin() else {
+        return true;
+    };
+    let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+    req.host()
+        .is_some_and(|host| host.eq_ignore_ascii_case(origin_host))
+}
+
+fn main() -> ExitCode {
+    let args = match common::Args::parse("127.0.0.1:8080") {
+        Ok(args) => args,
+        Err(msg) => {
+            eprintln!("{msg} --any-origin --trusted-proxy IP");
+            return ExitCode::from(2);
+        }
+    };
+    let mut config = args.config(Config {
+        limits: Limits {
+            max_message_size: MAX_LINE,
+            max_frame_size: MAX_LINE,
+            ..Limits::default()
+        },
+        ..Config::default()
+    });
+    let mut check_origin = true;
+    for (flag, value) in &args.extra {
+        match (flag.as_str(), value) {
+            ("--any-origin", None) => check_origin = false,
+            ("--trusted-proxy", Some(ip)) => match ip.parse() {
+                Ok(ip) => config.trusted_proxies.push(ip),
+                Err(_) => {
+                    eprintln!("chat: --trusted-proxy needs an IP address, not {ip:?}");
+                    return ExitCode::from(2);
+                }
+            },
+            _ => {
+                eprintln!("chat: unknown flag {flag}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let server = match wsloop::Server::bind(args.addr.as_str(), config, move || Chat {
+        check_origin,
+        members: HashMap::new(),
+    }) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("chat: cannot listen on {}: {e}", args.addr);
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("chat: open http://{}/", server.local_addr());
+    common::shutdown_on_signals(server.shutdown_handle());
+    match server.join() {
+        Ok(counters) => {
+            println!("chat: shut down\n{counters}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("chat: worker failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

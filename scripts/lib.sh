@@ -1,0 +1,45 @@
+# Helpers shared by the scripts: install Debian packages on demand, and run
+# an example in the background until it prints its address.
+
+# need_apt COMMAND PACKAGE...: installs the packages if COMMAND is missing.
+need_apt() {
+    local cmd=$1
+    shift
+    command -v "$cmd" >/dev/null 2>&1 && return 0
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+# start_example NAME MARKER ARGS...: starts target/release/examples/NAME and
+# waits for the line "NAME: MARKER..." that carries its address; sets ADDR
+# (host:port) and EXAMPLE_PID. The log is target/NAME.log.
+start_example() {
+    local name=$1 marker=$2
+    shift 2
+    local log="target/$name.log"
+    "./target/release/examples/$name" "$@" >"$log" 2>&1 &
+    EXAMPLE_PID=$!
+    trap stop_example EXIT
+    ADDR=""
+    for _ in $(seq 100); do
+        ADDR=$(sed -n "s|^$name: $marker\([^/ ]*\).*|\1|p" "$log" | head -n 1)
+        [ -n "$ADDR" ] && return 0
+        kill -0 "$EXAMPLE_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    cat "$log"
+    echo "$name did not start" >&2
+    exit 1
+}
+
+# stop_example: SIGTERM the example and require a clean exit.
+stop_example() {
+    [ -n "${EXAMPLE_PID:-}" ] || return 0
+    local pid=$EXAMPLE_PID
+    EXAMPLE_PID=""
+    trap - EXIT
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid"
+}

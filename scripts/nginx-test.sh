@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The chat example behind Debian's nginx, configured from docs/nginx.conf
+# with a 3 s proxy_read_timeout. First a control (server pings every 10 s:
+# nginx must drop an idle connection), then the real run (pings every 1 s:
+# it must survive). Installs nginx and Python's websockets when missing.
+#
+#   bash scripts/nginx-test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+need_apt nginx nginx-light
+venv=target/venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -c 'import websockets' 2>/dev/null ||
+    "$venv/bin/pip" install --quiet --disable-pip-version-check websockets
+
+cargo build --release --example chat
+dir=$PWD/target/nginx
+mkdir -p "$dir"
+nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+
+# A free port for nginx: bind port 0 and read it back.
+nginx_port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+
+run_phase() {
+    local phase=$1 ping=$2
+    start_example chat "open http://" --addr 127.0.0.1:0 --workers 2 \
+        --ping-interval "$ping" --trusted-proxy 127.0.0.1
+    sed -e "s|server 127.0.0.1:8080;|server $ADDR;|" \
+        -e "s|listen 127.0.0.1:8000;|listen 127.0.0.1:$nginx_port;|" \
+        -e "s|proxy_read_timeout 60s;|proxy_read_timeout 3s;|" \
+        docs/nginx.conf >"$dir/nginx.conf"
+    grep -q "proxy_read_timeout 3s;" "$dir/nginx.conf"
+    "$nginx_bin" -p "$dir" -c "$dir/nginx.conf" \
+        -g "pid $dir/nginx.pid; error_log $dir/error.log;"
+    local status=0
+    "$venv/bin/python" tests/nginx/nginx_test.py "$phase" "127.0.0.1:$nginx_port" target/chat.log ||
+        status=$?
+    "$nginx_bin" -p "$dir" -c "$dir/nginx.conf" -g "pid $dir/nginx.pid; error_log $dir/error.log;" -s stop
+    for _ in $(seq 50); do [ -e "$dir/nginx.pid" ] || break; sleep 0.1; done
+    stop_example
+    if [ "$status" -ne 0 ]; then
+        cat target/chat.log "$dir/error.log" >&2 || true
+        exit "$status"
+    fi
+}
+
+run_phase drop 10
+run_phase keep 1

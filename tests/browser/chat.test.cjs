@@ -1,0 +1,95 @@
+// End-to-end test of the chat example in headless Chromium.
+//
+//   node tests/browser/chat.test.cjs http://127.0.0.1:PORT/
+//
+// Needs playwright-core (scripts/browser-test.sh installs it under
+// target/browser) and Debian's chromium at /usr/bin/chromium.
+"use strict";
+const path = require("path");
+const assert = require("assert");
+
+const modules = process.env.PLAYWRIGHT_DIR || path.join(__dirname, "../../target/browser/node_modules");
+const { chromium } = require(path.join(modules, "playwright-core"));
+
+const base = process.argv[2];
+if (!base) {
+  console.error("usage: node chat.test.cjs http://HOST:PORT/");
+  process.exit(2);
+}
+
+// Waits until #log of `page` has a line whose text is exactly `text`.
+async function seeLine(page, text) {
+  await page.waitForFunction(
+    (want) => [...document.querySelectorAll("#log div")].some((d) => d.textContent === want),
+    text,
+    { timeout: 10000 },
+  );
+}
+
+async function main() {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    args: [
+      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    ],
+  });
+  try {
+    const context = await browser.newContext();
+
+    // Alice joins straight from the URL.
+    const alice = await context.newPage();
+    await alice.goto(new URL("/?room=lobby&name=alice", base).href);
+    await alice.waitForSelector("#status.open", { timeout: 10000 });
+    await seeLine(alice, "* alice joined");
+
+    // Bob joins through the form.
+    const bob = await context.newPage();
+    await bob.goto(base);
+    await bob.fill("#room", "lobby");
+    await bob.fill("#name", "bob");
+    await bob.click("#join");
+    await bob.waitForSelector("#status.open", { timeout: 10000 });
+    await seeLine(alice, "* bob joined");
+
+    // Enter sends; both see it, the sender included.
+    await bob.fill("#message", "hello from bob");
+    await bob.press("#message", "Enter");
+    await seeLine(alice, "bob: hello from bob");
+    await seeLine(bob, "bob: hello from bob");
+
+    // Markup is shown as text, never rendered.
+    await bob.fill("#message", "<b>x</b>");
+    await bob.click("#send");
+    await seeLine(alice, "bob: <b>x</b>");
+    assert.strictEqual(await alice.locator("#log b").count(), 0, "markup was rendered");
+
+    // Another room hears nothing of this one.
+    const carol = await context.newPage();
+    await carol.goto(new URL("/?room=other&name=carol", base).href);
+    await seeLine(carol, "* carol joined");
+    await alice.fill("#message", "only lobby");
+    await alice.press("#message", "Enter");
+    await seeLine(bob, "alice: only lobby");
+    const carolLines = await carol.locator("#log div").allTextContents();
+    assert.deepStrictEqual(carolLines, ["* carol joined"]);
+
+    // Leaving is announced.
+    await bob.close();
+    await seeLine(alice, "* bob left");
+
+    // Other paths are 404.
+    const res = await alice.request.get(new URL("/nope", base).href);
+    assert.strictEqual(res.status(), 404);
+
+    console.log("browser test: all checks passed");
+  } finally {
+    await browser.close();
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

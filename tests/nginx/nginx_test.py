@@ -1,0 +1,79 @@
+"""The chat example behind nginx, driven by Python's websockets client.
+
+    python tests/nginx/nginx_test.py PHASE NGINX_ADDR CHAT_LOG
+
+PHASE "drop": the server pings less often than nginx's proxy_read_timeout,
+so nginx must close an idle connection (the control). PHASE "keep": the
+server pings more often, so the idle connection must survive.
+"""
+import asyncio
+import sys
+import time
+import urllib.request
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+READ_TIMEOUT = 3.0  # proxy_read_timeout in the generated nginx config
+
+
+async def expect(ws, want, timeout=5):
+    got = await asyncio.wait_for(ws.recv(), timeout)
+    assert got == want, f"expected {want!r}, got {got!r}"
+
+
+def page_loads(addr):
+    with urllib.request.urlopen(f"http://{addr}/", timeout=5) as res:
+        body = res.read().decode()
+        assert res.status == 200, res.status
+        assert 'id="log"' in body, "chat page not served"
+
+
+async def chat_round_trip(addr, name):
+    url = f"ws://{addr}/ws?room=nginx&name={name}"
+    async with connect(url, origin=f"http://{addr}", ping_interval=None) as ws:
+        await expect(ws, f"* {name} joined")
+        await ws.send("hi")
+        await expect(ws, f"{name}: hi")
+
+
+async def idle(addr, source_ip):
+    """Opens a connection from source_ip, stays silent, then talks."""
+    url = f"ws://{addr}/ws?room=idle&name=sleeper"
+    # ping_interval=None: only the server's pings may keep this alive.
+    async with connect(
+        url, origin=f"http://{addr}", ping_interval=None, local_addr=(source_ip, 0)
+    ) as ws:
+        await expect(ws, "* sleeper joined")
+        began = time.monotonic()
+        try:
+            await asyncio.wait_for(ws.recv(), READ_TIMEOUT + 3)
+            raise AssertionError("unexpected message while idle")
+        except asyncio.TimeoutError:
+            pass  # still open after the proxy timeout
+        except ConnectionClosed:
+            return time.monotonic() - began
+        await ws.send("awake")
+        await expect(ws, "sleeper: awake")
+        return None
+
+
+def main():
+    phase, addr, chat_log = sys.argv[1:4]
+    page_loads(addr)
+    asyncio.run(chat_round_trip(addr, "alice"))
+    closed_after = asyncio.run(idle(addr, "127.0.0.2"))
+    if phase == "drop":
+        assert closed_after is not None, "nginx kept an idle connection: the control failed"
+        print(f"nginx test (control): idle connection closed after {closed_after:.1f} s")
+    else:
+        assert closed_after is None, f"idle connection closed after {closed_after:.1f} s"
+        print("nginx test: idle connection outlived proxy_read_timeout thanks to pings")
+        # The chat trusts nginx, so it saw the client's own address.
+        log = open(chat_log).read()
+        assert "sleeper joined idle from 127.0.0.2:" in log, log
+        print("nginx test: X-Real-IP from the trusted proxy reached the handler")
+
+
+if __name__ == "__main__":
+    main()
