@@ -2,6 +2,7 @@
 //! the bytes it reads into handler calls.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use mio::net::TcpStream;
@@ -9,9 +10,10 @@ use mio::net::TcpStream;
 use crate::config::Config;
 use crate::error::CloseCode;
 use crate::frame::Role;
-use crate::handler::{Conn, ConnId, ConnInfo, Env, Flags, Handler, Upgrade};
+use crate::handler::{admit, Conn, ConnId, ConnInfo, Env, Flags, Handler, SendStatus, Upgrade};
 use crate::handshake::{self, Parsed, Request, Response};
 use crate::protocol::{Event, Outbox, Session};
+use crate::stats::Stats;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +44,6 @@ pub(crate) struct Connection {
     pub info: Option<Box<ConnInfo>>,
     /// The code and reason to report in `on_close`.
     pub close: Option<(CloseCode, Box<str>)>,
-    pub peer: SocketAddr,
     /// Start of the current phase, for the handshake and close timeouts.
     pub since: Instant,
     pub last_rx: Instant,
@@ -56,12 +57,14 @@ pub(crate) struct Connection {
     pub flags: Flags,
     /// The peer's FIN was read.
     pub eof: bool,
+    /// Broadcast frames were queued and await the end of the batch.
+    pub dirty: bool,
     /// Our side was shut down.
     pub write_shut: bool,
 }
 
 impl Connection {
-    pub fn new(stream: TcpStream, peer: SocketAddr, config: &Config, now: Instant) -> Self {
+    pub fn new(stream: TcpStream, config: &Config, now: Instant) -> Self {
         Connection {
             stream,
             phase: Phase::Handshake,
@@ -70,7 +73,6 @@ impl Connection {
             out: Outbox::new(),
             info: None,
             close: None,
-            peer,
             since: now,
             last_rx: now,
             last_msg: now,
@@ -79,6 +81,7 @@ impl Connection {
             writable: false,
             flags: Flags::default(),
             eof: false,
+            dirty: false,
             write_shut: false,
         }
     }
@@ -104,7 +107,7 @@ impl Connection {
         match handshake::parse(&head, limits) {
             Ok(Parsed::Partial) => self.head = head,
             Ok(Parsed::Upgrade(req, len)) => {
-                let peer = client_addr(&req, self.peer, &cx.env.config.trusted_proxies);
+                let peer = client_addr(&req, self.socket_peer(), &cx.env.config.trusted_proxies);
                 match cx.handler.on_upgrade(&req, peer) {
                     Upgrade::Accept { protocol } => {
                         let key = req.key().unwrap_or_default();
@@ -130,7 +133,7 @@ impl Connection {
                 }
             }
             Ok(Parsed::Http(req, _)) => {
-                let peer = client_addr(&req, self.peer, &cx.env.config.trusted_proxies);
+                let peer = client_addr(&req, self.socket_peer(), &cx.env.config.trusted_proxies);
                 let res = cx.handler.on_http(&req, peer);
                 self.respond(&res);
             }
@@ -139,6 +142,14 @@ impl Connection {
                 self.respond(&Response::for_error(&err));
             }
         }
+    }
+
+    /// The socket's peer, asked of the kernel once per handshake rather
+    /// than kept in every connection.
+    fn socket_peer(&self) -> SocketAddr {
+        self.stream
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     fn respond(&mut self, res: &Response) {
@@ -203,6 +214,20 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Queues a frame built once for many connections (a broadcast), by
+    /// reference, under the same rules as any other send. The worker writes
+    /// it with the rest of the batch.
+    pub fn send_shared(&mut self, frame: &Arc<[u8]>, config: &Config, stats: &Stats) -> SendStatus {
+        if let Some(refused) = admit(&mut self.out, &mut self.flags, config, stats, frame.len()) {
+            return refused;
+        }
+        if self.out.push_shared(frame.clone()).is_err() {
+            return SendStatus::Closed;
+        }
+        stats.message_out(frame.len());
+        SendStatus::Queued
     }
 
     /// Notices a close the handler started.

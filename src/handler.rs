@@ -174,7 +174,7 @@ impl Conn<'_> {
 
     /// Output bytes queued and not yet written.
     pub fn buffered_amount(&self) -> usize {
-        self.out.pending().len()
+        self.out.len()
     }
 
     /// Whether a close frame has been sent or the connection has ended.
@@ -230,16 +230,6 @@ impl Conn<'_> {
         self.env.published.push(publish);
     }
 
-    /// Sends a frame built elsewhere (a broadcast), under the same rules as
-    /// any other send.
-    pub(crate) fn send_encoded(&mut self, frame: &[u8]) -> SendStatus {
-        if let Some(refused) = self.admit(frame.len()) {
-            return refused;
-        }
-        self.env.stats.message_out(frame.len());
-        self.transmit(frame, &[])
-    }
-
     fn send_frame(&mut self, opcode: OpCode, payload: &[u8]) -> SendStatus {
         if let Some(refused) = self.admit(payload.len()) {
             return refused;
@@ -253,25 +243,8 @@ impl Conn<'_> {
         self.transmit(&head[..n], payload)
     }
 
-    /// Refuses a send on a closing connection, or one over the write cap,
-    /// where the backpressure policy applies.
     fn admit(&mut self, len: usize) -> Option<SendStatus> {
-        if self.is_closing() {
-            return Some(SendStatus::Closed);
-        }
-        // The cap bounds what is queued ahead of a message, so one message
-        // larger than the cap can still go out on an idle connection.
-        let queued = self.out.pending().len();
-        if queued > 0 && queued + len > self.env.config.max_write_buffer {
-            self.flags.drain_wanted = true;
-            self.env.stats.dropped();
-            if self.env.config.backpressure == Backpressure::Close {
-                self.out
-                    .close(CloseCode::POLICY_VIOLATION, "write buffer full");
-            }
-            return Some(SendStatus::Dropped);
-        }
-        None
+        admit(self.out, self.flags, self.env.config, self.env.stats, len)
     }
 
     /// Writes `head` and `payload` straight to the socket when nothing is
@@ -302,6 +275,32 @@ impl Conn<'_> {
             }
         }
     }
+}
+
+/// Refuses a send on a closing connection, or one over the write cap,
+/// where the backpressure policy applies. `None` means go ahead.
+pub(crate) fn admit(
+    out: &mut Outbox,
+    flags: &mut Flags,
+    config: &Config,
+    stats: &Stats,
+    len: usize,
+) -> Option<SendStatus> {
+    if out.close_sent() || flags.broken {
+        return Some(SendStatus::Closed);
+    }
+    // The cap bounds what is queued ahead of a message, so one message
+    // larger than the cap can still go out on an idle connection.
+    let queued = out.len();
+    if queued > 0 && queued + len > config.max_write_buffer {
+        flags.drain_wanted = true;
+        stats.dropped();
+        if config.backpressure == Backpressure::Close {
+            out.close(CloseCode::POLICY_VIOLATION, "write buffer full");
+        }
+        return Some(SendStatus::Dropped);
+    }
+    None
 }
 
 /// One `writev` of header and payload, retried on EINTR. Would-block counts

@@ -10,6 +10,9 @@
 //! [`Outbox`] holds encoded frames not yet written. It is kept apart from
 //! the session so that a handler can send while it holds a borrowed message.
 
+use std::collections::VecDeque;
+use std::sync::Arc;
+
 use crate::error::{CloseCode, ProtocolError};
 use crate::frame::{apply_mask, FrameHeader, OpCode, Role, MAX_HEADER_LEN};
 use crate::utf8::Utf8Validator;
@@ -431,12 +434,33 @@ impl std::fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
+/// One piece of queued output: bytes of its own, or a frame shared with
+/// other connections (a broadcast).
+#[derive(Debug)]
+enum Chunk {
+    Owned(Vec<u8>),
+    Shared(Arc<[u8]>),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Owned(bytes) => bytes,
+            Chunk::Shared(bytes) => bytes,
+        }
+    }
+}
+
 /// Encoded server frames waiting to be written, and the sending side of the
-/// close handshake. Frames are unmasked, as a server sends them.
+/// close handshake. Frames are unmasked, as a server sends them. A shared
+/// frame is queued by reference, not copied.
 #[derive(Debug, Default)]
 pub struct Outbox {
-    buf: Vec<u8>,
-    start: usize,
+    chunks: VecDeque<Chunk>,
+    /// Bytes of the front chunk already written.
+    head: usize,
+    /// Bytes waiting, over all chunks.
+    len: usize,
     close_sent: bool,
     close_code: Option<CloseCode>,
 }
@@ -447,33 +471,74 @@ impl Outbox {
         Self::default()
     }
 
-    /// Bytes waiting to be written.
-    pub fn pending(&self) -> &[u8] {
-        &self.buf[self.start..]
+    /// How many bytes wait to be written.
+    pub fn len(&self) -> usize {
+        self.len
     }
 
     /// Whether nothing waits to be written.
     pub fn is_empty(&self) -> bool {
-        self.start == self.buf.len()
+        self.len == 0
     }
 
-    /// Marks `n` pending bytes as written. The buffer is freed once empty,
-    /// so an idle connection holds none.
+    /// The waiting bytes, in order, as contiguous pieces (for `writev`).
+    pub fn pieces(&self) -> impl Iterator<Item = &[u8]> {
+        self.chunks.iter().enumerate().map(|(i, c)| {
+            if i == 0 {
+                &c.bytes()[self.head..]
+            } else {
+                c.bytes()
+            }
+        })
+    }
+
+    /// All waiting bytes in one vector (for tests and tools).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.pieces().flatten().copied().collect()
+    }
+
+    /// Marks `n` waiting bytes as written. Memory is freed as chunks
+    /// empty, so an idle connection holds none.
     pub fn consume(&mut self, n: usize) {
-        self.start += n;
-        debug_assert!(self.start <= self.buf.len());
-        if self.start >= self.buf.len() {
-            self.buf = Vec::new();
-            self.start = 0;
-        } else if self.start > self.buf.len() / 2 && self.start > 4096 {
-            self.buf.drain(..self.start);
-            self.start = 0;
+        debug_assert!(n <= self.len);
+        self.len -= n;
+        self.head += n;
+        while let Some(front) = self.chunks.front() {
+            let front_len = front.bytes().len();
+            if self.head < front_len {
+                break;
+            }
+            self.head -= front_len;
+            self.chunks.pop_front();
+        }
+        if self.chunks.is_empty() {
+            self.chunks = VecDeque::new();
+            self.head = 0;
         }
     }
 
     /// Appends raw bytes, such as the rest of a partly written frame.
     pub fn push_raw(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
+        if bytes.is_empty() {
+            return;
+        }
+        self.len += bytes.len();
+        if let Some(Chunk::Owned(last)) = self.chunks.back_mut() {
+            last.extend_from_slice(bytes);
+        } else {
+            self.chunks.push_back(Chunk::Owned(bytes.to_vec()));
+        }
+    }
+
+    /// Appends a whole encoded frame shared with other connections, without
+    /// copying it. Refused after a close.
+    pub fn push_shared(&mut self, frame: Arc<[u8]>) -> Result<(), SendError> {
+        if self.close_sent {
+            return Err(SendError::Closed);
+        }
+        self.len += frame.len();
+        self.chunks.push_back(Chunk::Shared(frame));
+        Ok(())
     }
 
     /// Whether a close frame has been queued.
@@ -516,8 +581,8 @@ impl Outbox {
     /// Queues one unfragmented frame.
     pub fn push(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
         let (head, n) = self.header(opcode, payload.len())?;
-        self.buf.extend_from_slice(&head[..n]);
-        self.buf.extend_from_slice(payload);
+        self.push_raw(&head[..n]);
+        self.push_raw(payload);
         Ok(())
     }
 
@@ -526,7 +591,7 @@ impl Outbox {
     /// latest of several pings, so a peer that pings without reading cannot
     /// grow the output through pongs.
     pub fn pong(&mut self, payload: &[u8], backlog: usize) {
-        if self.pending().len() <= backlog {
+        if self.len <= backlog {
             let _ = self.push(OpCode::Pong, payload);
         }
     }
@@ -612,12 +677,12 @@ mod tests {
                     }
                     Err(e) => {
                         events.push(Owned::Error(e));
-                        return (events, out.pending().to_vec());
+                        return (events, out.to_vec());
                     }
                 }
             }
         }
-        (events, out.pending().to_vec())
+        (events, out.to_vec())
     }
 
     fn masked(fin: bool, op: OpCode, payload: &[u8]) -> Vec<u8> {
@@ -824,17 +889,34 @@ mod tests {
         let mut out = Outbox::new();
         out.close(CloseCode::GOING_AWAY, "bye");
         assert_eq!(out.push(OpCode::Text, b"late"), Err(SendError::Closed));
-        assert_eq!(out.pending(), [0x88, 0x05, 0x03, 0xe9, b'b', b'y', b'e']);
+        assert_eq!(out.to_vec(), [0x88, 0x05, 0x03, 0xe9, b'b', b'y', b'e']);
         assert_eq!(out.close_code(), Some(CloseCode::GOING_AWAY));
         out.consume(7);
         assert!(out.is_empty());
     }
 
     #[test]
+    fn outbox_keeps_order_across_owned_and_shared_chunks() {
+        let mut out = Outbox::new();
+        out.push_raw(b"ab");
+        let shared: Arc<[u8]> = Arc::from(&b"cde"[..]);
+        out.push_shared(shared.clone()).unwrap();
+        out.push_raw(b"f");
+        out.push_raw(b"g");
+        assert_eq!((out.len(), out.to_vec()), (7, b"abcdefg".to_vec()));
+        out.consume(3);
+        assert_eq!(out.pieces().collect::<Vec<_>>(), [&b"de"[..], b"fg"]);
+        out.consume(4);
+        assert!(out.is_empty() && out.chunks.capacity() == 0);
+        out.close(CloseCode::NORMAL, "");
+        assert_eq!(out.push_shared(shared), Err(SendError::Closed));
+    }
+
+    #[test]
     fn close_reason_is_cut_on_a_char_boundary() {
         let mut out = Outbox::new();
         out.close(CloseCode::NORMAL, &"é".repeat(100));
-        let frame = out.pending();
+        let frame = out.to_vec();
         assert_eq!(frame[1] as usize, frame.len() - 2);
         assert!(frame.len() - 2 <= 125);
         assert!(std::str::from_utf8(&frame[4..]).is_ok());

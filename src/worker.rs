@@ -3,7 +3,7 @@
 //! connection shares. Nothing here is shared with other workers but the
 //! counters and the shutdown flag.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
@@ -17,7 +17,7 @@ use crate::broadcast::{Hub, Publish, Topics};
 use crate::config::Config;
 use crate::conn::{Connection, Context, Phase};
 use crate::error::CloseCode;
-use crate::handler::{ConnId, Env, Handler};
+use crate::handler::{ConnId, Env, Handler, SendStatus};
 use crate::stats::Stats;
 use crate::timer::TimerWheel;
 
@@ -47,8 +47,8 @@ pub(crate) struct Worker<H> {
     topics: Topics,
     /// Messages published by handlers on this worker, not yet delivered here.
     published: Vec<Publish>,
-    /// Subscriber keys of the message being delivered.
-    scratch: Vec<usize>,
+    /// Connections with broadcast frames queued in this batch.
+    dirty: Vec<usize>,
     /// Set once shutdown has begun: when to give up on close replies.
     shutdown_deadline: Option<Instant>,
     now: Instant,
@@ -81,7 +81,7 @@ impl<H: Handler> Worker<H> {
             inbox,
             topics: Topics::default(),
             published: Vec::new(),
-            scratch: Vec::new(),
+            dirty: Vec::new(),
             shutdown_deadline: None,
             now,
         }
@@ -183,7 +183,7 @@ impl<H: Handler> Worker<H> {
         };
         loop {
             match listener.accept() {
-                Ok((mut stream, peer)) => {
+                Ok((mut stream, _)) => {
                     if self.conns.len() >= self.config.max_connections {
                         self.stats.refused();
                         continue; // dropping the stream closes it
@@ -200,7 +200,7 @@ impl<H: Handler> Worker<H> {
                     {
                         continue;
                     }
-                    let conn = entry.insert(Connection::new(stream, peer, &self.config, self.now));
+                    let conn = entry.insert(Connection::new(stream, &self.config, self.now));
                     let deadline = self.now + self.config.handshake_timeout;
                     conn.timer_tick = Some(self.timers.arm(key, deadline));
                     self.stats.accepted();
@@ -401,50 +401,69 @@ impl<H: Handler> Worker<H> {
         while let Ok(publish) = self.inbox.try_recv() {
             self.deliver(&publish);
         }
+        self.flush_delivered();
     }
 
     /// Delivers what handlers on this worker published during the last
     /// round of events.
     fn deliver_published(&mut self) {
-        // Delivery can run handler callbacks that publish again; those wait
+        // Flushing can call on_drain, which may publish again; those wait
         // for the next round, which keeps this loop finite.
-        let batch = std::mem::take(&mut self.published);
+        let mut batch = std::mem::take(&mut self.published);
         for publish in &batch {
             self.deliver(publish);
         }
-        if self.published.is_empty() {
-            self.published = batch;
-            self.published.clear();
-        }
+        self.flush_delivered();
+        batch.clear();
+        batch.append(&mut self.published);
+        self.published = batch;
     }
 
-    /// Writes one published frame to every subscriber here.
+    /// Queues one published frame, by reference, on every subscriber here.
+    /// The writes happen in [`Worker::flush_delivered`], one `writev` per
+    /// connection for the whole batch.
     fn deliver(&mut self, publish: &Publish) {
-        let mut keys = std::mem::take(&mut self.scratch);
-        keys.clear();
-        keys.extend_from_slice(self.topics.subscribers(&publish.topic));
-        for &key in &keys {
-            let now = self.now;
-            let (Some(conn), mut cx, _) = self.parts(key) else {
+        for &key in self.topics.subscribers(&publish.topic) {
+            let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
             if conn.phase != Phase::Open {
                 continue;
             }
-            conn.with_conn(&mut cx, |_, conn| {
-                conn.send_encoded(&publish.frame);
-            });
-            conn.after_callback(now);
-            self.settle(key);
+            let status = conn.send_shared(&publish.frame, &self.config, &self.stats);
+            if status != SendStatus::Closed && !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
+            conn.after_callback(self.now);
         }
-        self.scratch = keys;
+    }
+
+    /// Writes what [`Worker::deliver`] queued.
+    fn flush_delivered(&mut self) {
+        let mut keys = std::mem::take(&mut self.dirty);
+        for &key in &keys {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.dirty = false;
+                self.settle(key);
+            }
+        }
+        keys.clear();
+        self.dirty = keys;
     }
 }
 
-/// Writes queued output until done or the socket would block.
+/// Writes queued output until done or the socket would block, up to 64
+/// pieces per `writev`.
 fn flush(conn: &mut Connection) {
     while !conn.out.is_empty() && !conn.flags.broken {
-        match (&conn.stream).write(conn.out.pending()) {
+        let mut slices = [IoSlice::new(&[]); 64];
+        let mut count = 0;
+        for (slot, piece) in slices.iter_mut().zip(conn.out.pieces()) {
+            *slot = IoSlice::new(piece);
+            count += 1;
+        }
+        match (&conn.stream).write_vectored(&slices[..count]) {
             Ok(0) => conn.flags.broken = true,
             Ok(n) => conn.out.consume(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,

@@ -1,0 +1,233 @@
+//! Benchmark: one publisher, many subscribers spread over all workers.
+//!
+//! ```text
+//! cargo run --release --example broadcast_bench -- --subscribers 1000 --messages 2000 --runs 5
+//! ```
+//!
+//! Two ways to fan out the same messages, measured side by side, A B A B:
+//! - **topic**: every subscriber is on one topic; each message is encoded
+//!   once and the same frame bytes go to everyone.
+//! - **per-subscriber**: each subscriber has its own topic, and the
+//!   publisher publishes each message once per subscriber, so the frame is
+//!   encoded (and routed) once per subscriber: the naive baseline.
+//!
+//! It prints messages delivered per second for each, the median over the
+//! runs, and the ratio.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream as MioStream;
+use mio::{Events, Interest, Poll, Token};
+use wsloop::frame::{FrameHeader, OpCode, Role};
+use wsloop::protocol::encode_frame;
+use wsloop::{Config, Conn, Handler, Message, Server};
+
+/// Subscribers join `/sub?i=N`; the publisher is `/pub?mode=topic|each&n=S`.
+struct Fanout {
+    subscribers: usize,
+}
+
+impl Handler for Fanout {
+    fn on_open(&mut self, conn: &mut Conn<'_>) {
+        if let Some(i) = conn.path().strip_prefix("/sub?i=") {
+            let own = format!("sub-{i}");
+            conn.subscribe("all");
+            conn.subscribe(&own);
+        }
+    }
+
+    fn on_message(&mut self, conn: &mut Conn<'_>, msg: Message<'_>) {
+        if conn.path().starts_with("/pub?mode=topic") {
+            conn.publish("all", msg);
+        } else {
+            for i in 0..self.subscribers {
+                conn.publish(&format!("sub-{i}"), msg);
+            }
+        }
+    }
+}
+
+struct Args {
+    subscribers: usize,
+    messages: usize,
+    size: usize,
+    runs: usize,
+    workers: usize,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        subscribers: 1000,
+        messages: 2000,
+        size: 64,
+        runs: 5,
+        workers: 0,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value: usize = it
+            .next()
+            .and_then(|v| v.parse().ok())
+            .ok_or(format!("{flag} needs a number"))?;
+        match flag.as_str() {
+            "--subscribers" => args.subscribers = value,
+            "--messages" => args.messages = value,
+            "--size" => args.size = value,
+            "--runs" => args.runs = value,
+            "--workers" => args.workers = value,
+            _ => {
+                return Err(format!(
+                    "unknown flag {flag}; flags: --subscribers --messages --size --runs --workers"
+                ))
+            }
+        }
+    }
+    Ok(args)
+}
+
+/// Opens a WebSocket on `path` with a blocking std socket.
+fn open(addr: SocketAddr, path: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("upgrade response");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "upgrade refused");
+    stream
+}
+
+/// Reads every subscriber until each has `expect` data frames; returns the
+/// time it took from `start`.
+fn collect(subs: Vec<TcpStream>, expect: usize, start: Instant) -> Duration {
+    let mut poll = Poll::new().unwrap();
+    let mut socks: Vec<(MioStream, Vec<u8>, usize)> = subs
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.set_nonblocking(true).unwrap();
+            let mut m = MioStream::from_std(s);
+            poll.registry()
+                .register(&mut m, Token(i), Interest::READABLE)
+                .unwrap();
+            (m, Vec::new(), 0)
+        })
+        .collect();
+    let mut done = 0;
+    let mut events = Events::with_capacity(1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    while done < socks.len() {
+        poll.poll(&mut events, Some(Duration::from_secs(30)))
+            .unwrap();
+        assert!(!events.is_empty(), "no progress for 30 s");
+        for event in events.iter() {
+            let (sock, buf, got) = &mut socks[event.token().0];
+            loop {
+                match sock.read(&mut chunk) {
+                    Ok(0) => panic!("subscriber closed early"),
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            let before = *got;
+            let mut at = 0;
+            while let Some((h, n)) = FrameHeader::parse(&buf[at..], Role::Client).unwrap() {
+                let end = at + n + h.payload_len as usize;
+                if end > buf.len() {
+                    break;
+                }
+                assert_eq!(h.opcode, OpCode::Binary);
+                *got += 1;
+                at = end;
+            }
+            buf.drain(..at);
+            if before < expect && *got >= expect {
+                done += 1;
+            }
+        }
+    }
+    start.elapsed()
+}
+
+/// One run: returns messages delivered per second.
+fn run(addr: SocketAddr, args: &Args, mode: &str) -> f64 {
+    let subs: Vec<TcpStream> = (0..args.subscribers)
+        .map(|i| open(addr, &format!("/sub?i={i}")))
+        .collect();
+    let mut publisher = open(addr, &format!("/pub?mode={mode}"));
+    let payload = vec![0x5A; args.size];
+    let mut wire = Vec::new();
+    for _ in 0..args.messages {
+        encode_frame(
+            &mut wire,
+            true,
+            OpCode::Binary,
+            Some([1, 2, 3, 4]),
+            &payload,
+        );
+    }
+    let start = Instant::now();
+    let writer = std::thread::spawn(move || {
+        publisher.write_all(&wire).unwrap();
+        publisher
+    });
+    let elapsed = collect(subs, args.messages, start);
+    drop(writer.join().unwrap());
+    (args.subscribers * args.messages) as f64 / elapsed.as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let subscribers = args.subscribers;
+    let config = Config {
+        workers: args.workers,
+        ping_interval: None,
+        max_write_buffer: 64 << 20,
+        ..Config::default()
+    };
+    let workers = config.worker_count();
+    let server = Server::bind("127.0.0.1:0", config, move || Fanout { subscribers }).expect("bind");
+    let addr = server.local_addr();
+    println!(
+        "broadcast: {} subscribers over {workers} workers, {} messages of {} B, {} runs (A B A B)",
+        args.subscribers, args.messages, args.size, args.runs
+    );
+    let (mut topic, mut each) = (Vec::new(), Vec::new());
+    for r in 0..args.runs {
+        topic.push(run(addr, &args, "topic"));
+        each.push(run(addr, &args, "each"));
+        println!(
+            "  run {}: topic {:>12.0}/s   per-subscriber {:>12.0}/s",
+            r + 1,
+            topic[r],
+            each[r]
+        );
+    }
+    let (t, e) = (median(topic), median(each));
+    println!("| fan-out | delivered msgs/s (median) |");
+    println!("|---|---|");
+    println!("| topic, encoded once | {t:.0} |");
+    println!("| per-subscriber encode (baseline) | {e:.0} |");
+    println!("ratio topic / baseline: {:.2}x", t / e);
+    server.shutdown_handle().shutdown();
+    let _ = server.join();
+}
