@@ -1,0 +1,45 @@
+//! Peer echo servers and the benchmark runner for wsloop.
+//!
+//! The binaries: `tokio_tungstenite_echo`, `fastwebsockets_echo` and
+//! `raw_mio_echo` (plain TCP, the ceiling), each taking `--addr` and
+//! `--threads`, and `runner`, which drives them, wsloop's echo example and
+//! the thread-per-connection example with wsloop's load generator. See
+//! `bench/run.sh`.
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+pub mod svg;
+
+/// The flags every peer server takes.
+#[derive(Debug, Clone)]
+pub struct ServerArgs {
+    /// Where to listen; port 0 picks a free one.
+    pub addr: String,
+    /// Worker threads (runtime workers, or event loops).
+    pub threads: usize,
+}
+
+impl ServerArgs {
+    /// Parses `--addr HOST:PORT` (default 127.0.0.1:0) and `--threads N`
+    /// (default 1), exiting with status 2 on anything else.
+    pub fn parse(name: &str) -> ServerArgs {
+        let mut args = ServerArgs {
+            addr: "127.0.0.1:0".to_owned(),
+            threads: 1,
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(flag) = it.next() {
+            let value = it.next();
+            match (flag.as_str(), value) {
+                ("--addr", Some(v)) => args.addr = v,
+                ("--threads", Some(v)) if v.parse::<usize>().is_ok_and(|n| n > 0) => {
+                    args.threads = v.parse().expect("checked above");
+                }
+                _ => {
+                    eprintln!("usage: {name} [--addr HOST:PORT] [--threads N]");
+                    std::process::exit(2);
+                }
+            }
+        }
+        args
+    }
+}
