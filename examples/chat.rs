@@ -180,26 +180,9 @@ fn main() -> ExitCode {
             }
         }
     }
-    let server = match wsloop::Server::bind(args.addr.as_str(), config, move || Chat {
+    let factory = move || Chat {
         check_origin,
         members: HashMap::new(),
-    }) {
-        Ok(server) => server,
-        Err(e) => {
-            eprintln!("chat: cannot listen on {}: {e}", args.addr);
-            return ExitCode::FAILURE;
-        }
     };
-    println!("chat: open http://{}/", server.local_addr());
-    common::shutdown_on_signals(server.shutdown_handle());
-    match server.join() {
-        Ok(counters) => {
-            println!("chat: shut down\n{counters}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("chat: worker failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::serve("chat", "open http://", &args.addr, config, factory)
 }

@@ -9,7 +9,7 @@
 
 use std::process::ExitCode;
 
-use wsloop::{Config, Conn, Handler, Message, Server};
+use wsloop::{Config, Conn, Handler, Message};
 
 mod common;
 
@@ -33,23 +33,5 @@ fn main() -> ExitCode {
         }
     };
     let config = args.config(Config::default());
-    let server = match Server::bind(args.addr.as_str(), config, || Echo) {
-        Ok(server) => server,
-        Err(e) => {
-            eprintln!("echo: cannot listen on {}: {e}", args.addr);
-            return ExitCode::FAILURE;
-        }
-    };
-    println!("echo: listening on ws://{}", server.local_addr());
-    common::shutdown_on_signals(server.shutdown_handle());
-    match server.join() {
-        Ok(counters) => {
-            println!("echo: shut down\n{counters}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("echo: worker failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::serve("echo", "listening on ws://", &args.addr, config, || Echo)
 }

@@ -63,20 +63,25 @@ fn read_until_text(client: &mut Client) -> (usize, util::Frame) {
     }
 }
 
-#[test]
-fn close_policy_closes_with_1008_at_the_cap() {
+/// Starts a Flooder under `policy`, asks it to flood, and reads nothing
+/// until a send was refused. Returns the server, the client, and the
+/// statuses of every send.
+fn flood_until_refused(policy: Backpressure) -> (wsloop::Server, Client, Vec<SendStatus>) {
     let log = Arc::new(Mutex::new(Vec::new()));
     let shared = log.clone();
-    let server = start(config(Backpressure::Close), move || Flooder(shared.clone()));
+    let server = start(config(policy), move || Flooder(shared.clone()));
     let mut client = Client::open(server.local_addr(), "/");
     client.send_text("flood");
-    // Read nothing until the server has given up.
-    let start = std::time::Instant::now();
-    while log.lock().unwrap().last() != Some(&SendStatus::Dropped) {
-        assert!(start.elapsed() < util::WATCHDOG);
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+    util::wait_for("a refused send", || {
+        log.lock().unwrap().last() == Some(&SendStatus::Dropped)
+    });
     let statuses = log.lock().unwrap().clone();
+    (server, client, statuses)
+}
+
+#[test]
+fn close_policy_closes_with_1008_at_the_cap() {
+    let (server, mut client, statuses) = flood_until_refused(Backpressure::Close);
     assert!(statuses.contains(&SendStatus::Queued));
     let (bytes, last) = read_until_text(&mut client);
     let sent = statuses
@@ -90,22 +95,11 @@ fn close_policy_closes_with_1008_at_the_cap() {
 
 #[test]
 fn drop_policy_keeps_the_connection_and_reports_drain() {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let shared = log.clone();
-    let server = start(config(Backpressure::Drop), move || Flooder(shared.clone()));
-    let mut client = Client::open(server.local_addr(), "/");
-    client.send_text("flood");
-    let start = std::time::Instant::now();
-    while log.lock().unwrap().last() != Some(&SendStatus::Dropped) {
-        assert!(start.elapsed() < util::WATCHDOG);
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+    let (server, mut client, statuses) = flood_until_refused(Backpressure::Drop);
     // Now read: the queue drains, the handler hears of it, and the
     // connection still echoes.
     let (bytes, frame) = read_until_text(&mut client);
-    let sent = log
-        .lock()
-        .unwrap()
+    let sent = statuses
         .iter()
         .filter(|s| **s != SendStatus::Dropped)
         .count();

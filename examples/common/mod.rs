@@ -1,9 +1,10 @@
 //! Flag parsing and signal handling shared by the examples.
 #![allow(dead_code)]
 
+use std::process::ExitCode;
 use std::time::Duration;
 
-use wsloop::{Config, ShutdownHandle};
+use wsloop::{Config, Handler, Server, ShutdownHandle};
 
 /// Flags every example takes.
 pub struct Args {
@@ -81,4 +82,33 @@ pub fn shutdown_on_signals(handle: ShutdownHandle) {
             handle.shutdown();
         }
     });
+}
+
+/// Runs a server until SIGINT or SIGTERM: binds, prints `NAME: BANNER ADDR/`
+/// (scripts wait for that line), shuts down gracefully on a signal, and
+/// prints the counters.
+pub fn serve<H, F>(name: &str, banner: &str, addr: &str, config: Config, factory: F) -> ExitCode
+where
+    H: Handler + 'static,
+    F: Fn() -> H + Send + Sync + 'static,
+{
+    let server = match Server::bind(addr, config, factory) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("{name}: cannot listen on {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{name}: {banner}{}/", server.local_addr());
+    shutdown_on_signals(server.shutdown_handle());
+    match server.join() {
+        Ok(counters) => {
+            println!("{name}: shut down\n{counters}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{name}: worker failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -211,12 +211,17 @@ impl Handler for Echo {
     }
 }
 
-/// Waits until the server holds no connections. The counter drops after
-/// `on_close`, so the handler has run by then. Bounded by the watchdog.
-pub fn wait_until_closed(server: &Server) {
+/// Polls `done` until it holds; fails the test after the watchdog.
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
-    while server.counters().open > 0 {
-        assert!(start.elapsed() < WATCHDOG, "connections never removed");
+    while !done() {
+        assert!(start.elapsed() < WATCHDOG, "gave up waiting for {what}");
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// Waits until the server holds no connections. The counter drops after
+/// `on_close`, so the handler has run by then.
+pub fn wait_until_closed(server: &Server) {
+    wait_for("connections to be removed", || server.counters().open == 0);
 }
