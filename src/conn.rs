@@ -20,7 +20,8 @@ use crate::stats::Stats;
 pub(crate) enum Phase {
     /// Reading the upgrade request.
     Handshake,
-    /// Writing an HTTP response, then closing.
+    /// Writing an HTTP response, then shutting down our side and waiting
+    /// for the peer's FIN (at most the handshake timeout).
     Http,
     /// Upgraded; messages flow.
     Open,

@@ -251,15 +251,15 @@ impl<H: Handler> Worker<H> {
             flush(conn);
         }
         let conn = &mut self.conns[key];
-        let finished =
-            conn.flags.broken || conn.eof || (conn.phase == Phase::Http && conn.out.is_empty());
-        if finished {
+        if conn.flags.broken || conn.eof {
             self.remove(key);
             return;
         }
-        if conn.phase == Phase::Done && conn.out.is_empty() && !conn.write_shut {
-            // Our close frame is out: send FIN and wait for the peer's, so
-            // that unread input never turns our close into a reset.
+        let last_words = matches!(conn.phase, Phase::Done | Phase::Http);
+        if last_words && conn.out.is_empty() && !conn.write_shut {
+            // Our close frame or HTTP response is out: send FIN and wait for
+            // the peer's (input is discarded meanwhile), so that unread input
+            // never turns our last bytes into a reset.
             conn.write_shut = true;
             let _ = conn.stream.shutdown(Shutdown::Write);
         }

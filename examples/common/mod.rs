@@ -99,8 +99,9 @@ where
             return ExitCode::FAILURE;
         }
     };
-    println!("{name}: {banner}{}/", server.local_addr());
+    // Signals first: whoever reads the banner may send SIGTERM at once.
     shutdown_on_signals(server.shutdown_handle());
+    println!("{name}: {banner}{}/", server.local_addr());
     match server.join() {
         Ok(counters) => {
             println!("{name}: shut down\n{counters}");
