@@ -124,8 +124,9 @@ impl<H: Handler> Worker<H> {
                     WAKER => self.drain_inbox(),
                     Token(token) => {
                         let key = token - CONN_BASE;
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read_ready(key);
+                        let closing = event.is_read_closed() || event.is_error();
+                        if event.is_readable() || closing {
+                            self.read_ready(key, closing);
                         }
                         self.settle(key);
                     }
@@ -214,10 +215,15 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    /// Reads until the socket would block, handing each read to the
-    /// connection's parser. Readiness is edge-triggered, so stopping early
-    /// would lose the wakeup.
-    fn read_ready(&mut self, key: usize) {
+    /// Reads until the socket is empty, handing each read to the
+    /// connection's parser. Readiness is edge-triggered: stopping while
+    /// bytes remain would lose the wakeup.
+    ///
+    /// A read that did not fill the buffer emptied the socket, and bytes
+    /// that arrive after it raise a new edge, so reading stops there rather
+    /// than spending a syscall on `WouldBlock`. Not when the event already
+    /// reported the peer's FIN or an error: those raise no new edge.
+    fn read_ready(&mut self, key: usize, to_the_end: bool) {
         let (Some(conn), mut cx, rbuf) = self.parts(key) else {
             return;
         };
@@ -228,6 +234,9 @@ impl<H: Handler> Worker<H> {
                     cx.env.stats.bytes_in(n);
                     conn.last_rx = cx.now;
                     conn.ingest(&mut cx, &mut rbuf[..n]);
+                    if n < rbuf.len() && !to_the_end {
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
