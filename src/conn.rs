@@ -52,6 +52,8 @@ pub(crate) struct Connection {
     pub ping_sent: Option<Instant>,
     /// The timer tick armed last; other ticks that fire are stale.
     pub timer_tick: Option<u64>,
+    /// The phase the armed deadline was computed for.
+    pub timer_phase: Phase,
     /// WRITABLE is registered.
     pub writable: bool,
     /// Broken socket, and whether the handler waits for `on_drain`.
@@ -79,6 +81,7 @@ impl Connection {
             last_msg: now,
             ping_sent: None,
             timer_tick: None,
+            timer_phase: Phase::Handshake,
             writable: false,
             flags: Flags::default(),
             eof: false,

@@ -110,8 +110,16 @@ pub fn head_complete(buf: &[u8], from: usize) -> bool {
 
 /// Parses and validates a request head from the front of `buf`.
 pub fn parse(buf: &[u8], limits: &HandshakeLimits) -> Result<Parsed, HandshakeError> {
-    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut req = httparse::Request::new(&mut slots);
+    // The usual limit fits on the stack; a larger one costs an allocation.
+    let mut stack = [httparse::EMPTY_HEADER; 64];
+    let mut heap = Vec::new();
+    let slots = if limits.max_headers <= stack.len() {
+        &mut stack[..limits.max_headers]
+    } else {
+        heap.resize(limits.max_headers, httparse::EMPTY_HEADER);
+        &mut heap[..]
+    };
+    let mut req = httparse::Request::new(slots);
     let head_len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {

@@ -204,6 +204,7 @@ impl<H: Handler> Worker<H> {
                     let conn = entry.insert(Connection::new(stream, &self.config, self.now));
                     let deadline = self.now + self.config.handshake_timeout;
                     conn.timer_tick = Some(self.timers.arm(key, deadline));
+                    conn.timer_phase = Phase::Handshake;
                     self.stats.accepted();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -300,6 +301,12 @@ impl<H: Handler> Worker<H> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        // Within a phase the deadline only moves later (activity pushes
+        // it out), and the armed entry catches up with it when it fires,
+        // so the common case costs nothing here.
+        if conn.timer_tick.is_some() && conn.timer_phase == conn.phase {
+            return;
+        }
         let Some(deadline) = conn.deadline(&self.config) else {
             return;
         };
@@ -307,6 +314,8 @@ impl<H: Handler> Worker<H> {
         if conn.timer_tick.is_none_or(|armed| tick < armed) {
             conn.timer_tick = Some(self.timers.arm(key, deadline));
         }
+        // An earlier entry still armed fires first and re-arms for this one.
+        conn.timer_phase = conn.phase;
     }
 
     fn on_timer(&mut self, key: usize, tick: u64) {
@@ -383,7 +392,9 @@ impl<H: Handler> Worker<H> {
         let Some(mut conn) = self.conns.try_remove(key) else {
             return;
         };
-        let _ = self.poll.registry().deregister(&mut conn.stream);
+        // No deregister: closing the socket, which dropping `conn` does,
+        // takes it out of epoll, and the syscall would be one more per
+        // connection.
         if conn.info.is_some() {
             let (code, reason) = conn
                 .close

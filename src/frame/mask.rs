@@ -25,9 +25,8 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: u64) {
 
 /// The key as seen from `offset` bytes into the payload.
 fn rotate(key: [u8; 4], offset: u64) -> [u8; 4] {
-    let mut rotated = key;
-    rotated.rotate_left((offset & 3) as usize);
-    rotated
+    let o = (offset & 3) as usize;
+    [key[o], key[(o + 1) & 3], key[(o + 2) & 3], key[(o + 3) & 3]]
 }
 
 #[cfg(test)]
