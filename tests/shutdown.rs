@@ -2,7 +2,7 @@
 
 mod util;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use util::{start, Client};
 use wsloop::{Config, Conn, Handler, Message};
@@ -67,35 +67,7 @@ fn new_connections_are_refused_after_shutdown() {
 /// The echo example: SIGTERM gives clients 1001 and the process exits 0.
 #[test]
 fn echo_example_shuts_down_on_sigterm() {
-    // cargo test builds the examples next to the test binaries.
-    let exe = std::env::current_exe().unwrap();
-    let echo = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/echo");
-    assert!(
-        echo.exists(),
-        "{} missing: cargo test builds examples",
-        echo.display()
-    );
-    let mut child = Command::new(&echo)
-        .args(["--addr", "127.0.0.1:0", "--workers", "1"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-    let addr = line
-        .trim()
-        .rsplit("ws://")
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .parse()
-        .unwrap();
+    let (mut child, mut stdout, addr) = util::spawn_example("echo", &["--workers", "1"]);
     let mut client = Client::open(addr, "/");
     client.send_text("before");
     assert_eq!(client.expect_frame().payload, b"before");

@@ -3,8 +3,9 @@
 //! hangs fails the test instead of hanging it.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use wsloop::frame::{FrameHeader, OpCode, Role};
@@ -224,4 +225,41 @@ pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 /// `on_close`, so the handler has run by then.
 pub fn wait_until_closed(server: &Server) {
     wait_for("connections to be removed", || server.counters().open == 0);
+}
+
+/// Starts a built example on 127.0.0.1:0 and reads its address from the
+/// first line it prints (`NAME: ... ws://ADDR/` or `http://ADDR/`).
+/// `cargo test` builds the examples next to the test binaries.
+pub fn spawn_example(name: &str, args: &[&str]) -> (Child, BufReader<ChildStdout>, SocketAddr) {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} missing: run the whole `cargo test`, which builds examples",
+        path.display()
+    );
+    let mut child = Command::new(&path)
+        .args(["--addr", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .rsplit("://")
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap_or_else(|_| panic!("no address in {line:?}"));
+    (child, stdout, addr)
 }
