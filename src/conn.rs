@@ -193,7 +193,13 @@ impl Connection {
                             cx.handler.on_message(&mut conn, msg);
                         }
                         Some(Event::Message(_)) => {}
-                        Some(Event::Pong(_)) => self.ping_sent = None,
+                        Some(Event::Pong(_)) => {
+                            // The next deadline (the next keepalive ping) is
+                            // now earlier than the armed pong deadline: drop
+                            // the armed entry so the worker arms again.
+                            self.ping_sent = None;
+                            self.timer_tick = None;
+                        }
                         Some(Event::Ping(_)) => {}
                         Some(Event::Close { code, reason }) => {
                             if self.close.is_none() {

@@ -303,7 +303,8 @@ impl<H: Handler> Worker<H> {
         };
         // Within a phase the deadline only moves later (activity pushes
         // it out), and the armed entry catches up with it when it fires,
-        // so the common case costs nothing here.
+        // so the common case costs nothing here. The one event that moves
+        // it earlier, a pong, clears `timer_tick` (see `Connection`).
         if conn.timer_tick.is_some() && conn.timer_phase == conn.phase {
             return;
         }

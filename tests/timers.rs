@@ -52,6 +52,25 @@ fn silent_peer_gets_pings_and_is_dropped_without_pong() {
 }
 
 #[test]
+fn keepalive_continues_after_a_pong_even_with_a_long_pong_timeout() {
+    // The pong deadline (60 s) is far behind the next ping (100 ms after
+    // the pong): the pong must bring the next ping forward, or the peer
+    // waits a minute and a proxy's read timeout kills the connection.
+    let config = Config {
+        ping_interval: Some(Duration::from_millis(100)),
+        pong_timeout: Duration::from_secs(60),
+        ..quick()
+    };
+    let server = start(config, || Echo);
+    let mut client = Client::open(server.local_addr(), "/");
+    for _ in 0..3 {
+        let ping = client.expect_frame(); // the watchdog is 10 s
+        assert_eq!(ping.opcode, OpCode::Ping);
+        client.send_frame(true, OpCode::Pong, &ping.payload);
+    }
+}
+
+#[test]
 fn idle_timeout_closes_with_1001() {
     let config = Config {
         idle_timeout: Some(Duration::from_millis(150)),
