@@ -43,3 +43,12 @@ impl ServerArgs {
         args
     }
 }
+
+/// A multi-threaded tokio runtime with `threads` workers, as both tokio
+/// peers use.
+pub fn tokio_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+}

@@ -16,10 +16,7 @@ use wsloop_bench::ServerArgs;
 
 fn main() -> std::io::Result<()> {
     let args = ServerArgs::parse("fastwebsockets_echo");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads)
-        .enable_all()
-        .build()?;
+    let runtime = wsloop_bench::tokio_runtime(args.threads)?;
     runtime.block_on(async {
         let listener = TcpListener::bind(&args.addr).await?;
         println!(

@@ -185,32 +185,27 @@ fn run(plan: &Plan, out: &Path) -> Result<(), String> {
     // 1. Echo throughput, servers taking turns within each repeat.
     let mut scenarios = Vec::new();
     for &(connections, size) in &SCENARIOS {
-        let mut runs: Vec<Vec<Value>> = vec![Vec::new(); peers.len()];
-        for rep in 0..plan.repeats {
-            for (i, server) in turns(&peers, rep) {
-                let args = [
-                    "--connections".into(),
-                    connections.to_string(),
-                    "--size".into(),
-                    size.to_string(),
-                    "--in-flight".into(),
-                    plan.in_flight.to_string(),
-                    "--duration".into(),
-                    plan.duration.to_string(),
-                ];
-                let result = measure(server, &lg, &args)?;
-                eprintln!(
-                    "runner: {connections} x {size} B  {:<22} #{}  {:>9.0} msg/s  p99 {:>8.0} us  cpu: server {:>3.0}%, loadgen {:>3.0}%",
-                    server.name,
-                    rep + 1,
-                    num(&result, "per_s"),
-                    num(&result, "p99_us"),
-                    num(&result, "server_cpu") * 100.0,
-                    num(&result, "loadgen_cpu") * 100.0
-                );
-                runs[i].push(result);
-            }
-        }
+        let args = [
+            "--connections".into(),
+            connections.to_string(),
+            "--size".into(),
+            size.to_string(),
+            "--in-flight".into(),
+            plan.in_flight.to_string(),
+            "--duration".into(),
+            plan.duration.to_string(),
+        ];
+        let runs = rounds(&peers, plan, &lg, &args, |server, rep, result| {
+            format!(
+                "runner: {connections} x {size} B  {:<22} #{}  {:>9.0} msg/s  p99 {:>8.0} us  cpu: server {:>3.0}%, loadgen {:>3.0}%",
+                server.name,
+                rep + 1,
+                num(result, "per_s"),
+                num(result, "p99_us"),
+                num(result, "server_cpu") * 100.0,
+                num(result, "loadgen_cpu") * 100.0
+            )
+        })?;
         scenarios.push(summarize(
             json!({"name": format!("{connections} x {}", bytes(size)), "connections": connections, "size": size, "in_flight": plan.in_flight}),
             &peers,
@@ -219,26 +214,21 @@ fn run(plan: &Plan, out: &Path) -> Result<(), String> {
     }
 
     // 2. Handshakes per second: connect, upgrade, close, in a loop.
-    let mut runs: Vec<Vec<Value>> = vec![Vec::new(); peers.len()];
-    for rep in 0..plan.repeats {
-        for (i, server) in turns(&peers, rep) {
-            let args = [
-                "--handshakes".into(),
-                "--connections".into(),
-                plan.handshake_slots.to_string(),
-                "--duration".into(),
-                plan.handshake_duration.to_string(),
-            ];
-            let result = measure(server, &lg, &args)?;
-            eprintln!(
-                "runner: handshakes  {:<22} #{}  {:>9.0} /s",
-                server.name,
-                rep + 1,
-                num(&result, "per_s")
-            );
-            runs[i].push(result);
-        }
-    }
+    let args = [
+        "--handshakes".into(),
+        "--connections".into(),
+        plan.handshake_slots.to_string(),
+        "--duration".into(),
+        plan.handshake_duration.to_string(),
+    ];
+    let runs = rounds(&peers, plan, &lg, &args, |server, rep, result| {
+        format!(
+            "runner: handshakes  {:<22} #{}  {:>9.0} /s",
+            server.name,
+            rep + 1,
+            num(result, "per_s")
+        )
+    })?;
     let handshakes = summarize(
         json!({"name": "handshakes", "slots": plan.handshake_slots}),
         &peers,
@@ -310,6 +300,27 @@ fn run(plan: &Plan, out: &Path) -> Result<(), String> {
 
 /// The servers in turn for repeat `rep`, each repeat starting one later, so
 /// that no server always runs right after the same other one.
+/// Runs the load generator with `args` against every server, `plan.repeats`
+/// times, the servers taking turns; prints `line` for each run. Returns
+/// each server's results, in the order of `servers`.
+fn rounds(
+    servers: &[Server],
+    plan: &Plan,
+    lg: &Loadgen,
+    args: &[String],
+    line: impl Fn(&Server, usize, &Value) -> String,
+) -> Result<Vec<Vec<Value>>, String> {
+    let mut runs: Vec<Vec<Value>> = vec![Vec::new(); servers.len()];
+    for rep in 0..plan.repeats {
+        for (i, server) in turns(servers, rep) {
+            let result = measure(server, lg, args)?;
+            eprintln!("{}", line(server, rep, &result));
+            runs[i].push(result);
+        }
+    }
+    Ok(runs)
+}
+
 fn turns(servers: &[Server], rep: usize) -> impl Iterator<Item = (usize, &Server)> {
     (0..servers.len()).map(move |k| {
         let i = (k + rep) % servers.len();
