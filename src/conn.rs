@@ -52,8 +52,8 @@ pub(crate) struct Connection {
     pub ping_sent: Option<Instant>,
     /// The timer tick armed last; other ticks that fire are stale.
     pub timer_tick: Option<u64>,
-    /// The phase the armed deadline was computed for.
-    pub timer_phase: Phase,
+    /// The `deadline_basis` the armed deadline was computed from.
+    pub timer_basis: (Phase, bool),
     /// WRITABLE is registered.
     pub writable: bool,
     /// Broken socket, and whether the handler waits for `on_drain`.
@@ -81,7 +81,7 @@ impl Connection {
             last_msg: now,
             ping_sent: None,
             timer_tick: None,
-            timer_phase: Phase::Handshake,
+            timer_basis: (Phase::Handshake, false),
             writable: false,
             flags: Flags::default(),
             eof: false,
@@ -193,13 +193,7 @@ impl Connection {
                             cx.handler.on_message(&mut conn, msg);
                         }
                         Some(Event::Message(_)) => {}
-                        Some(Event::Pong(_)) => {
-                            // The next deadline (the next keepalive ping) is
-                            // now earlier than the armed pong deadline: drop
-                            // the armed entry so the worker arms again.
-                            self.ping_sent = None;
-                            self.timer_tick = None;
-                        }
+                        Some(Event::Pong(_)) => self.ping_sent = None,
                         Some(Event::Ping(_)) => {}
                         Some(Event::Close { code, reason }) => {
                             if self.close.is_none() {
@@ -275,6 +269,13 @@ impl Connection {
             env: cx.env.reborrow(),
         };
         f(cx.handler, &mut conn);
+    }
+
+    /// What decides which rule `deadline` applies: the phase, and in the
+    /// open phase whether a ping awaits its pong. While the basis stays the
+    /// same the deadline only moves later, as activity pushes it out.
+    pub fn deadline_basis(&self) -> (Phase, bool) {
+        (self.phase, self.ping_sent.is_some())
     }
 
     /// When this connection next needs the timer.

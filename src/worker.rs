@@ -204,7 +204,7 @@ impl<H: Handler> Worker<H> {
                     let conn = entry.insert(Connection::new(stream, &self.config, self.now));
                     let deadline = self.now + self.config.handshake_timeout;
                     conn.timer_tick = Some(self.timers.arm(key, deadline));
-                    conn.timer_phase = Phase::Handshake;
+                    conn.timer_basis = conn.deadline_basis();
                     self.stats.accepted();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -301,11 +301,12 @@ impl<H: Handler> Worker<H> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        // Within a phase the deadline only moves later (activity pushes
-        // it out), and the armed entry catches up with it when it fires,
-        // so the common case costs nothing here. The one event that moves
-        // it earlier, a pong, clears `timer_tick` (see `Connection`).
-        if conn.timer_tick.is_some() && conn.timer_phase == conn.phase {
+        // While the basis is unchanged the deadline only moves later, and
+        // the armed entry catches up with it when it fires, so the common
+        // case costs nothing here. A new basis (a phase change, a ping sent
+        // or answered) can move it earlier, so it is computed again.
+        let basis = conn.deadline_basis();
+        if conn.timer_tick.is_some() && conn.timer_basis == basis {
             return;
         }
         let Some(deadline) = conn.deadline(&self.config) else {
@@ -316,7 +317,7 @@ impl<H: Handler> Worker<H> {
             conn.timer_tick = Some(self.timers.arm(key, deadline));
         }
         // An earlier entry still armed fires first and re-arms for this one.
-        conn.timer_phase = conn.phase;
+        conn.timer_basis = basis;
     }
 
     fn on_timer(&mut self, key: usize, tick: u64) {
