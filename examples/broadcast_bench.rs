@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream as MioStream;
 use mio::{Events, Interest, Poll, Token};
 use wsloop::frame::{FrameHeader, OpCode, Role};
+
 use wsloop::protocol::encode_frame;
-use wsloop::{Config, Conn, Handler, Message, Server};
+use wsloop::{Config, Conn, Handler, Message, Request, Server, Upgrade};
 
 /// Subscribers join `/sub?i=N`; the publisher is `/pub?mode=topic|each&n=S`.
 struct Fanout {
@@ -30,16 +31,23 @@ struct Fanout {
 }
 
 impl Handler for Fanout {
-    fn on_open(&mut self, conn: &mut Conn<'_>) {
-        if let Some(i) = conn.path().strip_prefix("/sub?i=") {
+    /// The request path, which says what the connection is for.
+    type Data = String;
+
+    fn on_upgrade(&mut self, req: &Request<'_>, _peer: SocketAddr) -> Upgrade<String> {
+        Upgrade::accept(req.path.to_owned())
+    }
+
+    fn on_open(&mut self, conn: &mut Conn<'_, String>) {
+        if let Some(i) = conn.data().strip_prefix("/sub?i=") {
             let own = format!("sub-{i}");
             conn.subscribe("all");
             conn.subscribe(&own);
         }
     }
 
-    fn on_message(&mut self, conn: &mut Conn<'_>, msg: Message<'_>) {
-        if conn.path().starts_with("/pub?mode=topic") {
+    fn on_message(&mut self, conn: &mut Conn<'_, String>, msg: Message<'_>) {
+        if conn.data().starts_with("/pub?mode=topic") {
             conn.publish("all", msg);
         } else {
             for i in 0..self.subscribers {
@@ -198,12 +206,10 @@ fn main() {
         }
     };
     let subscribers = args.subscribers;
-    let config = Config {
-        workers: args.workers,
-        ping_interval: None,
-        max_write_buffer: 64 << 20,
-        ..Config::default()
-    };
+    let config = Config::default()
+        .workers(args.workers)
+        .ping_interval(None)
+        .max_write_buffer(64 << 20);
     let workers = config.worker_count();
     let server = Server::bind("127.0.0.1:0", config, move || Fanout { subscribers }).expect("bind");
     let addr = server.local_addr();

@@ -12,13 +12,10 @@
 //! room when it opens, and each message it sends is published to the room,
 //! encoded once and written to every member on every worker.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use wsloop::{
-    CloseCode, Config, Conn, ConnId, Handler, Limits, Message, Request, Response, Upgrade,
-};
+use wsloop::{CloseCode, Config, Conn, Handler, Limits, Message, Request, Response, Upgrade};
 
 mod common;
 
@@ -31,70 +28,70 @@ const MAX_NAME: usize = 24;
 /// Longest chat line, in bytes; longer messages close the connection (1009).
 const MAX_LINE: usize = 2000;
 
-/// Who a connection is.
+/// Who a connection is: decided once, at the upgrade, and handed back by
+/// wsloop in every callback as the connection's data.
+#[derive(Debug, Default)]
 struct Member {
     room: String,
     name: String,
 }
 
-/// One per worker: the members connected to this worker.
+/// One per worker. It keeps no table of connections: each one carries its
+/// own `Member`.
 struct Chat {
     check_origin: bool,
-    members: HashMap<ConnId, Member>,
 }
 
 impl Handler for Chat {
-    fn on_http(&mut self, req: &Request, _peer: SocketAddr) -> Response {
-        match (req.method.as_str(), req.path_only()) {
-            ("GET", "/") => Response::ok("text/html; charset=utf-8", PAGE),
+    type Data = Member;
+
+    fn on_http(&mut self, req: &Request<'_>, _peer: SocketAddr) -> Response {
+        match (req.method, req.path_only()) {
+            // HEAD gets the same headers without the body; wsloop drops it.
+            ("GET" | "HEAD", "/") => Response::ok("text/html; charset=utf-8", PAGE),
+            (_, "/") => Response::status(405).with_header("Allow", "GET, HEAD"),
             _ => Response::status(404),
         }
     }
 
-    fn on_upgrade(&mut self, req: &Request, _peer: SocketAddr) -> Upgrade {
+    fn on_upgrade(&mut self, req: &Request<'_>, peer: SocketAddr) -> Upgrade<Member> {
         if req.path_only() != "/ws" {
-            return Upgrade::Reject(Response::status(404));
+            return Upgrade::reject(Response::status(404));
         }
         // Browsers always send Origin: refuse pages from other sites, so
         // that they cannot chat in a visitor's name.
         if self.check_origin && !same_origin(req) {
-            return Upgrade::Reject(Response::status(403));
+            return Upgrade::reject(Response::status(403));
         }
-        match member_of(req.path.as_str()) {
-            Some(_) => Upgrade::Accept { protocol: None },
-            None => Upgrade::Reject(Response::status(400)),
+        match member_of(req.path) {
+            Some(member) => {
+                println!("chat: {} joined {} from {peer}", member.name, member.room);
+                Upgrade::accept(member)
+            }
+            None => Upgrade::reject(Response::status(400)),
         }
     }
 
-    fn on_open(&mut self, conn: &mut Conn<'_>) {
-        let Some(member) = member_of(conn.path()) else {
-            return conn.close(CloseCode::POLICY_VIOLATION, "bad room or name");
-        };
-        println!(
-            "chat: {} joined {} from {}",
-            member.name,
-            member.room,
-            conn.peer_addr()
-        );
-        conn.subscribe(&member.room);
-        let notice = format!("* {} joined", member.name);
-        conn.publish(&member.room, Message::Text(&notice));
-        self.members.insert(conn.id(), member);
+    fn on_open(&mut self, conn: &mut Conn<'_, Member>) {
+        let room = conn.data().room.clone();
+        let notice = format!("* {} joined", conn.data().name);
+        conn.subscribe(&room);
+        conn.publish(&room, Message::Text(&notice));
     }
 
-    fn on_message(&mut self, conn: &mut Conn<'_>, msg: Message<'_>) {
-        let (Message::Text(text), Some(member)) = (msg, self.members.get(&conn.id())) else {
+    fn on_message(&mut self, conn: &mut Conn<'_, Member>, msg: Message<'_>) {
+        let Message::Text(text) = msg else {
             return conn.close(CloseCode::UNSUPPORTED_DATA, "text only");
         };
-        let line = format!("{}: {}", member.name, text.trim_end());
-        conn.publish(&member.room, Message::Text(&line));
+        let Member { room, name } = conn.data();
+        let (room, line) = (room.clone(), format!("{name}: {}", text.trim_end()));
+        conn.publish(&room, Message::Text(&line));
     }
 
-    fn on_close(&mut self, conn: &mut Conn<'_>, _code: CloseCode, _reason: &str) {
-        if let Some(member) = self.members.remove(&conn.id()) {
-            let notice = format!("* {} left", member.name);
-            conn.publish(&member.room, Message::Text(&notice));
-        }
+    fn on_close(&mut self, conn: &mut Conn<'_, Member>, _code: CloseCode, _reason: &str) {
+        let Member { room, name } = conn.data();
+        let (room, notice) = (room.clone(), format!("* {name} left"));
+        conn.publish(&room, Message::Text(&notice));
     }
 }
 
@@ -138,7 +135,7 @@ fn percent_decode(s: &str) -> Option<String> {
 
 /// Whether Origin names the same host as Host. No Origin (not a browser)
 /// passes.
-fn same_origin(req: &Request) -> bool {
+fn same_origin(req: &Request<'_>) -> bool {
     let Some(origin) = req.origin() else {
         return true;
     };
@@ -155,14 +152,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut config = args.config(Config {
-        limits: Limits {
-            max_message_size: MAX_LINE,
-            max_frame_size: MAX_LINE,
-            ..Limits::default()
-        },
-        ..Config::default()
-    });
+    let mut config = args.config(
+        Config::default().limits(
+            Limits::default()
+                .max_message_size(MAX_LINE)
+                .max_frame_size(MAX_LINE),
+        ),
+    );
     let mut check_origin = true;
     for (flag, value) in &args.extra {
         match (flag.as_str(), value) {
@@ -180,9 +176,6 @@ fn main() -> ExitCode {
             }
         }
     }
-    let factory = move || Chat {
-        check_origin,
-        members: HashMap::new(),
-    };
+    let factory = move || Chat { check_origin };
     common::serve("chat", "open http://", &args.addr, config, factory)
 }

@@ -51,7 +51,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use wsloop::frame::{apply_mask, FrameHeader, OpCode, Role, MAX_HEADER_LEN};
-use wsloop::protocol::{encode_frame, Event, Outbox, Session};
+use wsloop::protocol::{encode_frame, Event, MessageReader};
 use wsloop::{Limits, Message};
 
 /// Connects (and upgrades) at most this many sockets at once per thread, so
@@ -515,9 +515,6 @@ struct Env {
     /// Verified echoes (or cycles) while running.
     done: u64,
     running: bool,
-    /// Where the session queues its server-role replies; the client sends
-    /// masked ones itself, so this is emptied after every read.
-    scratch: Outbox,
 }
 
 struct Worker {
@@ -560,7 +557,6 @@ impl Worker {
                 latency: new_histogram(),
                 done: 0,
                 running: false,
-                scratch: Outbox::new(),
             },
             first,
             count,
@@ -761,7 +757,7 @@ enum State {
 struct Client {
     stream: TcpStream,
     state: State,
-    session: Session,
+    reader: MessageReader,
     track: Track,
     /// Bytes queued for the socket, and how many of them are written.
     out: Vec<u8>,
@@ -845,7 +841,7 @@ impl Client {
         Client {
             stream,
             state: State::Connecting,
-            session: Session::new(Role::Client, Limits::default()),
+            reader: MessageReader::new(Role::Client),
             track: Track {
                 id,
                 sent: 0,
@@ -928,7 +924,9 @@ impl Client {
         let mut nonce = [0u8; 16];
         env.rng.fill(&mut nonce);
         let key = STANDARD.encode(nonce);
-        self.accept = wsloop::handshake::accept_key(&key);
+        self.accept = wsloop::handshake::AcceptKey::for_key(&key)
+            .as_str()
+            .to_owned();
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
 Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -1004,14 +1002,14 @@ Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
         Ok(())
     }
 
-    /// Feeds server frames through the client-role session.
+    /// Feeds server frames through the client-role reader.
     fn frames(&mut self, data: &mut [u8], env: &mut Env, now: Instant) -> Result<Outcome, String> {
         let mut pos = 0;
         let mut outcome = Outcome::Busy;
         while pos < data.len() {
             let step = self
-                .session
-                .read(&mut data[pos..], &mut env.scratch)
+                .reader
+                .read(&mut data[pos..], &Limits::default())
                 .map_err(|e| {
                     format!(
                         "protocol error from the server on connection {}: {e}",
@@ -1020,7 +1018,10 @@ Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
                 })?;
             pos += step.consumed;
             match step.event {
-                Some(Event::Message(Message::Binary(bytes))) if self.state == State::Open => {
+                Some(Event::Message(incoming)) if self.state == State::Open => {
+                    let Message::Binary(bytes) = incoming.message() else {
+                        return Err(format!("connection {} got text", self.track.id));
+                    };
                     self.track.check(env, bytes, 0, now)?;
                 }
                 Some(Event::Message(_)) => {
@@ -1035,7 +1036,7 @@ Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
                         true,
                         OpCode::Pong,
                         Some(env.rng.mask()),
-                        payload,
+                        payload.as_bytes(),
                     );
                 }
                 Some(Event::Pong(_)) => {}
@@ -1044,16 +1045,21 @@ Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
                 }
                 Some(Event::Close { code, reason }) => {
                     return Err(format!(
-                        "connection {} closed by the server: {} {reason}",
-                        self.track.id, code.0
+                        "connection {} closed by the server: {} {}",
+                        self.track.id,
+                        code.0,
+                        String::from_utf8_lossy(reason.as_bytes())
+                    ))
+                }
+                Some(other) => {
+                    return Err(format!(
+                        "connection {} got an unexpected {other:?}",
+                        self.track.id
                     ))
                 }
                 None if step.consumed == 0 => break,
                 None => {}
             }
-        }
-        if !env.scratch.is_empty() {
-            env.scratch = Outbox::new();
         }
         Ok(outcome)
     }

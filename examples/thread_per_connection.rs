@@ -5,9 +5,9 @@
 //! cargo run --release --example thread_per_connection -- --addr 127.0.0.1:9002
 //! ```
 //!
-//! It speaks the same protocol through the same core (`handshake`,
-//! `protocol::Session`, `Outbox`) as the event loop, so the only difference
-//! a benchmark sees is the I/O model. Every connection costs a thread: a
+//! It speaks the same protocol through the same pure core
+//! (`session::Session`) as the event loop, so the only difference a
+//! benchmark sees is the I/O model. Every connection costs a thread: a
 //! kernel task, a stack (2 MiB reserved, the touched pages resident), and a
 //! context switch for every message that wakes it. `bench/` runs it against
 //! the echo example at up to 15,000 mostly idle connections.
@@ -16,13 +16,12 @@
 //! this is the baseline, not a server to deploy.
 
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::ExitCode;
+use std::time::Instant;
 
-use wsloop::frame::{OpCode, Role};
-use wsloop::handshake::{self, HandshakeLimits, Parsed};
-use wsloop::protocol::{Event, Outbox, Session};
-use wsloop::{Limits, Message, Response};
+use wsloop::session::{Answer, Delivery, Session, Time};
+use wsloop::{Config, Request, Response};
 
 mod common;
 
@@ -69,77 +68,53 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Runs one connection from request head to close, blocking throughout.
+/// Runs one connection from request head to close, blocking throughout:
+/// read, let the session turn the bytes into messages and replies, echo,
+/// write what the session queued.
 fn serve(mut stream: TcpStream) -> io::Result<()> {
     stream.set_nodelay(true)?;
+    let config = Config::default();
+    let started = Instant::now();
+    let mut session = Session::<()>::new(Time::from_millis(0));
     let mut buf = vec![0u8; 16 * 1024];
-    let mut filled = 0;
-
-    // The upgrade: read until the head parses.
-    let head_len = loop {
-        let n = stream.read(&mut buf[filled..])?;
+    let mut out = Vec::new();
+    while !session.is_ended() {
+        let n = stream.read(&mut buf)?;
+        let now = Time::from_millis(started.elapsed().as_millis() as u64);
         if n == 0 {
-            return Ok(());
+            session.handle_eof();
         }
-        filled += n;
-        match handshake::parse(&buf[..filled], &HandshakeLimits::default()) {
-            Ok(Parsed::Partial) if filled < buf.len() => continue,
-            Ok(Parsed::Partial) => {
-                return refuse(&mut stream, Response::status(431));
-            }
-            Ok(Parsed::Upgrade(request, len)) => {
-                let key = request.key().unwrap_or_default();
-                stream.write_all(&handshake::accept_response(key, None))?;
-                break len;
-            }
-            Ok(Parsed::Http(_, _)) => return refuse(&mut stream, Response::status(426)),
-            Err(e) => return refuse(&mut stream, Response::for_error(&e)),
-        }
-    };
-
-    // Frames: whatever followed the head first, then the socket.
-    let mut session = Session::new(Role::Server, Limits::default());
-    let mut out = Outbox::new();
-    buf.copy_within(head_len..filled, 0);
-    filled -= head_len;
-    loop {
         let mut pos = 0;
-        while pos < filled && !session.is_done() {
-            match session.read(&mut buf[pos..filled], &mut out) {
-                Ok(step) => {
-                    pos += step.consumed;
-                    if let Some(Event::Message(msg)) = step.event {
-                        let opcode = match msg {
-                            Message::Text(_) => OpCode::Text,
-                            Message::Binary(_) => OpCode::Binary,
-                        };
-                        // Fails only after our close frame, when data may
-                        // no longer be sent (§5.5.1).
-                        let _ = out.push(opcode, msg.as_bytes());
+        while pos < n && !session.is_ended() {
+            let answer = |req: &Request<'_>| {
+                if req.is_upgrade() {
+                    Answer::Accept {
+                        protocol: None,
+                        data: (),
                     }
+                } else {
+                    Answer::Respond(Response::status(426))
                 }
-                Err(e) => {
-                    out.close(e.close_code(), &e.to_string());
-                    break;
-                }
+            };
+            let Ok(step) = session.handle_read(now, &config, &mut buf[pos..n], answer) else {
+                break; // the session queued the refusal or close frame
+            };
+            pos += step.consumed;
+            if let Some(Delivery::Message(incoming)) = step.delivery {
+                // Refused only after our close frame, when data may no
+                // longer be sent (§5.5.1).
+                let _ = session.send(now, &config, incoming.message());
             }
         }
-        if !out.is_empty() {
-            stream.write_all(&out.to_vec())?;
-            out.consume(out.len());
-        }
-        // After the close frames have crossed, the server closes TCP first
-        // (RFC 6455 §7.1.1).
-        if session.is_done() || out.close_sent() {
-            return Ok(());
-        }
-        filled = stream.read(&mut buf)?;
-        if filled == 0 {
-            return Ok(());
+        out.clear();
+        session
+            .poll_transmit()
+            .for_each(|piece| out.extend_from_slice(piece));
+        stream.write_all(&out)?;
+        session.transmitted(out.len());
+        if session.poll_shutdown() {
+            stream.shutdown(Shutdown::Write)?;
         }
     }
-}
-
-fn refuse(stream: &mut TcpStream, response: Response) -> io::Result<()> {
-    stream.write_all(&response.to_bytes())
+    Ok(())
 }

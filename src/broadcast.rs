@@ -19,7 +19,6 @@ use std::sync::{mpsc, Arc};
 
 use mio::Waker;
 
-use crate::frame::OpCode;
 use crate::protocol::{encode_frame, Message};
 
 /// A message for a topic, as the frame bytes every subscriber receives.
@@ -32,12 +31,8 @@ pub(crate) struct Publish {
 impl Publish {
     /// Encodes `msg` once.
     pub fn new(topic: &str, msg: Message<'_>) -> Self {
-        let opcode = match msg {
-            Message::Text(_) => OpCode::Text,
-            Message::Binary(_) => OpCode::Binary,
-        };
         let mut frame = Vec::with_capacity(msg.as_bytes().len() + 10);
-        encode_frame(&mut frame, true, opcode, None, msg.as_bytes());
+        encode_frame(&mut frame, true, msg.opcode(), None, msg.as_bytes());
         Publish {
             topic: topic.into(),
             frame: frame.into(),

@@ -4,12 +4,15 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::error::ConfigError;
 use crate::handshake::HandshakeLimits;
 use crate::protocol::Limits;
+use crate::session::MAX_TIMEOUT;
 
 /// What to do when a send would take a connection's output over
 /// [`Config::max_write_buffer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Backpressure {
     /// Close the connection with 1008: the peer reads too slowly to keep up.
     Close,
@@ -18,7 +21,17 @@ pub enum Backpressure {
 }
 
 /// Server configuration. `Config::default()` is meant to be safe to deploy.
+/// Change it with the setters, which share the fields' names:
+///
+/// ```
+/// use std::time::Duration;
+/// let config = wsloop::Config::default()
+///     .workers(2)
+///     .idle_timeout(Some(Duration::from_secs(300)));
+/// assert!(config.validate().is_ok());
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Config {
     /// Worker threads, each with its own event loop and listener. Default 0:
     /// one per core, from `std::thread::available_parallelism`.
@@ -55,7 +68,7 @@ pub struct Config {
     /// On shutdown, time to wait for close replies before exiting. Default 5 s.
     pub shutdown_timeout: Duration,
     /// Size of each worker's read buffer, shared by all its connections.
-    /// Default 64 KiB.
+    /// Default 64 KiB. At least 1.
     pub read_buffer_size: usize,
     /// Peers whose `X-Forwarded-For` or `X-Real-IP` header is believed for
     /// the client address. Default empty: the socket address is used.
@@ -83,12 +96,125 @@ impl Default for Config {
     }
 }
 
+/// A setter for each field, named as the field.
+macro_rules! setters {
+    ($($field:ident: $ty:ty),* $(,)?) => {
+        $(
+            #[doc = concat!("Sets [`Config::", stringify!($field), "`].")]
+            pub fn $field(mut self, value: $ty) -> Self {
+                self.$field = value;
+                self
+            }
+        )*
+    };
+}
+
 impl Config {
+    setters! {
+        workers: usize,
+        limits: Limits,
+        handshake_limits: HandshakeLimits,
+        max_connections: usize,
+        max_write_buffer: usize,
+        backpressure: Backpressure,
+        handshake_timeout: Duration,
+        ping_interval: Option<Duration>,
+        pong_timeout: Duration,
+        idle_timeout: Option<Duration>,
+        close_timeout: Duration,
+        shutdown_timeout: Duration,
+        read_buffer_size: usize,
+        trusted_proxies: Vec<IpAddr>,
+    }
+
+    /// Checks that every setting can work: sizes and counts of at least 1,
+    /// and timeouts above zero and within what connection timestamps count
+    /// (about 24 days). [`Server::bind`](crate::Server::bind) calls it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let counts = [
+            ("max_connections", self.max_connections),
+            ("max_write_buffer", self.max_write_buffer),
+            ("read_buffer_size", self.read_buffer_size),
+            ("limits.max_frame_size", self.limits.max_frame_size),
+            ("limits.max_message_size", self.limits.max_message_size),
+            ("limits.max_fragments", self.limits.max_fragments),
+            (
+                "handshake_limits.max_header_bytes",
+                self.handshake_limits.max_header_bytes,
+            ),
+            (
+                "handshake_limits.max_headers",
+                self.handshake_limits.max_headers,
+            ),
+        ];
+        if let Some(&(field, _)) = counts.iter().find(|(_, n)| *n == 0) {
+            return Err(ConfigError::Zero { field });
+        }
+        let durations = [
+            ("handshake_timeout", Some(self.handshake_timeout)),
+            ("ping_interval", self.ping_interval),
+            ("pong_timeout", Some(self.pong_timeout)),
+            ("idle_timeout", self.idle_timeout),
+            ("close_timeout", Some(self.close_timeout)),
+            ("shutdown_timeout", Some(self.shutdown_timeout)),
+        ];
+        for (field, value) in durations {
+            match value {
+                Some(d) if d.is_zero() => return Err(ConfigError::ZeroDuration { field }),
+                Some(d) if d > MAX_TIMEOUT => {
+                    return Err(ConfigError::DurationTooLong {
+                        field,
+                        max_secs: MAX_TIMEOUT.as_secs(),
+                    })
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// The worker count with 0 resolved to the number of cores.
     pub fn worker_count(&self) -> usize {
         if self.workers > 0 {
             return self.workers;
         }
         std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_names_the_field_at_fault() {
+        assert_eq!(Config::default().validate(), Ok(()));
+        let zero = Config::default().read_buffer_size(0);
+        assert_eq!(
+            zero.validate(),
+            Err(ConfigError::Zero {
+                field: "read_buffer_size"
+            })
+        );
+        let limits = Config::default().limits(Limits::default().max_fragments(0));
+        assert_eq!(
+            limits.validate().unwrap_err().to_string(),
+            "config: limits.max_fragments must be at least 1"
+        );
+        let ping = Config::default().ping_interval(Some(Duration::ZERO));
+        assert_eq!(
+            ping.validate(),
+            Err(ConfigError::ZeroDuration {
+                field: "ping_interval"
+            })
+        );
+        let long = Config::default().idle_timeout(Some(Duration::from_secs(30 * 86_400)));
+        assert!(matches!(
+            long.validate(),
+            Err(ConfigError::DurationTooLong {
+                field: "idle_timeout",
+                ..
+            })
+        ));
     }
 }

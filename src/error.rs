@@ -28,7 +28,8 @@ impl CloseCode {
     pub const TOO_BIG: CloseCode = CloseCode(1009);
     /// 1011: the server met an unexpected condition.
     pub const INTERNAL_ERROR: CloseCode = CloseCode(1011);
-    /// 1013: try again later (used for backpressure).
+    /// 1013: try again later. wsloop does not send it; backpressure closes
+    /// with 1008.
     pub const TRY_AGAIN_LATER: CloseCode = CloseCode(1013);
 
     /// Whether a peer may send this code in a close frame (RFC 6455 §7.4.1
@@ -47,6 +48,7 @@ impl fmt::Display for CloseCode {
 
 /// A violation of RFC 6455 framing or of a configured limit by the peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ProtocolError {
     /// RSV1-3 set, and no extension was negotiated that defines them.
     ReservedBitsSet,
@@ -148,12 +150,13 @@ impl std::error::Error for ProtocolError {}
 
 /// Why an HTTP upgrade request was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HandshakeError {
     /// httparse could not parse the request.
     Malformed,
     /// The method is not GET.
     MethodNotAllowed,
-    /// The version is not HTTP/1.1.
+    /// An upgrade over a version other than HTTP/1.1.
     UnsupportedHttpVersion,
     /// No Host header.
     MissingHost,
@@ -178,6 +181,35 @@ pub enum HandshakeError {
 }
 
 impl HandshakeError {
+    /// Short names of the refusals, for counters, indexed by
+    /// [`HandshakeError::label_index`]. The two size errors share one.
+    pub const LABELS: &'static [&'static str] = &[
+        "malformed",
+        "method",
+        "http-version",
+        "host",
+        "upgrade",
+        "connection",
+        "key",
+        "ws-version",
+        "too-large",
+    ];
+
+    /// This refusal's place in [`HandshakeError::LABELS`].
+    pub fn label_index(&self) -> usize {
+        match self {
+            HandshakeError::Malformed => 0,
+            HandshakeError::MethodNotAllowed => 1,
+            HandshakeError::UnsupportedHttpVersion => 2,
+            HandshakeError::MissingHost => 3,
+            HandshakeError::InvalidUpgrade => 4,
+            HandshakeError::MissingConnectionUpgrade => 5,
+            HandshakeError::InvalidKey => 6,
+            HandshakeError::UnsupportedVersion => 7,
+            HandshakeError::HeadersTooLarge { .. } | HandshakeError::TooManyHeaders { .. } => 8,
+        }
+    }
+
     /// The HTTP status to answer with.
     pub fn status(&self) -> u16 {
         match self {
@@ -194,7 +226,9 @@ impl fmt::Display for HandshakeError {
         match self {
             HandshakeError::Malformed => f.write_str("malformed HTTP request"),
             HandshakeError::MethodNotAllowed => f.write_str("method is not GET"),
-            HandshakeError::UnsupportedHttpVersion => f.write_str("HTTP version is not 1.1"),
+            HandshakeError::UnsupportedHttpVersion => {
+                f.write_str("WebSocket upgrade needs HTTP/1.1")
+            }
             HandshakeError::MissingHost => f.write_str("missing Host header"),
             HandshakeError::InvalidUpgrade => f.write_str("Upgrade header does not name websocket"),
             HandshakeError::MissingConnectionUpgrade => {
@@ -215,3 +249,62 @@ impl fmt::Display for HandshakeError {
 }
 
 impl std::error::Error for HandshakeError {}
+
+/// A ping whose payload is over the 125 bytes RFC 6455 §5.5 allows for a
+/// control frame. Nothing was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PingTooLong {
+    /// The payload length asked for.
+    pub len: usize,
+}
+
+impl fmt::Display for PingTooLong {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ping payload of {} bytes is over the 125-byte limit",
+            self.len
+        )
+    }
+}
+
+impl std::error::Error for PingTooLong {}
+
+/// A [`Config`](crate::Config) that cannot work, found at bind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A size or count that must be at least 1 is 0.
+    Zero {
+        /// The field's name.
+        field: &'static str,
+    },
+    /// A duration that must be above zero is zero.
+    ZeroDuration {
+        /// The field's name.
+        field: &'static str,
+    },
+    /// A duration is longer than connection timestamps can count.
+    DurationTooLong {
+        /// The field's name.
+        field: &'static str,
+        /// The longest allowed, in seconds.
+        max_secs: u64,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Zero { field } => write!(f, "config: {field} must be at least 1"),
+            ConfigError::ZeroDuration { field } => {
+                write!(f, "config: {field} must be longer than zero")
+            }
+            ConfigError::DurationTooLong { field, max_secs } => {
+                write!(f, "config: {field} must be at most {max_secs} s")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}

@@ -1,30 +1,64 @@
-//! The application's side: the [`Handler`] trait and the [`Conn`] handle it
-//! is given to answer on.
+//! The application's side: the [`Handler`] trait, and the [`Conn`] handle
+//! each callback gets to answer on.
 
-use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
-
-use mio::net::TcpStream;
+use std::sync::Arc;
 
 use crate::broadcast::{Hub, Publish, Topics};
-use crate::config::{Backpressure, Config};
-use crate::error::CloseCode;
-use crate::frame::OpCode;
+use crate::config::Config;
+use crate::error::{CloseCode, PingTooLong};
 use crate::handshake::{Request, Response};
-use crate::protocol::{Message, Outbox};
+use crate::protocol::Message;
+use crate::session::{Answer, SendStatus, Session, Time};
 use crate::stats::Stats;
 
 /// The handler's answer to an upgrade request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Upgrade {
+#[non_exhaustive]
+pub enum Upgrade<D> {
     /// Accept, optionally with one of the offered subprotocols, which is
     /// echoed in `Sec-WebSocket-Protocol`.
     Accept {
         /// The chosen subprotocol.
         protocol: Option<String>,
+        /// The connection's data, handed back in every callback through
+        /// [`Conn::data`].
+        data: D,
     },
     /// Refuse with this response; the socket is closed after it.
     Reject(Response),
+}
+
+impl<D> Upgrade<D> {
+    /// Accepts with no subprotocol.
+    pub fn accept(data: D) -> Self {
+        Upgrade::Accept {
+            protocol: None,
+            data,
+        }
+    }
+
+    /// Accepts and echoes `protocol`, which should be one the client offered.
+    pub fn accept_with_protocol(protocol: &str, data: D) -> Self {
+        Upgrade::Accept {
+            protocol: Some(protocol.to_owned()),
+            data,
+        }
+    }
+
+    /// Refuses with `response`.
+    pub fn reject(response: Response) -> Self {
+        Upgrade::Reject(response)
+    }
+}
+
+impl<D> From<Upgrade<D>> for Answer<D> {
+    fn from(upgrade: Upgrade<D>) -> Self {
+        match upgrade {
+            Upgrade::Accept { protocol, data } => Answer::Accept { protocol, data },
+            Upgrade::Reject(response) => Answer::Respond(response),
+        }
+    }
 }
 
 /// Identifies a connection within its worker while it is open. Ids are
@@ -36,17 +70,26 @@ pub struct ConnId(pub usize);
 /// factory given to [`Server::bind`](crate::Server::bind), so a handler
 /// needs no locks and need not be `Send`.
 pub trait Handler {
+    /// What each upgraded connection carries for the application: who it
+    /// is, which room it is in. Decided in [`Handler::on_upgrade`] and
+    /// handed back in every callback through [`Conn::data`]. Use `()` for
+    /// none; it costs nothing. `Default` is what the default `on_upgrade`
+    /// gives every connection; wrap data that has none in an `Option`.
+    type Data: Default;
+
     /// Decides whether to accept an upgrade, from its path, Origin and
-    /// offered subprotocols. `peer` is the client address (see
-    /// [`Config::trusted_proxies`]). By default every upgrade is accepted.
-    fn on_upgrade(&mut self, req: &Request, peer: SocketAddr) -> Upgrade {
+    /// offered subprotocols, and what data the connection carries. `peer`
+    /// is the client address (see [`Config::trusted_proxies`]). By default
+    /// every upgrade is accepted with `Data::default()`.
+    fn on_upgrade(&mut self, req: &Request<'_>, peer: SocketAddr) -> Upgrade<Self::Data> {
         let _ = (req, peer);
-        Upgrade::Accept { protocol: None }
+        Upgrade::accept(Self::Data::default())
     }
 
-    /// Answers a plain HTTP request (no `Upgrade` header). By default 426,
+    /// Answers a plain HTTP request (no `Upgrade` header), HTTP/1.0 or 1.1.
+    /// The answer to `HEAD` is sent without its body. By default 426,
     /// telling the client this is a WebSocket endpoint.
-    fn on_http(&mut self, req: &Request, peer: SocketAddr) -> Response {
+    fn on_http(&mut self, req: &Request<'_>, peer: SocketAddr) -> Response {
         let _ = (req, peer);
         Response::status(426)
             .with_header("Upgrade", "websocket")
@@ -54,171 +97,124 @@ pub trait Handler {
     }
 
     /// A connection completed its upgrade.
-    fn on_open(&mut self, conn: &mut Conn<'_>) {
+    fn on_open(&mut self, conn: &mut Conn<'_, Self::Data>) {
         let _ = conn;
     }
 
-    /// A whole message arrived. It borrows the worker's read buffer: copy
-    /// what must outlive the call.
-    fn on_message(&mut self, conn: &mut Conn<'_>, msg: Message<'_>);
+    /// A whole message arrived. It may borrow the worker's read buffer:
+    /// copy what must outlive the call.
+    fn on_message(&mut self, conn: &mut Conn<'_, Self::Data>, msg: Message<'_>);
 
-    /// Output that had to be queued (a send returned
-    /// [`SendStatus::Queued`] or [`SendStatus::Dropped`]) has all been
-    /// written.
-    fn on_drain(&mut self, conn: &mut Conn<'_>) {
+    /// Output the socket could not take at once, or a send that was
+    /// [`SendStatus::Dropped`], is behind us: the queue is empty.
+    fn on_drain(&mut self, conn: &mut Conn<'_, Self::Data>) {
         let _ = conn;
     }
 
-    /// The connection ended. `code` is the peer's close code for a clean
-    /// close, ours if we closed first or failed the connection, and 1006
-    /// when TCP ended without a close frame. Called once per opened
-    /// connection. Sends on `conn` return [`SendStatus::Closed`], and its
-    /// subscriptions are gone, but it can still publish.
-    fn on_close(&mut self, conn: &mut Conn<'_>, code: CloseCode, reason: &str) {
+    /// The connection ended. `code` and `reason` are the peer's for a
+    /// clean close it started, ours as sent if we closed first or failed
+    /// the connection, and 1006 when TCP ended without a close frame.
+    /// Called once per opened connection. Sends on `conn` return
+    /// [`SendStatus::Closed`] and its subscriptions are gone, but its data
+    /// is still there and it can still publish.
+    fn on_close(&mut self, conn: &mut Conn<'_, Self::Data>, code: CloseCode, reason: &str) {
         let _ = (conn, code, reason);
     }
 }
 
-/// What became of a send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendStatus {
-    /// Written to the socket in full.
-    Sent,
-    /// Queued, in whole or in part, behind earlier output.
-    Queued,
-    /// Not sent: output is queued and this message would take it over
-    /// [`Config::max_write_buffer`]. Under [`Backpressure::Close`] the
-    /// connection is now closing with 1008.
-    Dropped,
-    /// Not sent: the connection is closing.
-    Closed,
-}
-
-/// Per-connection facts fixed at the upgrade.
-#[derive(Debug, Clone)]
-pub(crate) struct ConnInfo {
-    pub peer: SocketAddr,
-    pub path: String,
-    pub protocol: Option<String>,
-}
-
-/// What a [`Conn`] reaches beyond its own connection: the worker's
-/// settings, counters and topics.
+/// The part of a worker that callbacks may touch: its settings, counters,
+/// topics, the messages published during this round, and the time now.
 #[derive(Debug)]
-pub(crate) struct Env<'a> {
+pub(crate) struct Shared {
     pub worker: usize,
-    pub config: &'a Config,
-    pub stats: &'a Stats,
-    pub topics: &'a mut Topics,
-    /// Messages published during this callback, delivered on this worker
-    /// once it returns.
-    pub published: &'a mut Vec<Publish>,
-    pub hub: &'a Hub,
-}
-
-impl Env<'_> {
-    /// A shorter-lived copy, to lend to one `Conn`.
-    pub fn reborrow(&mut self) -> Env<'_> {
-        Env {
-            worker: self.worker,
-            config: self.config,
-            stats: self.stats,
-            topics: self.topics,
-            published: self.published,
-            hub: self.hub,
-        }
-    }
+    pub config: Arc<Config>,
+    pub stats: Arc<Stats>,
+    pub topics: Topics,
+    /// Messages published by handlers on this worker, delivered here once
+    /// the current round of events is done.
+    pub published: Vec<Publish>,
+    pub hub: Arc<Hub>,
+    pub now: Time,
 }
 
 /// A handle on one connection, lent to the handler for one callback.
 #[derive(Debug)]
-pub struct Conn<'a> {
+pub struct Conn<'a, D = ()> {
     pub(crate) id: ConnId,
-    pub(crate) info: &'a ConnInfo,
-    pub(crate) stream: &'a TcpStream,
-    pub(crate) out: &'a mut Outbox,
-    pub(crate) flags: &'a mut Flags,
-    pub(crate) env: Env<'a>,
+    pub(crate) session: &'a mut Session<D>,
+    pub(crate) shared: &'a mut Shared,
 }
 
-/// Connection state a handler's sends can change.
-#[derive(Debug, Default)]
-pub(crate) struct Flags {
-    /// A write failed; the connection is to be removed.
-    pub broken: bool,
-    /// A send was queued or refused: call `on_drain` once output empties.
-    pub drain_wanted: bool,
-}
-
-impl Conn<'_> {
+impl<D> Conn<'_, D> {
     /// This connection's id within its worker.
     pub fn id(&self) -> ConnId {
         self.id
     }
 
-    /// The client address: the socket peer, or the forwarded address when
-    /// the peer is a trusted proxy.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.info.peer
+    /// The data [`Handler::on_upgrade`] gave this connection.
+    pub fn data(&self) -> &D {
+        // A Conn is made only for an upgraded session, which keeps its data
+        // until it is dropped.
+        self.session
+            .data()
+            .expect("a Conn is lent for upgraded connections only")
     }
 
-    /// The request target of the upgrade, query included.
-    pub fn path(&self) -> &str {
-        &self.info.path
-    }
-
-    /// The subprotocol agreed at the upgrade.
-    pub fn protocol(&self) -> Option<&str> {
-        self.info.protocol.as_deref()
+    /// The data, mutable.
+    pub fn data_mut(&mut self) -> &mut D {
+        self.session
+            .data_mut()
+            .expect("a Conn is lent for upgraded connections only")
     }
 
     /// Output bytes queued and not yet written.
     pub fn buffered_amount(&self) -> usize {
-        self.out.len()
+        self.session.buffered_amount()
     }
 
     /// Whether a close frame has been sent or the connection has ended.
     pub fn is_closing(&self) -> bool {
-        self.out.close_sent() || self.flags.broken
+        !self.session.is_open()
     }
 
     /// Sends a text message.
     pub fn send_text(&mut self, text: &str) -> SendStatus {
-        self.send_frame(OpCode::Text, text.as_bytes())
+        self.send(Message::Text(text))
     }
 
     /// Sends a binary message.
     pub fn send_binary(&mut self, bytes: &[u8]) -> SendStatus {
-        self.send_frame(OpCode::Binary, bytes)
+        self.send(Message::Binary(bytes))
     }
 
-    /// Sends a message of either kind.
+    /// Sends a message of either kind. It is queued and written when the
+    /// callback's event is done, together with everything else sent in it.
     pub fn send(&mut self, msg: Message<'_>) -> SendStatus {
-        match msg {
-            Message::Text(text) => self.send_text(text),
-            Message::Binary(bytes) => self.send_binary(bytes),
-        }
+        let status = self.session.send(self.shared.now, &self.shared.config, msg);
+        self.shared.stats.sent(status, msg.as_bytes().len());
+        status
     }
 
-    /// Sends a ping; at most 125 bytes of payload are allowed.
-    pub fn ping(&mut self, payload: &[u8]) -> SendStatus {
-        self.send_frame(OpCode::Ping, payload)
+    /// Sends a ping; its payload may be at most 125 bytes (RFC 6455 §5.5).
+    pub fn ping(&mut self, payload: &[u8]) -> Result<SendStatus, PingTooLong> {
+        self.session.ping(payload)
     }
 
-    /// Starts the close handshake. The reason is cut to 123 bytes.
+    /// Starts the close handshake. The reason is cut to 123 bytes, and
+    /// [`Handler::on_close`] reports it as cut.
     pub fn close(&mut self, code: CloseCode, reason: &str) {
-        self.out.close(code, reason);
+        self.session.close(self.shared.now, code, reason);
     }
 
     /// Subscribes this connection to a topic; false if it already was.
     /// Subscriptions end with the connection.
     pub fn subscribe(&mut self, topic: &str) -> bool {
-        self.env.topics.subscribe(self.id.0, topic)
+        self.shared.topics.subscribe(self.id.0, topic)
     }
 
     /// Unsubscribes from a topic; false if it was not subscribed.
     pub fn unsubscribe(&mut self, topic: &str) -> bool {
-        self.env.topics.unsubscribe(self.id.0, topic)
+        self.shared.topics.unsubscribe(self.id.0, topic)
     }
 
     /// Sends `msg` to every subscriber of `topic` on every worker, this
@@ -226,92 +222,7 @@ impl Conn<'_> {
     /// Delivery on this worker happens when the callback returns.
     pub fn publish(&mut self, topic: &str, msg: Message<'_>) {
         let publish = Publish::new(topic, msg);
-        self.env.hub.send(&publish, Some(self.env.worker));
-        self.env.published.push(publish);
-    }
-
-    fn send_frame(&mut self, opcode: OpCode, payload: &[u8]) -> SendStatus {
-        if let Some(refused) = self.admit(payload.len()) {
-            return refused;
-        }
-        let Ok((head, n)) = self.out.header(opcode, payload.len()) else {
-            return SendStatus::Closed;
-        };
-        if !opcode.is_control() {
-            self.env.stats.message_out(payload.len());
-        }
-        self.transmit(&head[..n], payload)
-    }
-
-    fn admit(&mut self, len: usize) -> Option<SendStatus> {
-        admit(self.out, self.flags, self.env.config, self.env.stats, len)
-    }
-
-    /// Writes `head` and `payload` straight to the socket when nothing is
-    /// queued ahead of them, and queues whatever the socket does not take.
-    fn transmit(&mut self, head: &[u8], payload: &[u8]) -> SendStatus {
-        if !self.out.is_empty() {
-            self.out.push_raw(head);
-            self.out.push_raw(payload);
-            self.flags.drain_wanted = true;
-            return SendStatus::Queued;
-        }
-        let n = head.len();
-        match write_all_or_some(self.stream, head, payload) {
-            Ok(w) if w == n + payload.len() => SendStatus::Sent,
-            Ok(w) => {
-                if w < n {
-                    self.out.push_raw(&head[w..]);
-                    self.out.push_raw(payload);
-                } else {
-                    self.out.push_raw(&payload[w - n..]);
-                }
-                self.flags.drain_wanted = true;
-                SendStatus::Queued
-            }
-            Err(_) => {
-                self.flags.broken = true;
-                SendStatus::Closed
-            }
-        }
-    }
-}
-
-/// Refuses a send on a closing connection, or one over the write cap,
-/// where the backpressure policy applies. `None` means go ahead.
-pub(crate) fn admit(
-    out: &mut Outbox,
-    flags: &mut Flags,
-    config: &Config,
-    stats: &Stats,
-    len: usize,
-) -> Option<SendStatus> {
-    if out.close_sent() || flags.broken {
-        return Some(SendStatus::Closed);
-    }
-    // The cap bounds what is queued ahead of a message, so one message
-    // larger than the cap can still go out on an idle connection.
-    let queued = out.len();
-    if queued > 0 && queued + len > config.max_write_buffer {
-        flags.drain_wanted = true;
-        stats.dropped();
-        if config.backpressure == Backpressure::Close {
-            out.close(CloseCode::POLICY_VIOLATION, "write buffer full");
-        }
-        return Some(SendStatus::Dropped);
-    }
-    None
-}
-
-/// One `writev` of header and payload, retried on EINTR. Would-block counts
-/// as zero bytes written.
-fn write_all_or_some(mut stream: &TcpStream, head: &[u8], payload: &[u8]) -> io::Result<usize> {
-    loop {
-        match stream.write_vectored(&[IoSlice::new(head), IoSlice::new(payload)]) {
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
+        self.shared.hub.send(&publish, Some(self.shared.worker));
+        self.shared.published.push(publish);
     }
 }

@@ -2,9 +2,10 @@
 //! a typed error out, and response bytes to send.
 //!
 //! httparse does not resume, so the caller keeps the bytes of an unfinished
-//! head and calls [`parse`] again as more arrive; [`head_complete`] tells
-//! cheaply when that is worth doing. The head is bounded by
-//! [`HandshakeLimits`], so the re-parse is too.
+//! head and calls [`parse`] again as more arrive, saying how far it had
+//! already looked for the blank line. The head is bounded by
+//! [`HandshakeLimits`]. A [`Request`] borrows every string from those
+//! bytes: no header is copied.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -17,6 +18,7 @@ const WS_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// Bounds on the request head, against slow or oversized clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HandshakeLimits {
     /// Most bytes in the request line and headers. Default 8 KiB, the
     /// common proxy default; above it the answer is 431.
@@ -24,6 +26,20 @@ pub struct HandshakeLimits {
     /// Most header lines. Default 32, ample for browsers and proxies; above
     /// it the answer is 431.
     pub max_headers: usize,
+}
+
+impl HandshakeLimits {
+    /// Sets [`HandshakeLimits::max_header_bytes`].
+    pub fn max_header_bytes(mut self, bytes: usize) -> Self {
+        self.max_header_bytes = bytes;
+        self
+    }
+
+    /// Sets [`HandshakeLimits::max_headers`].
+    pub fn max_headers(mut self, count: usize) -> Self {
+        self.max_headers = count;
+        self
+    }
 }
 
 impl Default for HandshakeLimits {
@@ -35,46 +51,56 @@ impl Default for HandshakeLimits {
     }
 }
 
-/// A parsed HTTP request head. For an upgrade it has passed every §4.2.1 check.
+/// A parsed HTTP request head, borrowed from the bytes it was read from.
+/// For an upgrade it has passed every §4.2.1 check.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
+pub struct Request<'a> {
     /// The method, such as `GET`.
-    pub method: String,
+    pub method: &'a str,
     /// The request target, such as `/chat?room=a`.
-    pub path: String,
-    /// Every header in order, names as sent.
-    pub headers: Vec<(String, String)>,
-    /// Subprotocols the client offered in `Sec-WebSocket-Protocol`, in order.
-    pub protocols: Vec<String>,
-    key: Option<String>,
+    pub path: &'a str,
+    /// The minor HTTP version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub version: u8,
+    headers: Vec<(&'a str, &'a str)>,
+    key: Option<&'a str>,
 }
 
-impl Request {
+impl<'a> Request<'a> {
+    /// Every header in order, names as sent, values trimmed.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a str)> + '_ {
+        self.headers.iter().copied()
+    }
+
     /// The first header with this name (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.all(name).next()
+    }
+
+    /// Every header with this name (case-insensitive), in order.
+    fn all<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'a str> + 's {
         self.headers
             .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|&(_, v)| v)
     }
 
     /// The `Origin` header, which browsers send.
-    pub fn origin(&self) -> Option<&str> {
+    pub fn origin(&self) -> Option<&'a str> {
         self.header("origin")
     }
 
     /// The `Host` header.
-    pub fn host(&self) -> Option<&str> {
+    pub fn host(&self) -> Option<&'a str> {
         self.header("host")
     }
 
     /// The path without its query string.
-    pub fn path_only(&self) -> &str {
+    pub fn path_only(&self) -> &'a str {
         self.path.split('?').next().unwrap_or("")
     }
 
     /// The value of `name` in the query string, undecoded.
-    pub fn query(&self, name: &str) -> Option<&str> {
+    pub fn query(&self, name: &str) -> Option<&'a str> {
         let (_, query) = self.path.split_once('?')?;
         query
             .split('&')
@@ -83,33 +109,80 @@ impl Request {
             .map(|(_, v)| v)
     }
 
-    /// The `Sec-WebSocket-Key`, set for a valid upgrade.
-    pub fn key(&self) -> Option<&str> {
-        self.key.as_deref()
+    /// Subprotocols the client offered in `Sec-WebSocket-Protocol`, in order.
+    pub fn protocols(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.all("sec-websocket-protocol")
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+    }
+
+    /// Whether this is a WebSocket upgrade that passed every check.
+    pub fn is_upgrade(&self) -> bool {
+        self.key.is_some()
+    }
+
+    /// `Sec-WebSocket-Accept` for this upgrade (RFC 6455 §4.2.2); `None`
+    /// for a plain request.
+    pub fn accept_key(&self) -> Option<AcceptKey> {
+        self.key.map(AcceptKey::for_key)
     }
 }
 
 /// What a complete head turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Parsed {
+#[non_exhaustive]
+pub enum Parsed<'a> {
     /// More bytes are needed.
     Partial,
     /// A valid WebSocket upgrade, and the length of its head in bytes.
-    Upgrade(Request, usize),
+    Upgrade(Request<'a>, usize),
     /// A request without `Upgrade`, for the handler to answer.
-    Http(Request, usize),
+    Http(Request<'a>, usize),
 }
 
-/// Whether `buf` holds the blank line that ends a head. `from` is a hint:
-/// bytes before it were checked already.
-pub fn head_complete(buf: &[u8], from: usize) -> bool {
-    let start = from.saturating_sub(3);
-    buf.get(start..)
-        .is_some_and(|tail| tail.windows(4).any(|w| w == b"\r\n\r\n"))
+/// Where the blank line that ends a head ends, searching from `scanned`
+/// (bytes before it were searched already).
+fn head_end(buf: &[u8], scanned: usize) -> Option<usize> {
+    let start = scanned.saturating_sub(3);
+    buf.get(start..)?
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| start + at + 4)
 }
 
-/// Parses and validates a request head from the front of `buf`.
-pub fn parse(buf: &[u8], limits: &HandshakeLimits) -> Result<Parsed, HandshakeError> {
+/// Parses and validates a request head from the front of `buf`. `scanned`
+/// says how many bytes were already seen without the head's end, so that
+/// a head that arrives a byte at a time costs linear time, not quadratic.
+pub fn parse<'a>(
+    buf: &'a [u8],
+    scanned: usize,
+    limits: &HandshakeLimits,
+) -> Result<Parsed<'a>, HandshakeError> {
+    let end = head_end(buf, scanned);
+    // The one check of the head's size, complete or not.
+    if end.unwrap_or(buf.len()) > limits.max_header_bytes {
+        return Err(HandshakeError::HeadersTooLarge {
+            max: limits.max_header_bytes,
+        });
+    }
+    let Some(end) = end else {
+        return Ok(Parsed::Partial);
+    };
+    let mut request = parse_head(&buf[..end], limits)?;
+    if request.all("upgrade").next().is_none() {
+        // A plain request: HTTP/1.1 requires Host (RFC 9112 §3.2), 1.0 does not.
+        if request.version == 1 && request.host().is_none() {
+            return Err(HandshakeError::MissingHost);
+        }
+        return Ok(Parsed::Http(request, end));
+    }
+    request.key = Some(check_upgrade(&request)?);
+    Ok(Parsed::Upgrade(request, end))
+}
+
+/// Runs httparse over a complete head and borrows its fields.
+fn parse_head<'a>(head: &'a [u8], limits: &HandshakeLimits) -> Result<Request<'a>, HandshakeError> {
     // The usual limit fits on the stack; a larger one costs an allocation.
     let mut stack = [httparse::EMPTY_HEADER; 64];
     let mut heap = Vec::new();
@@ -120,67 +193,47 @@ pub fn parse(buf: &[u8], limits: &HandshakeLimits) -> Result<Parsed, HandshakeEr
         &mut heap[..]
     };
     let mut req = httparse::Request::new(slots);
-    let head_len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            if buf.len() > limits.max_header_bytes {
-                return Err(HandshakeError::HeadersTooLarge {
-                    max: limits.max_header_bytes,
-                });
-            }
-            return Ok(Parsed::Partial);
-        }
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
         Err(httparse::Error::TooManyHeaders) => {
             return Err(HandshakeError::TooManyHeaders {
                 max: limits.max_headers,
             })
         }
-        Err(_) => return Err(HandshakeError::Malformed),
-    };
-    if head_len > limits.max_header_bytes {
-        return Err(HandshakeError::HeadersTooLarge {
-            max: limits.max_header_bytes,
-        });
-    }
-    // httparse fills all three on Complete.
-    let method = req.method.unwrap_or_default().to_owned();
-    let path = req.path.unwrap_or_default().to_owned();
-    if req.version != Some(1) {
-        return Err(HandshakeError::UnsupportedHttpVersion);
+        // Partial cannot happen: the head ends with its blank line.
+        Ok(httparse::Status::Partial) | Err(_) => return Err(HandshakeError::Malformed),
     }
     let mut headers = Vec::with_capacity(req.headers.len());
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).map_err(|_| HandshakeError::Malformed)?;
-        headers.push((h.name.to_owned(), value.trim().to_owned()));
+        headers.push((h.name, value.trim()));
     }
-    let mut request = Request {
-        method,
-        path,
+    // httparse fills all three on Complete.
+    Ok(Request {
+        method: req.method.unwrap_or_default(),
+        path: req.path.unwrap_or_default(),
+        version: req.version.unwrap_or_default(),
         headers,
-        protocols: Vec::new(),
         key: None,
-    };
-    if request.host().is_none() {
-        return Err(HandshakeError::MissingHost);
-    }
-    let all = |name: &'static str| {
-        request
-            .headers
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    };
-    if all("upgrade").next().is_none() {
-        return Ok(Parsed::Http(request, head_len));
-    }
-    // RFC 6455 §4.2.1: a GET, HTTP/1.1 or higher, with these headers.
+    })
+}
+
+/// RFC 6455 §4.2.1: a GET, HTTP/1.1 or higher, with these headers. Returns
+/// the client's key.
+fn check_upgrade<'a>(request: &Request<'a>) -> Result<&'a str, HandshakeError> {
     if request.method != "GET" {
         return Err(HandshakeError::MethodNotAllowed);
     }
-    if !all("upgrade").any(|v| has_token(v, "websocket")) {
+    if request.version != 1 {
+        return Err(HandshakeError::UnsupportedHttpVersion);
+    }
+    if request.host().is_none() {
+        return Err(HandshakeError::MissingHost);
+    }
+    if !request.all("upgrade").any(|v| has_token(v, "websocket")) {
         return Err(HandshakeError::InvalidUpgrade);
     }
-    if !all("connection").any(|v| has_token(v, "upgrade")) {
+    if !request.all("connection").any(|v| has_token(v, "upgrade")) {
         return Err(HandshakeError::MissingConnectionUpgrade);
     }
     if request.header("sec-websocket-version") != Some("13") {
@@ -190,19 +243,9 @@ pub fn parse(buf: &[u8], limits: &HandshakeLimits) -> Result<Parsed, HandshakeEr
         .header("sec-websocket-key")
         .ok_or(HandshakeError::InvalidKey)?;
     match STANDARD.decode(key) {
-        Ok(raw) if raw.len() == 16 => {}
-        _ => return Err(HandshakeError::InvalidKey),
+        Ok(raw) if raw.len() == 16 => Ok(key),
+        _ => Err(HandshakeError::InvalidKey),
     }
-    let key = key.to_owned();
-    let protocols: Vec<String> = all("sec-websocket-protocol")
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(str::to_owned)
-        .collect();
-    request.key = Some(key);
-    request.protocols = protocols;
-    Ok(Parsed::Upgrade(request, head_len))
 }
 
 /// Whether a comma-separated header value holds `token`, ignoring ASCII case.
@@ -212,21 +255,45 @@ fn has_token(value: &str, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// `Sec-WebSocket-Accept` for a client key (RFC 6455 §4.2.2).
-pub fn accept_key(key: &str) -> String {
-    let mut sha = Sha1::new();
-    sha.update(key.as_bytes());
-    sha.update(WS_GUID);
-    STANDARD.encode(sha.finalize())
+/// A `Sec-WebSocket-Accept` value: base64 of a SHA-1, always 28 bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct AcceptKey([u8; 28]);
+
+impl AcceptKey {
+    /// The accept value for a client's `Sec-WebSocket-Key` (RFC 6455 §4.2.2).
+    pub fn for_key(key: &str) -> AcceptKey {
+        let mut sha = Sha1::new();
+        sha.update(key.as_bytes());
+        sha.update(WS_GUID);
+        let mut out = [0; 28];
+        // 20 bytes of digest are 28 of base64, so the buffer always fits.
+        let n = STANDARD
+            .encode_slice(sha.finalize(), &mut out)
+            .unwrap_or_default();
+        debug_assert_eq!(n, 28);
+        AcceptKey(out)
+    }
+
+    /// The value as text.
+    pub fn as_str(&self) -> &str {
+        // Base64 output is ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for AcceptKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AcceptKey({})", self.as_str())
+    }
 }
 
 /// The 101 response that completes an upgrade.
-pub fn accept_response(key: &str, protocol: Option<&str>) -> Vec<u8> {
+pub fn accept_response(key: &AcceptKey, protocol: Option<&str>) -> Vec<u8> {
     let mut out = Vec::with_capacity(160);
     out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
     );
-    out.extend_from_slice(accept_key(key).as_bytes());
+    out.extend_from_slice(key.as_str().as_bytes());
     if let Some(p) = protocol {
         out.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
         out.extend_from_slice(p.as_bytes());
@@ -288,6 +355,12 @@ impl Response {
 
     /// The bytes on the wire.
     pub fn to_bytes(&self) -> Vec<u8> {
+        self.encode(true)
+    }
+
+    /// The bytes on the wire, with the body or without it (the answer to
+    /// a `HEAD` request keeps `Content-Length` and drops the body).
+    pub fn encode(&self, with_body: bool) -> Vec<u8> {
         let mut out = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status)).into_bytes();
         for (name, value) in &self.headers {
             out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
@@ -299,7 +372,9 @@ impl Response {
             )
             .as_bytes(),
         );
-        out.extend_from_slice(&self.body);
+        if with_body {
+            out.extend_from_slice(&self.body);
+        }
         out
     }
 }
@@ -337,7 +412,7 @@ mod tests {
     #[test]
     fn rfc_6455_accept_key() {
         assert_eq!(
-            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            AcceptKey::for_key("dGhlIHNhbXBsZSBub25jZQ==").as_str(),
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
     }
@@ -347,29 +422,32 @@ mod tests {
         let limits = HandshakeLimits::default();
         for end in 0..GOOD.len() {
             assert_eq!(
-                parse(&GOOD[..end], &limits),
+                parse(&GOOD[..end], 0, &limits),
                 Ok(Parsed::Partial),
                 "prefix {end}"
             );
         }
-        let Ok(Parsed::Upgrade(req, n)) = parse(GOOD, &limits) else {
+        let Ok(Parsed::Upgrade(req, n)) = parse(GOOD, 0, &limits) else {
             panic!("not an upgrade")
         };
         assert_eq!(n, GOOD.len());
         assert_eq!(req.path_only(), "/chat");
         assert_eq!(req.query("room"), Some("a"));
         assert_eq!(req.origin(), Some("http://example.com"));
-        assert_eq!(req.protocols, ["chat", "superchat"]);
-        assert_eq!(req.key(), Some("dGhlIHNhbXBsZSBub25jZQ=="));
+        assert_eq!(req.protocols().collect::<Vec<_>>(), ["chat", "superchat"]);
+        assert_eq!(
+            req.accept_key().map(|k| k.as_str().to_owned()).as_deref(),
+            Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        );
     }
 
     #[test]
-    fn head_complete_finds_the_blank_line_across_calls() {
+    fn the_head_end_is_found_from_any_resume_point() {
         for cut in 0..GOOD.len() {
-            assert!(!head_complete(&GOOD[..cut], 0));
+            assert_eq!(head_end(&GOOD[..cut], 0), None);
         }
-        for from in 0..GOOD.len() {
-            assert!(head_complete(GOOD, from));
+        for scanned in 0..GOOD.len() {
+            assert_eq!(head_end(GOOD, scanned), Some(GOOD.len()));
         }
     }
 
@@ -377,12 +455,12 @@ mod tests {
     fn upgrade_tokens_are_case_insensitive_lists() {
         let req = with("Upgrade: websocket", "Upgrade: foo, WebSocket");
         assert!(matches!(
-            parse(&req, &Default::default()),
+            parse(&req, 0, &Default::default()),
             Ok(Parsed::Upgrade(..))
         ));
         let req = with("keep-alive, Upgrade", "UPGRADE");
         assert!(matches!(
-            parse(&req, &Default::default()),
+            parse(&req, 0, &Default::default()),
             Ok(Parsed::Upgrade(..))
         ));
     }
@@ -427,7 +505,7 @@ mod tests {
             (with("Host", &many), TooManyHeaders { max: 32 }, 431),
         ];
         for (bytes, want, status) in cases {
-            let got = parse(&bytes, &Default::default());
+            let got = parse(&bytes, 0, &Default::default());
             assert_eq!(
                 got,
                 Err(want.clone()),
@@ -446,13 +524,12 @@ mod tests {
 
     #[test]
     fn oversized_partial_head_is_refused_before_it_completes() {
-        let limits = HandshakeLimits {
-            max_header_bytes: 64,
-            max_headers: 8,
-        };
+        let limits = HandshakeLimits::default()
+            .max_header_bytes(64)
+            .max_headers(8);
         let req = vec![b'a'; 65];
         assert_eq!(
-            parse(&req, &limits),
+            parse(&req, 0, &limits),
             Err(HandshakeError::HeadersTooLarge { max: 64 })
         );
     }
@@ -460,19 +537,29 @@ mod tests {
     #[test]
     fn plain_get_is_http() {
         let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-        let Ok(Parsed::Http(req, n)) = parse(req, &Default::default()) else {
+        let Ok(Parsed::Http(req, n)) = parse(req, 0, &Default::default()) else {
             panic!()
         };
+        assert_eq!((req.method, req.path, req.version, n), ("GET", "/", 1, 27));
+        // HTTP/1.0 needs no Host; 1.1 does.
+        let Ok(Parsed::Http(req, _)) = parse(b"HEAD /x HTTP/1.0\r\n\r\n", 0, &Default::default())
+        else {
+            panic!()
+        };
+        assert_eq!((req.method, req.version), ("HEAD", 0));
         assert_eq!(
-            (req.method.as_str(), req.path.as_str(), n),
-            ("GET", "/", 27)
+            parse(b"GET / HTTP/1.1\r\n\r\n", 0, &Default::default()),
+            Err(HandshakeError::MissingHost)
         );
     }
 
     #[test]
     fn accept_response_echoes_protocol() {
-        let text =
-            String::from_utf8(accept_response("dGhlIHNhbXBsZSBub25jZQ==", Some("chat"))).unwrap();
+        let text = String::from_utf8(accept_response(
+            &AcceptKey::for_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            Some("chat"),
+        ))
+        .unwrap();
         assert!(text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
         assert!(text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
         assert!(text.ends_with("Sec-WebSocket-Protocol: chat\r\n\r\n"));

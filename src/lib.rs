@@ -29,8 +29,10 @@
 //! struct Echo;
 //!
 //! impl Handler for Echo {
+//!     type Data = (); // what each connection carries: nothing here
+//!
 //!     fn on_message(&mut self, conn: &mut Conn<'_>, msg: Message<'_>) {
-//!         conn.send(msg);
+//!         let _ = conn.send(msg); // queued, written once this read is handled
 //!     }
 //! }
 //!
@@ -51,6 +53,7 @@ mod handler;
 pub mod handshake;
 pub mod protocol;
 mod server;
+pub mod session;
 mod stats;
 mod timer;
 pub mod utf8;
@@ -58,9 +61,10 @@ mod worker;
 
 pub use broadcast::Broadcaster;
 pub use config::{Backpressure, Config};
-pub use error::{CloseCode, HandshakeError, ProtocolError};
-pub use handler::{Conn, ConnId, Handler, SendStatus, Upgrade};
-pub use handshake::{Request, Response};
+pub use error::{CloseCode, ConfigError, HandshakeError, PingTooLong, ProtocolError};
+pub use handler::{Conn, ConnId, Handler, Upgrade};
+pub use handshake::{HandshakeLimits, Request, Response};
 pub use protocol::{Limits, Message};
 pub use server::{Server, ShutdownHandle};
+pub use session::SendStatus;
 pub use stats::{Counters, HANDSHAKE_REASONS};

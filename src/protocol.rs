@@ -1,14 +1,16 @@
-//! The connection state machine, pure: bytes in, events and bytes out.
+//! Frames to messages, pure: RFC 6455 §5 and §8 on a byte stream.
 //!
-//! [`Session`] reads frames in place from the caller's buffer. A data
+//! [`MessageReader`] reads frames in place from the caller's buffer. A data
 //! message that arrives whole in one buffer is handed out as a borrowed
 //! slice of it, unmasked in place, with no copy. Anything else (a split
-//! header, a frame across reads, a fragmented message) is gathered in the
-//! session, which keeps only those bytes. Text is checked as UTF-8 piece by
-//! piece as it arrives, so an invalid byte fails the connection at once.
+//! header, a frame across reads, a fragmented message) is gathered in a
+//! boxed [`Partial`] that exists only while such a message is in progress,
+//! so an idle connection's reader is one pointer. Text is checked as UTF-8
+//! piece by piece as it arrives, so an invalid byte fails at once.
 //!
-//! [`Outbox`] holds encoded frames not yet written. It is kept apart from
-//! the session so that a handler can send while it holds a borrowed message.
+//! [`Outbox`] holds encoded frames not yet written. The connection's life
+//! around both (handshake, replies to pings and closes, deadlines) is
+//! [`crate::session::Session`].
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -17,8 +19,12 @@ use crate::error::{CloseCode, ProtocolError};
 use crate::frame::{apply_mask, FrameHeader, OpCode, Role, MAX_HEADER_LEN};
 use crate::utf8::Utf8Validator;
 
-/// Peer-controlled sizes the session will accept.
+/// RFC 6455 §5.5: the longest control frame payload.
+pub const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// Peer-controlled sizes a reader accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// Largest payload of one frame. Default 16 MiB, the largest message
     /// Autobahn sends (9.1.6). Over it the connection closes with 1009.
@@ -47,8 +53,35 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// Sets [`Limits::max_frame_size`].
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.max_frame_size = bytes;
+        self
+    }
+
+    /// Sets [`Limits::max_message_size`].
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Sets [`Limits::max_fragments`].
+    pub fn max_fragments(mut self, frames: usize) -> Self {
+        self.max_fragments = frames;
+        self
+    }
+
+    /// Sets [`Limits::max_pong_backlog`].
+    pub fn max_pong_backlog(mut self, bytes: usize) -> Self {
+        self.max_pong_backlog = bytes;
+        self
+    }
+}
+
 /// A complete data message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Message<'a> {
     /// A text message, checked to be UTF-8.
     Text(&'a str),
@@ -64,30 +97,92 @@ impl<'a> Message<'a> {
             Message::Binary(bytes) => bytes,
         }
     }
+
+    /// The opcode of the frame that carries this message.
+    pub fn opcode(&self) -> OpCode {
+        match self {
+            Message::Text(_) => OpCode::Text,
+            Message::Binary(_) => OpCode::Binary,
+        }
+    }
+}
+
+/// A whole data message as the reader hands it over: borrowed from the
+/// input when it arrived in one piece, else the buffer it was gathered in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Incoming<'a> {
+    /// Unmasked in place in the caller's input.
+    InPlace(Message<'a>),
+    /// A text message gathered across reads or fragments.
+    GatheredText(String),
+    /// A binary message gathered across reads or fragments.
+    GatheredBinary(Vec<u8>),
+}
+
+impl Incoming<'_> {
+    /// The message, borrowed from wherever it is.
+    pub fn message(&self) -> Message<'_> {
+        match self {
+            Incoming::InPlace(msg) => *msg,
+            Incoming::GatheredText(text) => Message::Text(text),
+            Incoming::GatheredBinary(bytes) => Message::Binary(bytes),
+        }
+    }
+}
+
+/// The payload of a control frame, copied out of the input (at most 125
+/// bytes), so that events never borrow the reader.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ControlPayload {
+    bytes: [u8; MAX_CONTROL_PAYLOAD],
+    len: u8,
+}
+
+impl ControlPayload {
+    fn new(payload: &[u8]) -> Self {
+        let mut bytes = [0; MAX_CONTROL_PAYLOAD];
+        bytes[..payload.len()].copy_from_slice(payload);
+        ControlPayload {
+            bytes,
+            len: payload.len() as u8,
+        }
+    }
+
+    /// The payload bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+impl std::fmt::Debug for ControlPayload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ControlPayload({:?})", self.as_bytes())
+    }
 }
 
 /// What one step of reading produced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event<'a> {
     /// A data message.
-    Message(Message<'a>),
-    /// A ping; the pong is already queued.
-    Ping(&'a [u8]),
+    Message(Incoming<'a>),
+    /// A ping. RFC 6455 §5.5.2 asks for a pong with the same payload.
+    Ping(ControlPayload),
     /// A pong.
-    Pong(&'a [u8]),
-    /// The peer's close frame. If we had not sent a close, the echo is
-    /// queued. Nothing more is read after it.
+    Pong(ControlPayload),
+    /// The peer's close frame, its code and reason checked (§5.5.1, §7.4).
     Close {
         /// The peer's code, or 1005 when the frame carried none.
         code: CloseCode,
-        /// The peer's reason.
-        reason: &'a str,
+        /// The reason bytes, checked to be UTF-8.
+        reason: ControlPayload,
     },
 }
 
-/// The result of [`Session::read`]: input bytes used, and an event if one
-/// completed. Call again with the rest of the input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The result of [`MessageReader::read`]: input bytes used, and an event if
+/// one completed. Call again with the rest of the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step<'a> {
     /// Bytes of input consumed.
     pub consumed: usize,
@@ -102,31 +197,12 @@ struct InFrame {
     received: u64,
 }
 
-/// Where the payload of a finished event lies.
-enum Ready {
-    /// In the caller's input, at this range.
-    Input(OpCode, usize, usize),
-    /// In `Session::message`.
-    Message(OpCode),
-    /// In `Session::control`.
-    Control(OpCode),
-}
-
-/// Which buffer a finished event borrowed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum HandedOut {
-    Message,
-    Control,
-}
-
-/// The reading half of a connection: frame parsing, fragments, UTF-8,
-/// control frames and the receiving side of the close handshake.
-#[derive(Debug)]
-pub struct Session {
-    role: Role,
-    limits: Limits,
-    head: [u8; MAX_HEADER_LEN],
-    head_len: u8,
+/// What a reader holds while a frame or message is unfinished.
+#[derive(Debug, Default)]
+struct Partial {
+    /// Bytes of a frame header split across reads.
+    header_bytes: [u8; MAX_HEADER_LEN],
+    header_len: u8,
     frame: Option<InFrame>,
     /// Opcode of the data message in progress and how many frames it has had.
     message_op: Option<OpCode>,
@@ -134,94 +210,101 @@ pub struct Session {
     message: Vec<u8>,
     control: Vec<u8>,
     utf8: Utf8Validator,
-    /// A buffered payload was handed out and is cleared on the next read.
-    handed_out: Option<HandedOut>,
-    /// A close frame was received or the peer broke the protocol.
-    done: bool,
 }
 
-impl Session {
-    /// A session reading frames as `role`.
-    pub fn new(role: Role, limits: Limits) -> Self {
-        Session {
-            role,
-            limits,
-            head: [0; MAX_HEADER_LEN],
-            head_len: 0,
-            frame: None,
-            message_op: None,
-            fragments: 0,
-            message: Vec::new(),
-            control: Vec::new(),
-            utf8: Utf8Validator::new(),
-            handed_out: None,
-            done: false,
-        }
+impl Partial {
+    /// Whether nothing is in progress, so the box can go.
+    fn is_idle(&self) -> bool {
+        self.header_len == 0 && self.frame.is_none() && self.message_op.is_none()
     }
+}
 
-    /// Whether reading has ended: a close frame arrived or an error occurred.
-    pub fn is_done(&self) -> bool {
-        self.done
+/// Where the payload of a finished event lies.
+enum Ready {
+    /// In the caller's input, at this range.
+    Input(OpCode, usize, usize),
+    /// In `Partial::message`.
+    Message(OpCode),
+    /// In `Partial::control`.
+    Control(OpCode),
+}
+
+/// Frames in, messages and control frames out: fragments, UTF-8, limits
+/// and every §5 rule on what a peer may send.
+#[derive(Debug)]
+pub struct MessageReader {
+    role: Role,
+    partial: Option<Box<Partial>>,
+}
+
+impl MessageReader {
+    /// A reader of frames sent to `role`.
+    pub fn new(role: Role) -> Self {
+        MessageReader {
+            role,
+            partial: None,
+        }
     }
 
     /// Bytes held for unfinished frames and messages.
     pub fn buffered(&self) -> usize {
-        self.message.capacity() + self.control.capacity()
+        self.partial
+            .as_ref()
+            .map_or(0, |p| p.message.capacity() + p.control.capacity())
     }
 
     /// Whether a frame or message is partly received.
     pub fn is_mid_message(&self) -> bool {
-        self.head_len > 0 || self.frame.is_some() || self.message_op.is_some()
+        self.partial.as_ref().is_some_and(|p| !p.is_idle())
     }
 
     /// Reads from `input`, unmasking it in place. Returns after one event
-    /// or when the input is used up. Automatic replies (pong, close echo) go
-    /// to `out`. After an error or a close frame, input is ignored.
+    /// or when the input is used up. After an error the reader starts
+    /// afresh; the caller is expected to stop reading.
     pub fn read<'a>(
-        &'a mut self,
+        &mut self,
         input: &'a mut [u8],
-        out: &mut Outbox,
+        limits: &Limits,
     ) -> Result<Step<'a>, ProtocolError> {
-        match self.handed_out.take() {
-            // Free it: an idle connection holds no message buffer.
-            Some(HandedOut::Message) => self.message = Vec::new(),
-            Some(HandedOut::Control) => self.control = Vec::new(),
-            None => {}
-        }
-        if self.done {
-            return Ok(Step {
-                consumed: input.len(),
-                event: None,
-            });
-        }
-        match self.advance(input) {
-            Ok((consumed, None)) => Ok(Step {
-                consumed,
-                event: None,
-            }),
-            Ok((consumed, Some(ready))) => {
-                let event = self.finish_event(ready, input, out)?;
-                Ok(Step {
-                    consumed,
-                    event: Some(event),
-                })
+        let result = self.advance(input, limits).and_then(|(consumed, ready)| {
+            let event = match ready {
+                Some(ready) => Some(self.finish_event(ready, input)?),
+                None => None,
+            };
+            Ok(Step { consumed, event })
+        });
+        // Events carry copies or moved buffers, so what they came from can
+        // go: the control bytes at once, the box once nothing is in progress.
+        if let Some(p) = self.partial.as_mut() {
+            if p.frame.is_none_or(|f| !f.header.opcode.is_control()) {
+                p.control.clear();
             }
-            Err(e) => {
-                self.done = true;
-                Err(e)
+            if result.is_err() || p.is_idle() {
+                self.partial = None;
             }
         }
+        result
+    }
+
+    fn partial(&mut self) -> &mut Partial {
+        self.partial.get_or_insert_with(Box::default)
     }
 
     /// Parses until one event's payload is complete or input runs out.
-    fn advance(&mut self, input: &mut [u8]) -> Result<(usize, Option<Ready>), ProtocolError> {
+    fn advance(
+        &mut self,
+        input: &mut [u8],
+        limits: &Limits,
+    ) -> Result<(usize, Option<Ready>), ProtocolError> {
         let mut pos = 0;
         loop {
-            let mut frame = match self.frame {
+            // Taken: each path below puts it back if the frame goes on.
+            let in_frame = self.partial.as_mut().and_then(|p| p.frame.take());
+            let mut frame = match in_frame {
                 Some(frame) => frame,
                 None => match self.parse_header(input, &mut pos)? {
                     Some(header) => {
-                        self.begin_frame(&header)?;
+                        self.begin_frame(&header, limits)?;
                         InFrame {
                             header,
                             received: 0,
@@ -242,41 +325,44 @@ impl Session {
             pos += take;
             frame.received += take as u64;
             let complete = frame.received == header.payload_len;
-            self.frame = if complete { None } else { Some(frame) };
+            let message_op = self.partial.as_ref().and_then(|p| p.message_op);
 
             if header.opcode.is_control() {
-                // Nothing is read after a close frame, valid or not.
-                self.done |= complete && header.opcode == OpCode::Close;
-                if whole && self.control.is_empty() {
+                if whole {
                     return Ok((pos, Some(Ready::Input(header.opcode, start, pos))));
                 }
-                self.control.extend_from_slice(chunk);
-                if complete {
-                    return Ok((pos, Some(Ready::Control(header.opcode))));
-                }
-                return Ok((pos, None));
+                let p = self.partial();
+                p.frame = (!complete).then_some(frame);
+                p.control.extend_from_slice(chunk);
+                return Ok((pos, complete.then_some(Ready::Control(header.opcode))));
             }
 
-            let op = self.message_op.expect("begin_frame set the message opcode");
+            // The opcode of a first frame, or of the message a continuation continues.
+            let op = message_op.unwrap_or(header.opcode);
             if whole && header.fin && header.opcode != OpCode::Continuation {
-                // The common case: a one-frame message, whole in the input.
+                // The common case: a one-frame message, whole in the input
+                // (its header may have come in the read before).
                 if op == OpCode::Text && std::str::from_utf8(chunk).is_err() {
                     return Err(ProtocolError::InvalidUtf8);
                 }
-                self.message_op = None;
+                if let Some(p) = self.partial.as_mut() {
+                    p.message_op = None;
+                }
                 return Ok((pos, Some(Ready::Input(op, start, pos))));
             }
+            let p = self.partial();
+            p.frame = (!complete).then_some(frame);
+            p.message_op = Some(op);
             if op == OpCode::Text {
-                self.utf8
-                    .feed(chunk)
-                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+                p.utf8.feed(chunk).map_err(|_| ProtocolError::InvalidUtf8)?;
             }
-            self.message.extend_from_slice(chunk);
+            p.message.extend_from_slice(chunk);
             if complete && header.fin {
                 if op == OpCode::Text {
-                    self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                    p.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
                 }
-                self.message_op = None;
+                p.message_op = None;
+                p.fragments = 0;
                 return Ok((pos, Some(Ready::Message(op))));
             }
             if !complete {
@@ -292,108 +378,127 @@ impl Session {
         input: &[u8],
         pos: &mut usize,
     ) -> Result<Option<FrameHeader>, ProtocolError> {
-        if self.head_len == 0 {
+        let held = self.partial.as_ref().map_or(0, |p| p.header_len as usize);
+        if held == 0 {
             if let Some((header, len)) = FrameHeader::parse(&input[*pos..], self.role)? {
                 *pos += len;
                 return Ok(Some(header));
             }
+            if *pos == input.len() {
+                return Ok(None);
+            }
         }
-        let held = self.head_len as usize;
+        let role = self.role;
+        let p = self.partial();
         let take = (MAX_HEADER_LEN - held).min(input.len() - *pos);
-        self.head[held..held + take].copy_from_slice(&input[*pos..*pos + take]);
-        match FrameHeader::parse(&self.head[..held + take], self.role)? {
+        p.header_bytes[held..held + take].copy_from_slice(&input[*pos..*pos + take]);
+        match FrameHeader::parse(&p.header_bytes[..held + take], role)? {
             Some((header, len)) => {
                 *pos += len - held;
-                self.head_len = 0;
+                p.header_len = 0;
                 Ok(Some(header))
             }
             None => {
                 *pos += take;
-                self.head_len = (held + take) as u8;
+                p.header_len = (held + take) as u8;
                 Ok(None)
             }
         }
     }
 
     /// Checks a new frame against the message in progress and the limits.
-    fn begin_frame(&mut self, header: &FrameHeader) -> Result<(), ProtocolError> {
-        if header.payload_len > self.limits.max_frame_size as u64 {
+    fn begin_frame(&mut self, header: &FrameHeader, limits: &Limits) -> Result<(), ProtocolError> {
+        if header.payload_len > limits.max_frame_size as u64 {
             return Err(ProtocolError::FrameTooLarge {
                 len: header.payload_len,
-                max: self.limits.max_frame_size,
+                max: limits.max_frame_size,
             });
         }
-        match (header.opcode, self.message_op) {
+        let (message_op, held) = self
+            .partial
+            .as_ref()
+            .map_or((None, 0), |p| (p.message_op, p.message.len()));
+        match (header.opcode, message_op) {
             (op, _) if op.is_control() => return Ok(()),
             // RFC 6455 §5.4: fragments of one message are not interleaved
             // with those of another.
             (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
             (OpCode::Continuation, Some(_)) => {
-                self.fragments += 1;
-                if self.fragments as usize > self.limits.max_fragments {
+                let p = self.partial();
+                p.fragments += 1;
+                if p.fragments as usize > limits.max_fragments {
                     return Err(ProtocolError::TooManyFragments {
-                        max: self.limits.max_fragments,
+                        max: limits.max_fragments,
                     });
                 }
             }
             (_, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
-            (op, None) => {
-                self.message_op = Some(op);
-                self.fragments = 1;
+            (_, None) => {
+                if !header.fin {
+                    self.partial().fragments = 1;
+                }
             }
         }
-        let total = self.message.len() as u64 + header.payload_len;
-        if total > self.limits.max_message_size as u64 {
+        let total = held as u64 + header.payload_len;
+        if total > limits.max_message_size as u64 {
             return Err(ProtocolError::MessageTooLarge {
                 len: total,
-                max: self.limits.max_message_size,
+                max: limits.max_message_size,
             });
         }
         Ok(())
     }
 
-    /// Turns a finished payload into an event, replying to pings and closes.
+    /// Turns a finished payload into an event.
     fn finish_event<'a>(
-        &'a mut self,
+        &mut self,
         ready: Ready,
         input: &'a [u8],
-        out: &mut Outbox,
     ) -> Result<Event<'a>, ProtocolError> {
-        let (op, payload): (OpCode, &'a [u8]) = match ready {
-            Ready::Input(op, start, end) => (op, &input[start..end]),
-            Ready::Message(op) => {
-                self.handed_out = Some(HandedOut::Message);
-                (op, &self.message)
-            }
-            Ready::Control(op) => {
-                self.handed_out = Some(HandedOut::Control);
-                (op, &self.control)
+        let control = |op: OpCode, payload: &[u8]| -> Result<Event<'a>, ProtocolError> {
+            let payload = ControlPayload::new(payload);
+            match op {
+                OpCode::Ping => Ok(Event::Ping(payload)),
+                OpCode::Pong => Ok(Event::Pong(payload)),
+                _ => {
+                    let (code, reason) = parse_close(payload.as_bytes())?;
+                    Ok(Event::Close {
+                        code,
+                        reason: ControlPayload::new(reason.as_bytes()),
+                    })
+                }
             }
         };
-        match op {
-            // Validated on the way in.
-            OpCode::Text => Ok(Event::Message(Message::Text(
-                std::str::from_utf8(payload).map_err(|_| ProtocolError::InvalidUtf8)?,
-            ))),
-            OpCode::Binary => Ok(Event::Message(Message::Binary(payload))),
-            OpCode::Ping => {
-                // RFC 6455 §5.5.2: answer with a pong carrying the same data.
-                out.pong(payload, self.limits.max_pong_backlog);
-                Ok(Event::Ping(payload))
+        match ready {
+            Ready::Input(op, start, end) if op.is_control() => control(op, &input[start..end]),
+            // Checked to be UTF-8 on the way in; this cannot fail.
+            Ready::Input(OpCode::Text, start, end) => {
+                Ok(Event::Message(Incoming::InPlace(Message::Text(
+                    std::str::from_utf8(&input[start..end])
+                        .map_err(|_| ProtocolError::InvalidUtf8)?,
+                ))))
             }
-            OpCode::Pong => Ok(Event::Pong(payload)),
-            OpCode::Close => {
-                let (code, reason) = parse_close(payload)?;
-                // RFC 6455 §5.5.1: reply with a close, echoing the code.
-                let echo = if code == CloseCode::NO_STATUS {
-                    CloseCode::NORMAL
+            Ready::Input(_, start, end) => Ok(Event::Message(Incoming::InPlace(Message::Binary(
+                &input[start..end],
+            )))),
+            Ready::Control(op) => {
+                let bytes = self.partial.as_ref().map_or(&[][..], |p| &p.control[..]);
+                control(op, bytes)
+            }
+            Ready::Message(op) => {
+                let gathered = self
+                    .partial
+                    .as_mut()
+                    .map(|p| std::mem::take(&mut p.message))
+                    .unwrap_or_default();
+                if op == OpCode::Text {
+                    let text =
+                        String::from_utf8(gathered).map_err(|_| ProtocolError::InvalidUtf8)?;
+                    Ok(Event::Message(Incoming::GatheredText(text)))
                 } else {
-                    code
-                };
-                out.close(echo, "");
-                Ok(Event::Close { code, reason })
+                    Ok(Event::Message(Incoming::GatheredBinary(gathered)))
+                }
             }
-            OpCode::Continuation => unreachable!("continuations finish as their message opcode"),
         }
     }
 }
@@ -414,25 +519,18 @@ pub fn parse_close(payload: &[u8]) -> Result<(CloseCode, &str), ProtocolError> {
     }
 }
 
-/// Why a frame was not queued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendError {
-    /// A close frame was already sent; RFC 6455 §5.5.1 allows no more data.
-    Closed,
-    /// A control payload over 125 bytes.
-    ControlTooLong,
-}
-
-impl std::fmt::Display for SendError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SendError::Closed => f.write_str("connection is closing"),
-            SendError::ControlTooLong => f.write_str("control payload over 125 bytes"),
-        }
+/// A close frame's payload: the code, then the reason cut to fit 123 bytes
+/// on a character boundary. Returns the payload and the reason as cut.
+pub fn close_payload(code: CloseCode, reason: &str) -> (ControlPayload, &str) {
+    let mut cut = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
     }
+    let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
+    payload[..2].copy_from_slice(&code.0.to_be_bytes());
+    payload[2..2 + cut].copy_from_slice(&reason.as_bytes()[..cut]);
+    (ControlPayload::new(&payload[..2 + cut]), &reason[..cut])
 }
-
-impl std::error::Error for SendError {}
 
 /// One piece of queued output: bytes of its own, or a frame shared with
 /// other connections (a broadcast).
@@ -451,18 +549,16 @@ impl Chunk {
     }
 }
 
-/// Encoded server frames waiting to be written, and the sending side of the
-/// close handshake. Frames are unmasked, as a server sends them. A shared
-/// frame is queued by reference, not copied.
+/// Encoded frames waiting to be written, in order. A shared frame is queued
+/// by reference, not copied. It knows nothing of the close handshake: what
+/// may still be sent is the session's rule.
 #[derive(Debug, Default)]
 pub struct Outbox {
     chunks: VecDeque<Chunk>,
     /// Bytes of the front chunk already written.
-    head: usize,
+    written: usize,
     /// Bytes waiting, over all chunks.
     len: usize,
-    close_sent: bool,
-    close_code: Option<CloseCode>,
 }
 
 impl Outbox {
@@ -485,7 +581,7 @@ impl Outbox {
     pub fn pieces(&self) -> impl Iterator<Item = &[u8]> {
         self.chunks.iter().enumerate().map(|(i, c)| {
             if i == 0 {
-                &c.bytes()[self.head..]
+                &c.bytes()[self.written..]
             } else {
                 c.bytes()
             }
@@ -502,22 +598,22 @@ impl Outbox {
     pub fn consume(&mut self, n: usize) {
         debug_assert!(n <= self.len);
         self.len -= n;
-        self.head += n;
+        self.written += n;
         while let Some(front) = self.chunks.front() {
             let front_len = front.bytes().len();
-            if self.head < front_len {
+            if self.written < front_len {
                 break;
             }
-            self.head -= front_len;
+            self.written -= front_len;
             self.chunks.pop_front();
         }
         if self.chunks.is_empty() {
             self.chunks = VecDeque::new();
-            self.head = 0;
+            self.written = 0;
         }
     }
 
-    /// Appends raw bytes, such as the rest of a partly written frame.
+    /// Appends raw bytes, such as an HTTP response.
     pub fn push_raw(&mut self, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
@@ -531,89 +627,41 @@ impl Outbox {
     }
 
     /// Appends a whole encoded frame shared with other connections, without
-    /// copying it. Refused after a close.
-    pub fn push_shared(&mut self, frame: Arc<[u8]>) -> Result<(), SendError> {
-        if self.close_sent {
-            return Err(SendError::Closed);
-        }
+    /// copying it.
+    pub fn push_shared(&mut self, frame: Arc<[u8]>) {
         self.len += frame.len();
         self.chunks.push_back(Chunk::Shared(frame));
-        Ok(())
     }
 
-    /// Whether a close frame has been queued.
-    pub fn close_sent(&self) -> bool {
-        self.close_sent
-    }
-
-    /// The code of the close frame queued by [`Outbox::close`], if any.
-    pub fn close_code(&self) -> Option<CloseCode> {
-        self.close_code
-    }
-
-    /// Builds the header for a frame and records a close. The caller writes
-    /// header and payload, directly or through [`Outbox::push_raw`].
-    pub fn header(
-        &mut self,
-        opcode: OpCode,
-        len: usize,
-    ) -> Result<([u8; MAX_HEADER_LEN], usize), SendError> {
-        if self.close_sent {
-            return Err(SendError::Closed);
-        }
-        if opcode.is_control() && len > 125 {
-            return Err(SendError::ControlTooLong);
-        }
-        if opcode == OpCode::Close {
-            self.close_sent = true;
-        }
-        let mut bytes = [0; MAX_HEADER_LEN];
-        let n = FrameHeader {
-            fin: true,
-            opcode,
-            mask: None,
-            payload_len: len as u64,
-        }
-        .encode(&mut bytes);
-        Ok((bytes, n))
-    }
-
-    /// Queues one unfragmented frame.
-    pub fn push(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
-        let (head, n) = self.header(opcode, payload.len())?;
-        self.push_raw(&head[..n]);
+    /// Queues one unfragmented, unmasked frame, as a server sends it.
+    pub fn push(&mut self, opcode: OpCode, payload: &[u8]) {
+        let (header, n) = frame_header(true, opcode, None, payload.len());
+        self.push_raw(&header[..n]);
         self.push_raw(payload);
-        Ok(())
-    }
-
-    /// Queues a pong, unless closing or unless more than `backlog` bytes
-    /// wait already. RFC 6455 §5.5.3 lets an endpoint answer only the
-    /// latest of several pings, so a peer that pings without reading cannot
-    /// grow the output through pongs.
-    pub fn pong(&mut self, payload: &[u8], backlog: usize) {
-        if self.len <= backlog {
-            let _ = self.push(OpCode::Pong, payload);
-        }
-    }
-
-    /// Queues a close frame with a code and a reason cut to fit 123 bytes
-    /// on a character boundary. Does nothing if a close was already sent.
-    pub fn close(&mut self, code: CloseCode, reason: &str) {
-        let mut cut = reason.len().min(123);
-        while !reason.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        let mut payload = [0u8; 125];
-        payload[..2].copy_from_slice(&code.0.to_be_bytes());
-        payload[2..2 + cut].copy_from_slice(&reason.as_bytes()[..cut]);
-        if self.push(OpCode::Close, &payload[..2 + cut]).is_ok() {
-            self.close_code = Some(code);
-        }
     }
 }
 
+/// The encoded header of one frame, and its length.
+fn frame_header(
+    fin: bool,
+    opcode: OpCode,
+    mask: Option<[u8; 4]>,
+    len: usize,
+) -> ([u8; MAX_HEADER_LEN], usize) {
+    let mut bytes = [0; MAX_HEADER_LEN];
+    let n = FrameHeader {
+        fin,
+        opcode,
+        mask,
+        payload_len: len as u64,
+    }
+    .encode(&mut bytes);
+    (bytes, n)
+}
+
 /// Encodes one frame with an optional mask, as a client (masked) or server
-/// (unmasked) sends it. Used by test clients and the load generator.
+/// (unmasked) sends it. Used for broadcasts, by test clients and by the
+/// load generator.
 pub fn encode_frame(
     out: &mut Vec<u8>,
     fin: bool,
@@ -621,15 +669,8 @@ pub fn encode_frame(
     mask: Option<[u8; 4]>,
     payload: &[u8],
 ) {
-    let mut head = [0u8; MAX_HEADER_LEN];
-    let n = FrameHeader {
-        fin,
-        opcode,
-        mask,
-        payload_len: payload.len() as u64,
-    }
-    .encode(&mut head);
-    out.extend_from_slice(&head[..n]);
+    let (header, n) = frame_header(fin, opcode, mask, payload.len());
+    out.extend_from_slice(&header[..n]);
     let at = out.len();
     out.extend_from_slice(payload);
     if let Some(key) = mask {
@@ -652,10 +693,9 @@ mod tests {
         Error(ProtocolError),
     }
 
-    /// Feeds `input` cut at `cuts` to a server session.
-    fn run(input: &[u8], cuts: &[usize], limits: Limits) -> (Vec<Owned>, Vec<u8>) {
-        let mut session = Session::new(Role::Server, limits);
-        let mut out = Outbox::new();
+    /// Feeds `input` cut at `cuts` to a server-role reader.
+    fn run(input: &[u8], cuts: &[usize], limits: Limits) -> Vec<Owned> {
+        let mut reader = MessageReader::new(Role::Server);
         let mut events = Vec::new();
         let mut bounds = vec![0];
         bounds.extend(cuts.iter().copied().filter(|&c| c > 0 && c < input.len()));
@@ -664,25 +704,30 @@ mod tests {
             let mut chunk = input[piece[0]..piece[1]].to_vec();
             let mut pos = 0;
             while pos < chunk.len() {
-                match session.read(&mut chunk[pos..], &mut out) {
+                match reader.read(&mut chunk[pos..], &limits) {
                     Ok(step) => {
                         events.extend(step.event.map(|e| match e {
-                            Event::Message(Message::Text(t)) => Owned::Text(t.into()),
-                            Event::Message(Message::Binary(b)) => Owned::Binary(b.into()),
-                            Event::Ping(p) => Owned::Ping(p.into()),
-                            Event::Pong(p) => Owned::Pong(p.into()),
-                            Event::Close { code, reason } => Owned::Close(code.0, reason.into()),
+                            Event::Message(m) => match m.message() {
+                                Message::Text(t) => Owned::Text(t.into()),
+                                Message::Binary(b) => Owned::Binary(b.into()),
+                            },
+                            Event::Ping(p) => Owned::Ping(p.as_bytes().into()),
+                            Event::Pong(p) => Owned::Pong(p.as_bytes().into()),
+                            Event::Close { code, reason } => Owned::Close(
+                                code.0,
+                                String::from_utf8(reason.as_bytes().to_vec()).unwrap(),
+                            ),
                         }));
                         pos += step.consumed;
                     }
                     Err(e) => {
                         events.push(Owned::Error(e));
-                        return (events, out.to_vec());
+                        return events;
                     }
                 }
             }
         }
-        (events, out.to_vec())
+        events
     }
 
     fn masked(fin: bool, op: OpCode, payload: &[u8]) -> Vec<u8> {
@@ -691,24 +736,15 @@ mod tests {
         out
     }
 
-    /// The same events and output whole and split at every offset.
-    fn check(input: &[u8], want: &[Owned]) -> Vec<u8> {
-        let (events, out) = run(input, &[], Limits::default());
+    /// The same events whole and split at every offset.
+    fn check(input: &[u8], want: &[Owned]) {
+        let events = run(input, &[], Limits::default());
         assert_eq!(events, want, "whole");
         for cut in 1..input.len() {
-            assert_eq!(
-                run(input, &[cut], Limits::default()),
-                (events.clone(), out.clone()),
-                "cut {cut}"
-            );
+            assert_eq!(run(input, &[cut], Limits::default()), events, "cut {cut}");
         }
         let every: Vec<usize> = (1..input.len()).collect();
-        assert_eq!(
-            run(input, &every, Limits::default()),
-            (events.clone(), out.clone()),
-            "bytewise"
-        );
-        out
+        assert_eq!(run(input, &every, Limits::default()), events, "bytewise");
     }
 
     #[test]
@@ -720,29 +756,38 @@ mod tests {
     }
 
     #[test]
+    fn two_messages_whole_and_split_anywhere() {
+        // Cut right after the first header, the first payload arrives whole
+        // in the next read: the second message must still start afresh.
+        let mut input = masked(true, OpCode::Text, b"one");
+        input.extend(masked(true, OpCode::Binary, b"two"));
+        check(
+            &input,
+            &[Owned::Text("one".into()), Owned::Binary(b"two".to_vec())],
+        );
+    }
+
+    #[test]
     fn fragmented_message_with_ping_in_between() {
         let mut input = masked(false, OpCode::Text, b"Hel");
         input.extend(masked(true, OpCode::Ping, b"Hello"));
         input.extend(masked(true, OpCode::Continuation, b"lo"));
-        let out = check(
+        check(
             &input,
             &[Owned::Ping(b"Hello".to_vec()), Owned::Text("Hello".into())],
         );
-        // RFC 6455 §5.7: an unmasked pong with the ping's payload.
-        assert_eq!(out, [0x8a, 0x05, b'H', b'e', b'l', b'l', b'o']);
     }
 
     #[test]
-    fn close_is_echoed_and_ends_reading() {
-        let mut input = masked(true, OpCode::Close, &[0x03, 0xe8, b'o', b'k']);
-        input.extend(masked(true, OpCode::Text, b"ignored"));
-        let out = check(&input, &[Owned::Close(1000, "ok".into())]);
-        assert_eq!(out, [0x88, 0x02, 0x03, 0xe8]);
-        let out = check(
+    fn close_code_and_reason_are_read() {
+        check(
+            &masked(true, OpCode::Close, &[0x03, 0xe8, b'o', b'k']),
+            &[Owned::Close(1000, "ok".into())],
+        );
+        check(
             &masked(true, OpCode::Close, b""),
             &[Owned::Close(1005, "".into())],
         );
-        assert_eq!(out, [0x88, 0x02, 0x03, 0xe8]);
     }
 
     #[test]
@@ -799,24 +844,22 @@ mod tests {
         payload.push(0xff);
         payload.resize(100, b'z');
         let input = masked(true, OpCode::Text, &payload);
-        let (events, _) = run(&input[..6 + 3], &[], Limits::default());
+        let events = run(&input[..6 + 3], &[], Limits::default());
         assert_eq!(events, [Owned::Error(ProtocolError::InvalidUtf8)]);
         // And across fragments: the second fragment's first byte is bad.
         let mut input = masked(false, OpCode::Text, &[0xce]);
         input.extend(masked(true, OpCode::Continuation, &[0x41]));
-        let (events, _) = run(&input, &[], Limits::default());
+        let events = run(&input, &[], Limits::default());
         assert_eq!(events, [Owned::Error(ProtocolError::InvalidUtf8)]);
     }
 
     #[test]
     fn limits_close_with_1009() {
-        let limits = Limits {
-            max_frame_size: 10,
-            max_message_size: 15,
-            max_fragments: 3,
-            ..Limits::default()
-        };
-        let (events, _) = run(&masked(true, OpCode::Binary, &[0; 11]), &[], limits);
+        let limits = Limits::default()
+            .max_frame_size(10)
+            .max_message_size(15)
+            .max_fragments(3);
+        let events = run(&masked(true, OpCode::Binary, &[0; 11]), &[], limits);
         assert_eq!(
             events,
             [Owned::Error(ProtocolError::FrameTooLarge {
@@ -829,7 +872,7 @@ mod tests {
             masked(true, OpCode::Continuation, &[0; 6]),
         ]
         .concat();
-        let (events, _) = run(&input, &[], limits);
+        let events = run(&input, &[], limits);
         assert_eq!(
             events,
             [Owned::Error(ProtocolError::MessageTooLarge {
@@ -842,7 +885,7 @@ mod tests {
             .chain((0..3).map(|_| masked(false, OpCode::Continuation, b"")))
             .flatten()
             .collect();
-        let (events, _) = run(&input, &[], limits);
+        let events = run(&input, &[], limits);
         assert_eq!(
             events,
             [Owned::Error(ProtocolError::TooManyFragments { max: 3 })]
@@ -856,43 +899,29 @@ mod tests {
     }
 
     #[test]
-    fn nothing_is_buffered_between_whole_messages() {
-        let mut session = Session::new(Role::Server, Limits::default());
-        let mut out = Outbox::new();
+    fn nothing_is_held_between_messages() {
+        let mut reader = MessageReader::new(Role::Server);
+        let limits = Limits::default();
         let mut input = masked(true, OpCode::Binary, &[5; 1000]);
-        let step = session.read(&mut input, &mut out).unwrap();
+        let step = reader.read(&mut input, &limits).unwrap();
         assert_eq!(
             step.event,
-            Some(Event::Message(Message::Binary(&[5; 1000])))
+            Some(Event::Message(Incoming::InPlace(Message::Binary(
+                &[5; 1000]
+            ))))
         );
-        assert_eq!((session.buffered(), session.is_mid_message()), (0, false));
-    }
-
-    #[test]
-    #[cfg_attr(miri, ignore = "behaviour, not memory safety; too slow under Miri")]
-    fn ping_flood_cannot_grow_the_outbox() {
-        let mut input = Vec::new();
-        for _ in 0..10_000 {
-            input.extend(masked(true, OpCode::Ping, &[7; 125]));
-        }
-        let (events, out) = run(&input, &[], Limits::default());
-        assert_eq!(events.len(), 10_000);
-        assert!(
-            out.len() <= Limits::default().max_pong_backlog + 127,
-            "{} bytes queued",
-            out.len()
+        assert_eq!((reader.buffered(), reader.is_mid_message()), (0, false));
+        // A message gathered across reads is handed over, box and all.
+        let mut input = masked(true, OpCode::Text, b"split");
+        let (a, b) = input.split_at_mut(8);
+        assert_eq!(reader.read(a, &limits).unwrap().event, None);
+        assert!(reader.is_mid_message());
+        let step = reader.read(b, &limits).unwrap();
+        assert_eq!(
+            step.event,
+            Some(Event::Message(Incoming::GatheredText("split".into())))
         );
-    }
-
-    #[test]
-    fn outbox_refuses_frames_after_close() {
-        let mut out = Outbox::new();
-        out.close(CloseCode::GOING_AWAY, "bye");
-        assert_eq!(out.push(OpCode::Text, b"late"), Err(SendError::Closed));
-        assert_eq!(out.to_vec(), [0x88, 0x05, 0x03, 0xe9, b'b', b'y', b'e']);
-        assert_eq!(out.close_code(), Some(CloseCode::GOING_AWAY));
-        out.consume(7);
-        assert!(out.is_empty());
+        assert!(reader.partial.is_none());
     }
 
     #[test]
@@ -900,7 +929,7 @@ mod tests {
         let mut out = Outbox::new();
         out.push_raw(b"ab");
         let shared: Arc<[u8]> = Arc::from(&b"cde"[..]);
-        out.push_shared(shared.clone()).unwrap();
+        out.push_shared(shared.clone());
         out.push_raw(b"f");
         out.push_raw(b"g");
         assert_eq!((out.len(), out.to_vec()), (7, b"abcdefg".to_vec()));
@@ -908,17 +937,18 @@ mod tests {
         assert_eq!(out.pieces().collect::<Vec<_>>(), [&b"de"[..], b"fg"]);
         out.consume(4);
         assert!(out.is_empty() && out.chunks.capacity() == 0);
-        out.close(CloseCode::NORMAL, "");
-        assert_eq!(out.push_shared(shared), Err(SendError::Closed));
     }
 
     #[test]
     fn close_reason_is_cut_on_a_char_boundary() {
-        let mut out = Outbox::new();
-        out.close(CloseCode::NORMAL, &"é".repeat(100));
-        let frame = out.to_vec();
-        assert_eq!(frame[1] as usize, frame.len() - 2);
-        assert!(frame.len() - 2 <= 125);
-        assert!(std::str::from_utf8(&frame[4..]).is_ok());
+        let long = "é".repeat(100);
+        let (payload, sent) = close_payload(CloseCode::NORMAL, &long);
+        assert!(payload.as_bytes().len() <= 125);
+        assert_eq!(sent.len(), 122);
+        assert_eq!(&payload.as_bytes()[2..], sent.as_bytes());
+        assert_eq!(
+            parse_close(payload.as_bytes()),
+            Ok((CloseCode::NORMAL, sent))
+        );
     }
 }

@@ -11,9 +11,10 @@ use std::thread::JoinHandle;
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::broadcast::{Broadcaster, Hub, Remote};
+use crate::broadcast::{Broadcaster, Hub, Remote, Topics};
 use crate::config::Config;
-use crate::handler::Handler;
+use crate::handler::{Handler, Shared};
+use crate::session::Time;
 use crate::stats::{Counters, Stats};
 use crate::worker::{Worker, WAKER};
 
@@ -45,7 +46,9 @@ pub struct Server {
 impl Server {
     /// Binds `addr` once per worker and starts the workers. Each worker
     /// thread calls `factory` once to make its own handler. Bind to port 0
-    /// and read [`Server::local_addr`] to get a free port.
+    /// and read [`Server::local_addr`] to get a free port. A config that
+    /// fails [`Config::validate`] is an `InvalidInput` error naming the
+    /// field.
     pub fn bind<A, H, F>(addr: A, config: Config, factory: F) -> io::Result<Server>
     where
         A: ToSocketAddrs,
@@ -56,6 +59,9 @@ impl Server {
             .to_socket_addrs()?
             .next()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to bind"))?;
+        config
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let workers = config.worker_count();
         let config = Arc::new(config);
         let factory = Arc::new(factory);
@@ -87,25 +93,19 @@ impl Server {
         for (i, (poll, listener, receiver)) in parts.into_iter().enumerate() {
             let worker_stats = Arc::new(Stats::default());
             stats.push(worker_stats.clone());
-            let config = config.clone();
+            let shared = Shared {
+                worker: i,
+                config: config.clone(),
+                stats: worker_stats,
+                topics: Topics::default(),
+                published: Vec::new(),
+                hub: hub.clone(),
+                now: Time::from_millis(0),
+            };
             let factory = factory.clone();
-            let hub = hub.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("wsloop-{i}"))
-                .spawn(move || {
-                    let handler = factory();
-                    Worker::new(
-                        i,
-                        poll,
-                        listener,
-                        handler,
-                        config,
-                        worker_stats,
-                        hub,
-                        receiver,
-                    )
-                    .run()
-                })?;
+                .spawn(move || Worker::new(poll, listener, factory(), shared, receiver).run())?;
             threads.push(thread);
         }
         Ok(Server {

@@ -1,27 +1,22 @@
-//! Per-worker counters: relaxed atomics, each written by one worker only,
-//! so reading them from another thread costs the hot path nothing but a
-//! plain add.
+//! Per-worker counters: relaxed atomics, each written by one worker only.
+//! A relaxed `fetch_add` on a cache line that only its worker writes costs
+//! a locked add (about 20 cycles on x86), with no contention; other
+//! threads read the values at any time.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::error::{CloseCode, HandshakeError};
+use crate::session::{ReadError, SendStatus};
 
 /// Close codes counted one by one; every other code is counted as "other".
 const CODES: [u16; 10] = [1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011, 1013];
 
 /// Handshake failure reasons, in the order of [`Counters::handshake_failed`].
-pub const HANDSHAKE_REASONS: [&str; 9] = [
-    "malformed",
-    "method",
-    "http-version",
-    "host",
-    "upgrade",
-    "connection",
-    "key",
-    "ws-version",
-    "too-large",
-];
+pub const HANDSHAKE_REASONS: &[&str] = HandshakeError::LABELS;
+
+/// How many handshake reasons are counted.
+const REASONS: usize = HandshakeError::LABELS.len();
 
 /// The live counters of one worker.
 #[derive(Debug, Default)]
@@ -30,7 +25,7 @@ pub struct Stats {
     accepted: AtomicU64,
     refused: AtomicU64,
     upgraded: AtomicU64,
-    handshake_failed: [AtomicU64; 9],
+    handshake_failed: [AtomicU64; REASONS],
     messages_in: AtomicU64,
     messages_out: AtomicU64,
     bytes_in: AtomicU64,
@@ -57,32 +52,27 @@ impl Stats {
     pub(crate) fn upgraded(&self) {
         bump(&self.upgraded, 1);
     }
-    pub(crate) fn handshake_failed(&self, err: &HandshakeError) {
-        let i = match err {
-            HandshakeError::Malformed => 0,
-            HandshakeError::MethodNotAllowed => 1,
-            HandshakeError::UnsupportedHttpVersion => 2,
-            HandshakeError::MissingHost => 3,
-            HandshakeError::InvalidUpgrade => 4,
-            HandshakeError::MissingConnectionUpgrade => 5,
-            HandshakeError::InvalidKey => 6,
-            HandshakeError::UnsupportedVersion => 7,
-            HandshakeError::HeadersTooLarge { .. } | HandshakeError::TooManyHeaders { .. } => 8,
-        };
-        bump(&self.handshake_failed[i], 1);
+    pub(crate) fn read_failed(&self, err: &ReadError) {
+        if let ReadError::Handshake(err) = err {
+            bump(&self.handshake_failed[err.label_index()], 1);
+        }
     }
     pub(crate) fn message_in(&self) {
         bump(&self.messages_in, 1);
     }
-    pub(crate) fn message_out(&self, bytes: usize) {
-        bump(&self.messages_out, 1);
-        bump(&self.bytes_out, bytes as u64);
+    /// Counts a send by its outcome.
+    pub(crate) fn sent(&self, status: SendStatus, bytes: usize) {
+        match status {
+            SendStatus::Queued => {
+                bump(&self.messages_out, 1);
+                bump(&self.bytes_out, bytes as u64);
+            }
+            SendStatus::Dropped => bump(&self.dropped, 1),
+            SendStatus::Closed => {}
+        }
     }
     pub(crate) fn bytes_in(&self, n: usize) {
         bump(&self.bytes_in, n as u64);
-    }
-    pub(crate) fn dropped(&self) {
-        bump(&self.dropped, 1);
     }
     pub(crate) fn closed(&self, code: CloseCode) {
         let i = CODES
@@ -123,14 +113,14 @@ pub struct Counters {
     /// Handshakes completed.
     pub upgraded: u64,
     /// Handshakes refused, by reason (see [`HANDSHAKE_REASONS`]).
-    pub handshake_failed: [u64; 9],
+    pub handshake_failed: [u64; REASONS],
     /// Data messages received.
     pub messages_in: u64,
-    /// Data messages sent or queued.
+    /// Data messages queued to be sent.
     pub messages_out: u64,
     /// Bytes read from sockets.
     pub bytes_in: u64,
-    /// Payload bytes of messages sent or queued.
+    /// Bytes of messages queued (payloads; whole frames for broadcasts).
     pub bytes_out: u64,
     /// Messages dropped by the [`Backpressure::Drop`](crate::Backpressure::Drop) policy.
     pub dropped: u64,

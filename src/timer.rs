@@ -5,15 +5,17 @@
 //! moving a deadline costs nothing here. Deadlines past one revolution stay
 //! in their slot until their own tick comes round.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::session::Time;
 
 const SLOTS: usize = 4096;
 
 /// Timer entries hashed by tick into a ring of slots.
 #[derive(Debug)]
 pub struct TimerWheel {
-    origin: Instant,
-    tick: Duration,
+    /// Milliseconds per tick.
+    tick_ms: u64,
     slots: Vec<Vec<(usize, u64)>>,
     /// Every tick before this one has been expired.
     next_tick: u64,
@@ -23,11 +25,10 @@ pub struct TimerWheel {
 }
 
 impl TimerWheel {
-    /// A wheel with the given tick length, starting now.
-    pub fn new(tick: Duration, now: Instant) -> Self {
+    /// A wheel with the given tick length, starting at time 0.
+    pub fn new(tick: Duration) -> Self {
         TimerWheel {
-            origin: now,
-            tick,
+            tick_ms: (tick.as_millis() as u64).max(1),
             slots: (0..SLOTS).map(|_| Vec::new()).collect(),
             next_tick: 0,
             earliest: u64::MAX,
@@ -36,34 +37,31 @@ impl TimerWheel {
     }
 
     /// The tick a deadline falls in, rounded up so it never fires early.
-    pub fn tick_of(&self, deadline: Instant) -> u64 {
-        let nanos = deadline.saturating_duration_since(self.origin).as_nanos();
-        let tick = self.tick.as_nanos();
-        (nanos.div_ceil(tick) as u64).max(self.next_tick)
+    pub fn tick_of(&self, deadline: Time) -> u64 {
+        deadline
+            .as_millis()
+            .div_ceil(self.tick_ms)
+            .max(self.next_tick)
     }
 
-    /// Arms a timer for `key` and returns its tick.
-    pub fn arm(&mut self, key: usize, deadline: Instant) -> u64 {
-        let tick = self.tick_of(deadline);
+    /// Arms a timer for `key` at `tick` (from [`TimerWheel::tick_of`]) and
+    /// returns the tick.
+    pub fn arm(&mut self, key: usize, tick: u64) -> u64 {
+        let tick = tick.max(self.next_tick);
         self.slots[(tick % SLOTS as u64) as usize].push((key, tick));
         self.earliest = self.earliest.min(tick);
         self.len += 1;
         tick
     }
 
-    /// How long the poll may sleep before the next entry is due.
-    pub fn timeout(&self, now: Instant) -> Option<Duration> {
-        if self.len == 0 {
-            return None;
-        }
-        let due = self.origin + self.tick * self.earliest.min(u32::MAX as u64) as u32;
-        Some(due.saturating_duration_since(now))
+    /// When the next entry is due, if any.
+    pub fn next_due(&self) -> Option<Time> {
+        (self.len > 0).then(|| Time::from_millis(self.earliest.saturating_mul(self.tick_ms)))
     }
 
     /// Moves every entry due at `now` into `fired` as `(key, tick)`.
-    pub fn expire(&mut self, now: Instant, fired: &mut Vec<(usize, u64)>) {
-        let now_tick =
-            (now.saturating_duration_since(self.origin).as_nanos() / self.tick.as_nanos()) as u64;
+    pub fn expire(&mut self, now: Time, fired: &mut Vec<(usize, u64)>) {
+        let now_tick = now.as_millis() / self.tick_ms;
         if self.len == 0 || now_tick < self.earliest {
             self.next_tick = self.next_tick.max(now_tick + 1);
             return;
@@ -115,38 +113,37 @@ impl TimerWheel {
 mod tests {
     use super::*;
 
+    fn ms(n: u64) -> Time {
+        Time::from_millis(n)
+    }
+
     #[test]
     fn fires_in_deadline_order_and_never_early() {
-        let t0 = Instant::now();
-        let mut wheel = TimerWheel::new(Duration::from_millis(10), t0);
-        let a = wheel.arm(1, t0 + Duration::from_millis(25));
-        let b = wheel.arm(2, t0 + Duration::from_secs(100)); // beyond one revolution
+        let mut wheel = TimerWheel::new(Duration::from_millis(10));
+        let a = wheel.arm(1, wheel.tick_of(ms(25)));
+        let b = wheel.arm(2, wheel.tick_of(ms(100_000))); // beyond one revolution
         let mut fired = Vec::new();
-        wheel.expire(t0 + Duration::from_millis(20), &mut fired);
+        wheel.expire(ms(20), &mut fired);
         assert!(fired.is_empty());
-        assert_eq!(
-            wheel.timeout(t0 + Duration::from_millis(20)),
-            Some(Duration::from_millis(10))
-        );
-        wheel.expire(t0 + Duration::from_millis(30), &mut fired);
+        assert_eq!(wheel.next_due(), Some(ms(30)));
+        wheel.expire(ms(30), &mut fired);
         assert_eq!(fired, [(1, a)]);
         fired.clear();
-        wheel.expire(t0 + Duration::from_secs(99), &mut fired);
+        wheel.expire(ms(99_000), &mut fired);
         assert!(fired.is_empty());
-        wheel.expire(t0 + Duration::from_secs(100), &mut fired);
+        wheel.expire(ms(100_000), &mut fired);
         assert_eq!(fired, [(2, b)]);
         assert!(wheel.is_empty());
-        assert_eq!(wheel.timeout(t0), None);
+        assert_eq!(wheel.next_due(), None);
     }
 
     #[test]
     fn past_deadline_fires_on_next_expire() {
-        let t0 = Instant::now();
-        let mut wheel = TimerWheel::new(Duration::from_millis(10), t0);
+        let mut wheel = TimerWheel::new(Duration::from_millis(10));
         let mut fired = Vec::new();
-        wheel.expire(t0 + Duration::from_secs(1), &mut fired);
-        let tick = wheel.arm(7, t0);
-        wheel.expire(t0 + Duration::from_millis(1011), &mut fired);
+        wheel.expire(ms(1000), &mut fired);
+        let tick = wheel.arm(7, wheel.tick_of(ms(0)));
+        wheel.expire(ms(1011), &mut fired);
         assert_eq!(fired, [(7, tick)]);
     }
 }

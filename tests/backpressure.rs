@@ -16,6 +16,8 @@ const CAP: usize = 256 * 1024;
 struct Flooder(Arc<Mutex<Vec<SendStatus>>>);
 
 impl Handler for Flooder {
+    type Data = ();
+
     fn on_message(&mut self, conn: &mut Conn<'_>, msg: Message<'_>) {
         match msg {
             Message::Text("flood") => {
@@ -24,29 +26,27 @@ impl Handler for Flooder {
                     let status = conn.send_binary(&[0xAB; CHUNK]);
                     log.push(status);
                     assert!(conn.buffered_amount() <= CAP + CHUNK);
-                    if !matches!(status, SendStatus::Sent | SendStatus::Queued) {
+                    if status != SendStatus::Queued {
                         break;
                     }
                 }
             }
             other => {
-                conn.send(other);
+                assert_eq!(conn.send(other), SendStatus::Queued);
             }
         }
     }
 
     fn on_drain(&mut self, conn: &mut Conn<'_>) {
-        conn.send_text("drained");
+        assert_eq!(conn.send_text("drained"), SendStatus::Queued);
     }
 }
 
 fn config(policy: Backpressure) -> Config {
-    Config {
-        workers: 1,
-        max_write_buffer: CAP,
-        backpressure: policy,
-        ..Config::default()
-    }
+    Config::default()
+        .workers(1)
+        .max_write_buffer(CAP)
+        .backpressure(policy)
 }
 
 /// Reads frames until one that is not binary, counting binary bytes on the way.

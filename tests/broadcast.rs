@@ -4,15 +4,19 @@
 mod util;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
 use util::{start, Client};
 use wsloop::frame::OpCode;
-use wsloop::{Conn, Handler, Message};
+
+use wsloop::{Conn, Handler, Message, Request, Upgrade};
 
 /// Everyone is in one room; every message goes to the room.
 struct Room;
 
 impl Handler for Room {
+    type Data = ();
+
     fn on_open(&mut self, conn: &mut Conn<'_>) {
         conn.subscribe("room");
     }
@@ -96,13 +100,20 @@ fn broadcaster_reaches_subscribers_from_another_thread() {
 fn unsubscribed_and_closed_connections_get_nothing() {
     struct Picky;
     impl Handler for Picky {
-        fn on_open(&mut self, conn: &mut Conn<'_>) {
+        /// Whether the connection asked to be quiet.
+        type Data = bool;
+
+        fn on_upgrade(&mut self, req: &Request<'_>, _peer: SocketAddr) -> Upgrade<bool> {
+            Upgrade::accept(req.path == "/quiet")
+        }
+
+        fn on_open(&mut self, conn: &mut Conn<'_, bool>) {
             conn.subscribe("room");
-            if conn.path() == "/quiet" {
+            if *conn.data() {
                 assert!(conn.unsubscribe("room"));
             }
         }
-        fn on_message(&mut self, conn: &mut Conn<'_>, msg: Message<'_>) {
+        fn on_message(&mut self, conn: &mut Conn<'_, bool>, msg: Message<'_>) {
             conn.publish("room", msg);
         }
     }

@@ -57,9 +57,11 @@ fn invalid_utf8_fails_fast_inside_an_unfinished_frame() {
 struct Closer(std::sync::Arc<std::sync::Mutex<Vec<(ConnId, u16, String)>>>);
 
 impl Handler for Closer {
+    type Data = ();
+
     fn on_message(&mut self, conn: &mut Conn<'_>, msg: Message<'_>) {
         if msg == Message::Text("bye") {
-            conn.send_text("last words");
+            assert_eq!(conn.send_text("last words"), wsloop::SendStatus::Queued);
             conn.close(CloseCode(4000), "done");
             assert_eq!(conn.send_text("too late"), wsloop::SendStatus::Closed);
         }

@@ -101,25 +101,31 @@ fn oversized_head_is_refused_without_waiting_for_its_end() {
 struct Picky;
 
 impl Handler for Picky {
-    fn on_upgrade(&mut self, req: &Request, _peer: std::net::SocketAddr) -> Upgrade {
+    /// The path and the chosen subprotocol, kept from the upgrade.
+    type Data = String;
+
+    fn on_upgrade(&mut self, req: &Request<'_>, _peer: std::net::SocketAddr) -> Upgrade<String> {
         if req.path_only() != "/chat" {
-            return Upgrade::Reject(Response::status(404));
+            return Upgrade::reject(Response::status(404));
         }
-        let protocol = req.protocols.iter().find(|p| *p == "chat").cloned();
-        Upgrade::Accept { protocol }
+        let protocol = req.protocols().find(|p| *p == "chat");
+        let data = format!("{} {protocol:?}", req.path);
+        match protocol {
+            Some(p) => Upgrade::accept_with_protocol(p, data),
+            None => Upgrade::accept(data),
+        }
     }
 
-    fn on_http(&mut self, req: &Request, _peer: std::net::SocketAddr) -> Response {
+    fn on_http(&mut self, req: &Request<'_>, _peer: std::net::SocketAddr) -> Response {
         match req.path_only() {
             "/" => Response::ok("text/html", "<p>hi</p>"),
             _ => Response::status(404),
         }
     }
 
-    fn on_message(&mut self, conn: &mut Conn<'_>, msg: Message<'_>) {
-        let reply = format!("{} {:?}", conn.path(), conn.protocol());
-        let _ = msg;
-        conn.send_text(&reply);
+    fn on_message(&mut self, conn: &mut Conn<'_, String>, _msg: Message<'_>) {
+        let reply = conn.data().clone();
+        assert_eq!(conn.send_text(&reply), wsloop::SendStatus::Queued);
     }
 }
 

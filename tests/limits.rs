@@ -7,16 +7,12 @@ use wsloop::frame::OpCode;
 use wsloop::{Config, Limits};
 
 fn limited() -> Config {
-    Config {
-        workers: 1,
-        limits: Limits {
-            max_frame_size: 1000,
-            max_message_size: 2500,
-            max_fragments: 10,
-            ..Limits::default()
-        },
-        ..Config::default()
-    }
+    Config::default().workers(1).limits(
+        Limits::default()
+            .max_frame_size(1000)
+            .max_message_size(2500)
+            .max_fragments(10),
+    )
 }
 
 #[test]
@@ -61,10 +57,7 @@ fn within_limits_is_fine() {
 
 #[test]
 fn connections_over_the_cap_are_closed_at_once() {
-    let config = Config {
-        max_connections: 2,
-        ..limited()
-    };
+    let config = limited().max_connections(2);
     let server = start(config, || Echo);
     let _a = Client::open(server.local_addr(), "/");
     let _b = Client::open(server.local_addr(), "/");

@@ -4,35 +4,54 @@
 
 use proptest::prelude::*;
 use wsloop::frame::{FrameHeader, OpCode, Role, MAX_HEADER_LEN};
-use wsloop::protocol::{encode_frame, Event, Limits, Message, Outbox, Session};
+use wsloop::protocol::{encode_frame, Message};
+use wsloop::session::{Answer, Delivery, Session, Time};
 use wsloop::utf8::Utf8Validator;
+use wsloop::Config;
 
-/// Feeds `wire` to a server session in pieces of `chunk` bytes and collects
-/// the data messages and the number of pings.
+const UPGRADE: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+/// Feeds an upgrade and then `wire` to a server session in pieces of
+/// `chunk` bytes, and collects the data messages it delivers and the pongs
+/// it writes.
 fn serve(wire: &[u8], chunk: usize) -> (Vec<(bool, Vec<u8>)>, usize) {
-    let mut session = Session::new(Role::Server, Limits::default());
-    let mut out = Outbox::new();
+    let config = Config::default();
+    let now = Time::from_millis(0);
+    let mut session = Session::<()>::new(now);
     let mut messages = Vec::new();
-    let mut pings = 0;
-    for piece in wire.chunks(chunk) {
+    let input = [UPGRADE, wire].concat();
+    for piece in input.chunks(chunk) {
         let mut piece = piece.to_vec();
         let mut pos = 0;
         while pos < piece.len() {
+            let accept = |_: &wsloop::Request<'_>| Answer::Accept {
+                protocol: None,
+                data: (),
+            };
             let step = session
-                .read(&mut piece[pos..], &mut out)
+                .handle_read(now, &config, &mut piece[pos..], accept)
                 .expect("valid input");
-            match step.event {
-                Some(Event::Message(Message::Text(t))) => {
-                    messages.push((true, t.as_bytes().to_vec()))
-                }
-                Some(Event::Message(Message::Binary(b))) => messages.push((false, b.to_vec())),
-                Some(Event::Ping(_)) => pings += 1,
-                other => assert!(other.is_none(), "unexpected {other:?}"),
+            if let Some(Delivery::Message(incoming)) = step.delivery {
+                messages.push(match incoming.message() {
+                    Message::Text(t) => (true, t.as_bytes().to_vec()),
+                    Message::Binary(b) => (false, b.to_vec()),
+                    other => panic!("unexpected {other:?}"),
+                });
             }
             pos += step.consumed;
         }
     }
-    (messages, pings)
+    let output: Vec<u8> = session.poll_transmit().flatten().copied().collect();
+    let head_end = output.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let mut frames = &output[head_end..];
+    let mut pongs = 0;
+    while !frames.is_empty() {
+        let (header, n) = FrameHeader::parse(frames, Role::Client).unwrap().unwrap();
+        assert_eq!(header.opcode, OpCode::Pong);
+        pongs += 1;
+        frames = &frames[n + header.payload_len as usize..];
+    }
+    (messages, pongs)
 }
 
 /// A message: text or binary payload.

@@ -13,22 +13,20 @@ const BURST: usize = 2000;
 struct Burst;
 
 impl Handler for Burst {
+    type Data = ();
+
     fn on_message(&mut self, conn: &mut Conn<'_>, _msg: Message<'_>) {
         for i in 0..BURST {
             let mut text = format!("{i:>6}");
             text.push_str(&"x".repeat(4096));
-            conn.send_text(&text);
+            assert_eq!(conn.send_text(&text), wsloop::SendStatus::Queued);
         }
     }
 }
 
 #[test]
 fn handle_sends_1001_after_queued_messages_and_join_returns() {
-    let config = Config {
-        workers: 2,
-        max_write_buffer: 64 << 20,
-        ..Config::default()
-    };
+    let config = Config::default().workers(2).max_write_buffer(64 << 20);
     let server = start(config, || Burst);
     let addr = server.local_addr();
     let mut clients: Vec<Client> = (0..4).map(|_| Client::open(addr, "/")).collect();

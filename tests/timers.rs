@@ -9,13 +9,11 @@ use wsloop::frame::OpCode;
 use wsloop::Config;
 
 fn quick() -> Config {
-    Config {
-        workers: 1,
-        handshake_timeout: Duration::from_millis(200),
-        ping_interval: None,
-        close_timeout: Duration::from_millis(200),
-        ..Config::default()
-    }
+    Config::default()
+        .workers(1)
+        .handshake_timeout(Duration::from_millis(200))
+        .ping_interval(None)
+        .close_timeout(Duration::from_millis(200))
 }
 
 #[test]
@@ -31,11 +29,9 @@ fn half_sent_handshake_is_closed_after_the_timeout() {
 
 #[test]
 fn silent_peer_gets_pings_and_is_dropped_without_pong() {
-    let config = Config {
-        ping_interval: Some(Duration::from_millis(100)),
-        pong_timeout: Duration::from_millis(200),
-        ..quick()
-    };
+    let config = quick()
+        .ping_interval(Some(Duration::from_millis(100)))
+        .pong_timeout(Duration::from_millis(200));
     let server = start(config, || Echo);
     let mut client = Client::open(server.local_addr(), "/");
     // Answering keeps the connection: two rounds.
@@ -56,11 +52,9 @@ fn keepalive_continues_after_a_pong_even_with_a_long_pong_timeout() {
     // The pong deadline (60 s) is far behind the next ping (100 ms after
     // the pong): the pong must bring the next ping forward, or the peer
     // waits a minute and a proxy's read timeout kills the connection.
-    let config = Config {
-        ping_interval: Some(Duration::from_millis(100)),
-        pong_timeout: Duration::from_secs(60),
-        ..quick()
-    };
+    let config = quick()
+        .ping_interval(Some(Duration::from_millis(100)))
+        .pong_timeout(Duration::from_secs(60));
     let server = start(config, || Echo);
     let mut client = Client::open(server.local_addr(), "/");
     for _ in 0..3 {
@@ -72,10 +66,7 @@ fn keepalive_continues_after_a_pong_even_with_a_long_pong_timeout() {
 
 #[test]
 fn idle_timeout_closes_with_1001() {
-    let config = Config {
-        idle_timeout: Some(Duration::from_millis(150)),
-        ..quick()
-    };
+    let config = quick().idle_timeout(Some(Duration::from_millis(150)));
     let server = start(config, || Echo);
     let mut client = Client::open(server.local_addr(), "/");
     client.send_text("one");

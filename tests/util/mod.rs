@@ -25,10 +25,7 @@ pub fn start<H: Handler + 'static>(
 
 /// A config with small workers count for tests.
 pub fn config(workers: usize) -> Config {
-    Config {
-        workers,
-        ..Config::default()
-    }
+    Config::default().workers(workers)
 }
 
 /// A raw client connection.
@@ -207,8 +204,14 @@ impl Client {
 pub struct Echo;
 
 impl Handler for Echo {
+    type Data = ();
+
     fn on_message(&mut self, conn: &mut wsloop::Conn<'_>, msg: wsloop::Message<'_>) {
-        conn.send(msg);
+        assert_ne!(
+            conn.send(msg),
+            wsloop::SendStatus::Closed,
+            "echo on an open connection"
+        );
     }
 }
 

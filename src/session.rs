@@ -1,0 +1,1095 @@
+//! One connection's whole life, pure: the request head, an HTTP answer or
+//! the upgrade, messages, the close handshake, the end; the five deadlines;
+//! and the close record that `on_close` reports.
+//!
+//! ```text
+//!                  head read, answered            reply written, then FIN
+//!  ReadingRequest ────────────────────► Answering ────────────────────────┐
+//!        │  upgrade accepted                                              │
+//!        ▼                                                                │
+//!      Open ──── we send close ────► Closing ── peer's close ──┐          │
+//!        │                              │                      ▼          │
+//!        └── peer's close, or a protocol error ────────────► Closed ──────┤
+//!                                                     our frames out, FIN │
+//!  any state: peer's FIN, socket error or a deadline ───────────────► Ended
+//! ```
+//!
+//! Nothing here reads a clock or touches a socket. Input goes in through
+//! `handle_*` calls: [`Session::handle_read`] for bytes read,
+//! [`Session::handle_timeout`], [`Session::handle_eof`] and
+//! [`Session::handle_write_blocked`]; the application's commands are
+//! [`Session::send`], [`Session::ping`] and [`Session::close`]. Output is
+//! pulled through `poll_*` calls: [`Session::poll_transmit`] for bytes to
+//! write, [`Session::poll_timeout`] for the next deadline,
+//! [`Session::poll_shutdown`] for when to send FIN and
+//! [`Session::poll_drain`] for when queued output has gone.
+//!
+//! Whatever the application sends while the reactor handles one readiness
+//! event is queued here, and the reactor writes it once when the event is
+//! done ("corking"): sixteen pipelined replies cost one `writev`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Backpressure, Config};
+use crate::error::{CloseCode, HandshakeError, PingTooLong, ProtocolError};
+use crate::frame::{OpCode, Role};
+use crate::handshake::{self, AcceptKey, Parsed, Request, Response};
+use crate::protocol::{
+    close_payload, Event, Incoming, Message, MessageReader, Outbox, MAX_CONTROL_PAYLOAD,
+};
+
+/// The longest timeout a [`Config`] may set: connection timestamps are
+/// kept as 32-bit milliseconds and compared by their difference.
+pub const MAX_TIMEOUT: Duration = Duration::from_millis(1 << 31);
+
+/// A moment, in milliseconds from an origin the caller picks (a worker
+/// uses its own start). Tests make their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Time(u64);
+
+impl Time {
+    /// The moment `ms` milliseconds after the origin.
+    pub const fn from_millis(ms: u64) -> Time {
+        Time(ms)
+    }
+
+    /// Milliseconds since the origin.
+    pub const fn as_millis(self) -> u64 {
+        self.0
+    }
+
+    /// This moment as a stamp, for moments that are kept.
+    fn stamp(self) -> Stamp {
+        Stamp(self.0 as u32)
+    }
+
+    /// The moment `wait` after `stamp`, a moment no later than now.
+    fn after(self, stamp: Stamp, wait: Duration) -> Time {
+        let ago = (self.0 as u32).wrapping_sub(stamp.0) as u64;
+        Time(self.0.saturating_sub(ago) + wait.as_millis() as u64)
+    }
+
+    /// Whether `wait` has passed since `stamp`.
+    fn reached(self, stamp: Stamp, wait: Duration) -> bool {
+        self >= self.after(stamp, wait)
+    }
+}
+
+impl std::ops::Add<Duration> for Time {
+    type Output = Time;
+
+    fn add(self, d: Duration) -> Time {
+        Time(self.0 + d.as_millis() as u64)
+    }
+}
+
+/// A past moment's low 32 bits: half the size of a `Time` and a quarter of
+/// an `Instant`. Only its distance to now is used, which is exact for
+/// anything under 24 days ([`MAX_TIMEOUT`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp(u32);
+
+/// How the application answers a request head.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Answer<D> {
+    /// Complete the upgrade, with an optional subprotocol to echo, and the
+    /// data the connection carries from now on.
+    Accept {
+        /// The chosen subprotocol.
+        protocol: Option<String>,
+        /// The connection's user data.
+        data: D,
+    },
+    /// Send this response and close.
+    Respond(Response),
+}
+
+/// What a read delivers to the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Delivery<'a> {
+    /// The upgrade was accepted: the connection is open.
+    Opened,
+    /// A data message, borrowed from the input where it arrived whole.
+    Message(Incoming<'a>),
+}
+
+/// The result of [`Session::handle_read`]: input bytes used, and what they
+/// delivered. Call again with the rest of the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step<'a> {
+    /// Bytes of input consumed.
+    pub consumed: usize,
+    /// What the application is to be given, if anything.
+    pub delivery: Option<Delivery<'a>>,
+}
+
+/// Why a read ended the connection's useful life. The session has already
+/// queued the answer (an HTTP error or a close frame); this is for counting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The request head was refused.
+    Handshake(HandshakeError),
+    /// The peer broke RFC 6455 or a limit.
+    Protocol(ProtocolError),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Handshake(e) => write!(f, "handshake refused: {e}"),
+            ReadError::Protocol(e) => write!(f, "protocol error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+/// What became of a send.
+#[must_use = "a send can be dropped or refused"]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendStatus {
+    /// Queued; it is written when the current event is done, with
+    /// everything else queued in it.
+    Queued,
+    /// Not sent: output is queued and this message would take it over
+    /// [`Config::max_write_buffer`]. Under [`Backpressure::Close`] the
+    /// connection is now closing with 1008.
+    Dropped,
+    /// Not sent: the connection is closing or closed.
+    Closed,
+}
+
+/// Whether our FIN has gone out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fin {
+    Pending,
+    Sent,
+}
+
+/// The keepalive rule's state: silent so far, or a ping awaits its pong.
+#[derive(Debug, Clone, Copy)]
+enum Keepalive {
+    Quiet { last_input: Stamp },
+    Pinged { at: Stamp },
+}
+
+/// What an open connection keeps.
+#[derive(Debug)]
+struct Open<D> {
+    data: D,
+    keepalive: Keepalive,
+    /// The last data message from the peer, for the idle rule.
+    last_message: Stamp,
+    /// The socket refused output, or a send was dropped: tell the
+    /// application when the queue is empty.
+    drain_wanted: bool,
+}
+
+/// The code and reason `on_close` reports.
+#[derive(Debug)]
+struct CloseRecord {
+    code: CloseCode,
+    reason: Box<str>,
+}
+
+/// What a closing or closed connection keeps.
+#[derive(Debug)]
+struct Ending<D> {
+    data: D,
+    since: Stamp,
+    record: CloseRecord,
+}
+
+/// Where a connection is in its life; each state holds what only it needs.
+#[derive(Debug)]
+enum State<D> {
+    /// Reading the request head. `request` holds its bytes only when the
+    /// head arrives in pieces.
+    ReadingRequest { since: Stamp, request: Vec<u8> },
+    /// An HTTP answer (a page or a refusal) is queued; once it is out we
+    /// send FIN and wait for the peer's.
+    Answering { since: Stamp, fin: Fin },
+    /// Upgraded: messages flow.
+    Open(Open<D>),
+    /// We sent a close frame and wait for the peer's.
+    Closing(Ending<D>),
+    /// The close handshake is over, or the peer broke the protocol: our
+    /// last frames go out, then FIN, then we wait for the peer's FIN.
+    Closed(Ending<D>, Fin),
+    /// The TCP connection is to be dropped now. An upgraded connection
+    /// keeps its data and record until `on_close` has seen them.
+    Ended(Option<Ending<D>>),
+}
+
+/// One server connection's protocol state, from the first byte of the
+/// request to the end. `D` is the application's data for an upgraded
+/// connection, decided when the upgrade is accepted.
+#[derive(Debug)]
+pub struct Session<D> {
+    state: State<D>,
+    reader: MessageReader,
+    out: Outbox,
+}
+
+impl<D> Session<D> {
+    /// A session for a connection accepted at `now`.
+    pub fn new(now: Time) -> Self {
+        Session {
+            state: State::ReadingRequest {
+                since: now.stamp(),
+                request: Vec::new(),
+            },
+            reader: MessageReader::new(Role::Server),
+            out: Outbox::new(),
+        }
+    }
+
+    /// Takes bytes read from the socket, unmasking frames in place. Returns
+    /// after at most one delivery; call again with the rest. When a request
+    /// head completes, `answer` decides what to do with it. An error has
+    /// already been answered on the wire; it is returned for counting.
+    pub fn handle_read<'a>(
+        &mut self,
+        now: Time,
+        config: &Config,
+        input: &'a mut [u8],
+        answer: impl FnOnce(&Request<'_>) -> Answer<D>,
+    ) -> Result<Step<'a>, ReadError> {
+        match self.state {
+            State::ReadingRequest { .. } => self.read_request(now, config, input, answer),
+            State::Open(_) | State::Closing(_) => self.read_frames(now, config, input),
+            // Input after our last words is discarded.
+            State::Answering { .. } | State::Closed(..) | State::Ended(_) => Ok(Step {
+                consumed: input.len(),
+                delivery: None,
+            }),
+        }
+    }
+
+    fn read_request<'a>(
+        &mut self,
+        now: Time,
+        config: &Config,
+        input: &'a mut [u8],
+        answer: impl FnOnce(&Request<'_>) -> Answer<D>,
+    ) -> Result<Step<'a>, ReadError> {
+        let State::ReadingRequest { request, .. } = &mut self.state else {
+            unreachable!("called in ReadingRequest only");
+        };
+        let limits = &config.handshake_limits;
+        let held = request.len();
+        // The head from the input itself when it came in one piece (the
+        // usual case), else from the held bytes with this input added.
+        let (parsed, taken) = if held == 0 {
+            (handshake::parse(input, 0, limits), input.len())
+        } else {
+            let take = input.len().min(limits.max_header_bytes + 1 - held);
+            request.extend_from_slice(&input[..take]);
+            (handshake::parse(request, held, limits), take)
+        };
+        let (answer, key, with_body, consumed) = match parsed {
+            Ok(Parsed::Partial) => {
+                if held == 0 {
+                    request.extend_from_slice(input);
+                }
+                return Ok(Step {
+                    consumed: taken,
+                    delivery: None,
+                });
+            }
+            Ok(Parsed::Upgrade(req, end) | Parsed::Http(req, end)) => (
+                answer(&req),
+                req.accept_key(),
+                req.method != "HEAD",
+                end - held,
+            ),
+            Err(err) => {
+                let response = Response::for_error(&err);
+                self.respond(now, &response, true);
+                return Err(ReadError::Handshake(err));
+            }
+        };
+        let delivery = match (answer, key) {
+            (Answer::Accept { protocol, data }, Some(key)) => {
+                self.accept(now, &key, protocol.as_deref(), data);
+                Some(Delivery::Opened)
+            }
+            // Only an upgrade can be accepted; a plain request gets 426.
+            (Answer::Accept { .. }, None) => {
+                let response = Response::status(426).with_header("Upgrade", "websocket");
+                self.respond(now, &response, with_body);
+                None
+            }
+            (Answer::Respond(response), _) => {
+                self.respond(now, &response, with_body);
+                None
+            }
+        };
+        Ok(Step { consumed, delivery })
+    }
+
+    fn accept(&mut self, now: Time, key: &AcceptKey, protocol: Option<&str>, data: D) {
+        self.out
+            .push_raw(&handshake::accept_response(key, protocol));
+        self.state = State::Open(Open {
+            data,
+            keepalive: Keepalive::Quiet {
+                last_input: now.stamp(),
+            },
+            last_message: now.stamp(),
+            drain_wanted: false,
+        });
+    }
+
+    fn respond(&mut self, now: Time, response: &Response, with_body: bool) {
+        self.out.push_raw(&response.encode(with_body));
+        self.state = State::Answering {
+            since: now.stamp(),
+            fin: Fin::Pending,
+        };
+    }
+
+    fn read_frames<'a>(
+        &mut self,
+        now: Time,
+        config: &Config,
+        input: &'a mut [u8],
+    ) -> Result<Step<'a>, ReadError> {
+        if let State::Open(open) = &mut self.state {
+            if let Keepalive::Quiet { .. } = open.keepalive {
+                open.keepalive = Keepalive::Quiet {
+                    last_input: now.stamp(),
+                };
+            }
+        }
+        let step = match self.reader.read(input, &config.limits) {
+            Ok(step) => step,
+            Err(err) => {
+                self.fail(now, &err);
+                return Err(ReadError::Protocol(err));
+            }
+        };
+        let delivery = match step.event {
+            Some(Event::Message(incoming)) => match &mut self.state {
+                State::Open(open) => {
+                    open.last_message = now.stamp();
+                    Some(Delivery::Message(incoming))
+                }
+                // After our close frame, messages are discarded (§5.5.1).
+                _ => None,
+            },
+            Some(Event::Ping(payload)) => {
+                // RFC 6455 §5.5.3 lets an endpoint answer only the latest
+                // of several pings, so a peer that pings without reading
+                // cannot grow the output through pongs.
+                if self.is_open() && self.out.len() <= config.limits.max_pong_backlog {
+                    self.out.push(OpCode::Pong, payload.as_bytes());
+                }
+                None
+            }
+            Some(Event::Pong(_)) => {
+                if let State::Open(open) = &mut self.state {
+                    open.keepalive = Keepalive::Quiet {
+                        last_input: now.stamp(),
+                    };
+                }
+                None
+            }
+            Some(Event::Close { code, reason }) => {
+                // Checked to be UTF-8 by the reader.
+                let reason = std::str::from_utf8(reason.as_bytes()).unwrap_or_default();
+                self.peer_closed(now, code, reason);
+                None
+            }
+            None => None,
+        };
+        Ok(Step {
+            consumed: step.consumed,
+            delivery,
+        })
+    }
+
+    /// The peer's close frame: echo it if we had not closed (§5.5.1), and
+    /// keep the first close's code and reason.
+    fn peer_closed(&mut self, now: Time, code: CloseCode, reason: &str) {
+        self.state = match std::mem::replace(&mut self.state, State::Ended(None)) {
+            State::Open(open) => {
+                let echo = if code == CloseCode::NO_STATUS {
+                    CloseCode::NORMAL
+                } else {
+                    code
+                };
+                self.push_close(echo, "");
+                let record = CloseRecord {
+                    code,
+                    reason: reason.into(),
+                };
+                State::Closed(Ending::new(open.data, now, record), Fin::Pending)
+            }
+            State::Closing(ending) => State::Closed(ending.since(now), Fin::Pending),
+            other => other,
+        };
+    }
+
+    /// The peer broke the protocol: close with the error's code (§7.4.1),
+    /// unless our close frame is out already, and read no more.
+    fn fail(&mut self, now: Time, err: &ProtocolError) {
+        self.state = match std::mem::replace(&mut self.state, State::Ended(None)) {
+            State::Open(open) => {
+                let record = self.push_close(err.close_code(), &err.to_string());
+                State::Closed(Ending::new(open.data, now, record), Fin::Pending)
+            }
+            State::Closing(ending) => State::Closed(ending.since(now), Fin::Pending),
+            other => other,
+        };
+    }
+
+    /// Queues a close frame; returns what it said, reason cut as sent.
+    fn push_close(&mut self, code: CloseCode, reason: &str) -> CloseRecord {
+        let (payload, sent) = close_payload(code, reason);
+        self.out.push(OpCode::Close, payload.as_bytes());
+        CloseRecord {
+            code,
+            reason: sent.into(),
+        }
+    }
+
+    /// Starts the close handshake: our close frame, with a reason cut to
+    /// 123 bytes. Does nothing unless the connection is open.
+    pub fn close(&mut self, now: Time, code: CloseCode, reason: &str) {
+        if !self.is_open() {
+            return;
+        }
+        let State::Open(open) = std::mem::replace(&mut self.state, State::Ended(None)) else {
+            unreachable!("checked open above");
+        };
+        let record = self.push_close(code, reason);
+        self.state = State::Closing(Ending::new(open.data, now, record));
+    }
+
+    /// Queues a data message, unless the connection is not open or its
+    /// output is over [`Config::max_write_buffer`].
+    pub fn send(&mut self, now: Time, config: &Config, msg: Message<'_>) -> SendStatus {
+        let payload = msg.as_bytes();
+        if let Err(refused) = self.admit(now, config, payload.len()) {
+            return refused;
+        }
+        self.out.push(msg.opcode(), payload);
+        SendStatus::Queued
+    }
+
+    /// Queues a frame encoded once for many connections (a broadcast), by
+    /// reference, under the same rules as [`Session::send`].
+    pub fn send_shared(&mut self, now: Time, config: &Config, frame: &Arc<[u8]>) -> SendStatus {
+        if let Err(refused) = self.admit(now, config, frame.len()) {
+            return refused;
+        }
+        self.out.push_shared(frame.clone());
+        SendStatus::Queued
+    }
+
+    /// Queues a ping with up to 125 bytes of payload.
+    pub fn ping(&mut self, payload: &[u8]) -> Result<SendStatus, PingTooLong> {
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(PingTooLong { len: payload.len() });
+        }
+        if !self.is_open() {
+            return Ok(SendStatus::Closed);
+        }
+        self.out.push(OpCode::Ping, payload);
+        Ok(SendStatus::Queued)
+    }
+
+    /// Refuses a send on a connection that is not open, or one over the
+    /// write cap, where the backpressure policy applies.
+    fn admit(&mut self, now: Time, config: &Config, len: usize) -> Result<(), SendStatus> {
+        let State::Open(open) = &mut self.state else {
+            return Err(SendStatus::Closed);
+        };
+        // The cap bounds what is queued ahead of a message, so one message
+        // larger than the cap can still go out on an idle connection.
+        let queued = self.out.len();
+        if queued > 0 && queued + len > config.max_write_buffer {
+            open.drain_wanted = true;
+            if config.backpressure == Backpressure::Close {
+                self.close(now, CloseCode::POLICY_VIOLATION, "write buffer full");
+            }
+            return Err(SendStatus::Dropped);
+        }
+        Ok(())
+    }
+
+    /// Applies whichever deadline has passed at `now`.
+    pub fn handle_timeout(&mut self, now: Time, config: &Config) {
+        match &mut self.state {
+            State::ReadingRequest { since, .. } | State::Answering { since, .. } => {
+                if now.reached(*since, config.handshake_timeout) {
+                    self.state = State::Ended(None);
+                }
+            }
+            State::Closing(ending) | State::Closed(ending, _) => {
+                if now.reached(ending.since, config.close_timeout) {
+                    self.end(CloseCode::ABNORMAL, "");
+                }
+            }
+            State::Open(open) => {
+                match open.keepalive {
+                    Keepalive::Pinged { at } if now.reached(at, config.pong_timeout) => {
+                        return self.end(CloseCode::ABNORMAL, "no pong");
+                    }
+                    Keepalive::Quiet { last_input }
+                        if config
+                            .ping_interval
+                            .is_some_and(|every| now.reached(last_input, every)) =>
+                    {
+                        open.keepalive = Keepalive::Pinged { at: now.stamp() };
+                        self.out.push(OpCode::Ping, b"");
+                    }
+                    _ => {}
+                }
+                if let State::Open(open) = &self.state {
+                    let idle = config.idle_timeout;
+                    if idle.is_some_and(|idle| now.reached(open.last_message, idle)) {
+                        self.close(now, CloseCode::GOING_AWAY, "idle timeout");
+                    }
+                }
+            }
+            State::Ended(_) => {}
+        }
+    }
+
+    /// The next moment [`Session::handle_timeout`] has work, if any.
+    pub fn poll_timeout(&self, now: Time, config: &Config) -> Option<Time> {
+        match &self.state {
+            State::ReadingRequest { since, .. } | State::Answering { since, .. } => {
+                Some(now.after(*since, config.handshake_timeout))
+            }
+            State::Open(open) => {
+                let keepalive = match open.keepalive {
+                    Keepalive::Pinged { at } => Some(now.after(at, config.pong_timeout)),
+                    Keepalive::Quiet { last_input } => config
+                        .ping_interval
+                        .map(|every| now.after(last_input, every)),
+                };
+                let idle = config
+                    .idle_timeout
+                    .map(|idle| now.after(open.last_message, idle));
+                keepalive.into_iter().chain(idle).min()
+            }
+            State::Closing(ending) | State::Closed(ending, _) => {
+                Some(now.after(ending.since, config.close_timeout))
+            }
+            State::Ended(_) => None,
+        }
+    }
+
+    /// The peer's FIN, or a socket error: the TCP connection is over. An
+    /// open connection reports 1006, one that was closing its own record.
+    pub fn handle_eof(&mut self) {
+        self.end(CloseCode::ABNORMAL, "");
+    }
+
+    /// Moves to `Ended`, keeping the first close record, or making one
+    /// with this code for a connection that had none.
+    fn end(&mut self, code: CloseCode, reason: &str) {
+        self.state = match std::mem::replace(&mut self.state, State::Ended(None)) {
+            State::Open(open) => {
+                let record = CloseRecord {
+                    code,
+                    reason: reason.into(),
+                };
+                State::Ended(Some(Ending::new(open.data, Time(0), record)))
+            }
+            State::Closing(ending) | State::Closed(ending, _) => State::Ended(Some(ending)),
+            State::Ended(ending) => State::Ended(ending),
+            State::ReadingRequest { .. } | State::Answering { .. } => State::Ended(None),
+        };
+    }
+
+    /// The socket took only part of the output: the application hears of
+    /// it through [`Session::poll_drain`] once the rest is written.
+    pub fn handle_write_blocked(&mut self) {
+        if let State::Open(open) = &mut self.state {
+            open.drain_wanted = true;
+        }
+    }
+
+    /// The bytes waiting to be written, in order, as pieces for `writev`.
+    pub fn poll_transmit(&self) -> impl Iterator<Item = &[u8]> {
+        self.out.pieces()
+    }
+
+    /// Marks `n` bytes from [`Session::poll_transmit`] as written.
+    pub fn transmitted(&mut self, n: usize) {
+        self.out.consume(n);
+    }
+
+    /// Whether output waits to be written.
+    pub fn wants_write(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// True once, when our last words are written and it is time to send
+    /// FIN: after an HTTP answer, or after the close frames.
+    pub fn poll_shutdown(&mut self) -> bool {
+        if !self.out.is_empty() {
+            return false;
+        }
+        match &mut self.state {
+            State::Answering { fin, .. } | State::Closed(_, fin) if *fin == Fin::Pending => {
+                *fin = Fin::Sent;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// True once, when output that the socket had refused, or a dropped
+    /// send, is behind us and the queue is empty.
+    pub fn poll_drain(&mut self) -> bool {
+        match &mut self.state {
+            State::Open(open) if open.drain_wanted && self.out.is_empty() => {
+                open.drain_wanted = false;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the TCP connection is to be dropped now.
+    pub fn is_ended(&self) -> bool {
+        matches!(self.state, State::Ended(_))
+    }
+
+    /// Whether messages can be sent.
+    pub fn is_open(&self) -> bool {
+        matches!(self.state, State::Open(_))
+    }
+
+    /// Whether the upgrade happened, so that the application has data here.
+    pub fn is_upgraded(&self) -> bool {
+        self.data().is_some()
+    }
+
+    /// Output bytes queued and not yet written.
+    pub fn buffered_amount(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Bytes held for a partly received request head, frame or message.
+    pub fn buffered_input(&self) -> usize {
+        match &self.state {
+            State::ReadingRequest { request, .. } => request.capacity(),
+            _ => self.reader.buffered(),
+        }
+    }
+
+    /// The application's data, once the upgrade is accepted.
+    pub fn data(&self) -> Option<&D> {
+        match &self.state {
+            State::Open(open) => Some(&open.data),
+            State::Closing(ending) | State::Closed(ending, _) => Some(&ending.data),
+            State::Ended(ending) => ending.as_ref().map(|e| &e.data),
+            State::ReadingRequest { .. } | State::Answering { .. } => None,
+        }
+    }
+
+    /// The application's data, mutable.
+    pub fn data_mut(&mut self) -> Option<&mut D> {
+        match &mut self.state {
+            State::Open(open) => Some(&mut open.data),
+            State::Closing(ending) | State::Closed(ending, _) => Some(&mut ending.data),
+            State::Ended(ending) => ending.as_mut().map(|e| &mut e.data),
+            State::ReadingRequest { .. } | State::Answering { .. } => None,
+        }
+    }
+
+    /// For an upgraded connection that has ended: the close code and
+    /// reason to report. The peer's if it closed first, ours (as sent) if
+    /// we did, 1006 if TCP ended without a close frame.
+    pub fn close_record(&self) -> Option<(CloseCode, &str)> {
+        match &self.state {
+            State::Ended(Some(ending)) => Some((ending.record.code, &ending.record.reason)),
+            _ => None,
+        }
+    }
+}
+
+impl<D> Ending<D> {
+    fn new(data: D, now: Time, record: CloseRecord) -> Self {
+        Ending {
+            data,
+            since: now.stamp(),
+            record,
+        }
+    }
+
+    /// The same ending, its clock restarted.
+    fn since(self, now: Time) -> Self {
+        Ending {
+            since: now.stamp(),
+            ..self
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::FrameHeader;
+    use crate::protocol::encode_frame;
+
+    const UPGRADE: &[u8] = b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+    fn ms(n: u64) -> Time {
+        Time::from_millis(n)
+    }
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    fn masked(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_frame(&mut out, true, opcode, Some([1, 2, 3, 4]), payload);
+        out
+    }
+
+    /// Feeds all of `input` at `now`, accepting upgrades with data 7 and
+    /// answering plain requests with a 200 page; returns what was delivered.
+    fn feed(s: &mut Session<u32>, now: Time, config: &Config, input: &[u8]) -> Vec<String> {
+        let mut input = input.to_vec();
+        let mut pos = 0;
+        let mut got = Vec::new();
+        while pos < input.len() {
+            let answer = |req: &Request<'_>| {
+                if req.is_upgrade() {
+                    Answer::Accept {
+                        protocol: None,
+                        data: 7,
+                    }
+                } else {
+                    Answer::Respond(Response::ok("text/plain", format!("{} page", req.method)))
+                }
+            };
+            match s.handle_read(now, config, &mut input[pos..], answer) {
+                Ok(step) => {
+                    pos += step.consumed;
+                    got.extend(step.delivery.map(|d| match d {
+                        Delivery::Opened => "open".to_string(),
+                        Delivery::Message(m) => format!("{:?}", m.message()),
+                    }));
+                }
+                Err(e) => {
+                    got.push(format!("error: {e}"));
+                    break;
+                }
+            }
+        }
+        got
+    }
+
+    /// Takes everything queued, as a reactor's write would.
+    fn written(s: &mut Session<u32>) -> Vec<u8> {
+        let bytes: Vec<u8> = s.poll_transmit().flatten().copied().collect();
+        s.transmitted(bytes.len());
+        bytes
+    }
+
+    /// Server frames as `(opcode, payload)`.
+    fn frames(mut bytes: &[u8]) -> Vec<(OpCode, Vec<u8>)> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let (h, n) = FrameHeader::parse(bytes, Role::Client).unwrap().unwrap();
+            let end = n + h.payload_len as usize;
+            out.push((h.opcode, bytes[n..end].to_vec()));
+            bytes = &bytes[end..];
+        }
+        out
+    }
+
+    fn opened(now: Time, config: &Config) -> Session<u32> {
+        let mut s = Session::new(now);
+        assert_eq!(feed(&mut s, now, config, UPGRADE), ["open"]);
+        let response = written(&mut s);
+        assert!(response.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
+        s
+    }
+
+    fn close_frame(code: u16, reason: &str) -> (OpCode, Vec<u8>) {
+        let mut payload = code.to_be_bytes().to_vec();
+        payload.extend_from_slice(reason.as_bytes());
+        (OpCode::Close, payload)
+    }
+
+    #[test]
+    fn handshake_deadline_drops_a_slow_request() {
+        let config = Config::default();
+        let mut s = Session::<u32>::new(ms(0));
+        assert_eq!(
+            feed(&mut s, ms(3_000), &config, b"GET / HTTP/1.1\r\n"),
+            [] as [&str; 0]
+        );
+        // The deadline counts from accept, not from the last byte.
+        assert_eq!(s.poll_timeout(ms(3_000), &config), Some(ms(10_000)));
+        s.handle_timeout(ms(9_999), &config);
+        assert!(!s.is_ended());
+        s.handle_timeout(ms(10_000), &config);
+        assert!(s.is_ended() && s.close_record().is_none());
+    }
+
+    #[test]
+    fn ping_after_silence_then_pong_deadline_gives_1006() {
+        let config = Config::default();
+        let mut s = opened(ms(0), &config);
+        assert_eq!(s.poll_timeout(ms(0), &config), Some(ms(20_000)));
+        // Input pushes the ping out.
+        feed(&mut s, ms(5_000), &config, &masked(OpCode::Text, b"hi"));
+        assert_eq!(s.poll_timeout(ms(5_000), &config), Some(ms(25_000)));
+        s.handle_timeout(ms(24_999), &config);
+        assert_eq!(frames(&written(&mut s)), []);
+        s.handle_timeout(ms(25_000), &config);
+        assert_eq!(frames(&written(&mut s)), [(OpCode::Ping, vec![])]);
+        // Now the pong deadline rules, and input other than a pong does not move it.
+        feed(&mut s, ms(30_000), &config, &masked(OpCode::Text, b"busy"));
+        assert_eq!(s.poll_timeout(ms(30_000), &config), Some(ms(45_000)));
+        s.handle_timeout(ms(45_000), &config);
+        assert!(s.is_ended());
+        assert_eq!(s.close_record(), Some((CloseCode::ABNORMAL, "no pong")));
+    }
+
+    #[test]
+    fn a_pong_rearms_the_next_ping_even_with_a_long_pong_timeout() {
+        let config = Config::default()
+            .ping_interval(Some(Duration::from_millis(100)))
+            .pong_timeout(secs(60));
+        let mut s = opened(ms(0), &config);
+        s.handle_timeout(ms(100), &config);
+        assert_eq!(frames(&written(&mut s)), [(OpCode::Ping, vec![])]);
+        assert_eq!(s.poll_timeout(ms(100), &config), Some(ms(60_100)));
+        feed(&mut s, ms(150), &config, &masked(OpCode::Pong, b""));
+        // The deadline moved earlier: from the pong's 60 s to the next ping.
+        assert_eq!(s.poll_timeout(ms(150), &config), Some(ms(250)));
+        s.handle_timeout(ms(250), &config);
+        assert_eq!(frames(&written(&mut s)), [(OpCode::Ping, vec![])]);
+    }
+
+    #[test]
+    fn idle_timeout_closes_with_1001_then_the_close_timeout_drops() {
+        let config = Config::default()
+            .ping_interval(None)
+            .idle_timeout(Some(secs(30)));
+        let mut s = opened(ms(0), &config);
+        assert_eq!(
+            feed(&mut s, ms(10_000), &config, &masked(OpCode::Text, b"x")),
+            ["Text(\"x\")"]
+        );
+        // Pings and pongs are not messages: they do not reset the idle clock.
+        feed(&mut s, ms(20_000), &config, &masked(OpCode::Ping, b""));
+        assert_eq!(s.poll_timeout(ms(20_000), &config), Some(ms(40_000)));
+        s.handle_timeout(ms(40_000), &config);
+        assert_eq!(
+            frames(&written(&mut s)),
+            [(OpCode::Pong, vec![]), close_frame(1001, "idle timeout")]
+        );
+        assert!(!s.is_open());
+        assert_eq!(s.poll_timeout(ms(40_000), &config), Some(ms(45_000)));
+        s.handle_timeout(ms(45_000), &config);
+        assert_eq!(
+            s.close_record(),
+            Some((CloseCode::GOING_AWAY, "idle timeout"))
+        );
+    }
+
+    #[test]
+    fn our_close_moves_the_deadline_earlier_and_reports_what_was_sent() {
+        let config = Config::default();
+        let mut s = opened(ms(0), &config);
+        assert_eq!(s.poll_timeout(ms(0), &config), Some(ms(20_000)));
+        let long = "r".repeat(200);
+        s.close(ms(1_000), CloseCode::NORMAL, &long);
+        assert_eq!(s.poll_timeout(ms(1_000), &config), Some(ms(6_000)));
+        assert_eq!(
+            s.send(ms(1_000), &config, Message::Text("late")),
+            SendStatus::Closed
+        );
+        assert_eq!(frames(&written(&mut s)), [close_frame(1000, &long[..123])]);
+        // No reply: dropped after the close timeout, with our record.
+        s.handle_timeout(ms(6_000), &config);
+        assert_eq!(s.close_record(), Some((CloseCode::NORMAL, &long[..123])));
+    }
+
+    #[test]
+    fn peer_close_is_echoed_then_fin_then_its_record() {
+        let config = Config::default();
+        let mut s = opened(ms(0), &config);
+        let mut input = masked(OpCode::Close, &[0x03, 0xe8, b'o', b'k']);
+        input.extend(masked(OpCode::Text, b"ignored"));
+        assert_eq!(feed(&mut s, ms(1), &config, &input), [] as [&str; 0]);
+        assert!(!s.poll_shutdown(), "FIN waits for the echo to be written");
+        assert_eq!(frames(&written(&mut s)), [close_frame(1000, "")]);
+        assert!(s.poll_shutdown());
+        assert!(!s.poll_shutdown(), "FIN once");
+        s.handle_eof();
+        assert_eq!(s.close_record(), Some((CloseCode::NORMAL, "ok")));
+        assert_eq!(s.data(), Some(&7));
+    }
+
+    #[test]
+    fn close_without_code_is_answered_with_1000_and_reported_as_1005() {
+        let config = Config::default();
+        let mut s = opened(ms(0), &config);
+        feed(&mut s, ms(1), &config, &masked(OpCode::Close, b""));
+        assert_eq!(frames(&written(&mut s)), [close_frame(1000, "")]);
+        s.handle_eof();
+        assert_eq!(s.close_record(), Some((CloseCode::NO_STATUS, "")));
+    }
+
+    #[test]
+    fn protocol_error_closes_with_its_code_and_reason() {
+        let config = Config::default();
+        let mut s = opened(ms(0), &config);
+        let got = feed(&mut s, ms(1), &config, &masked(OpCode::Text, &[0xff]));
+        assert_eq!(got, ["error: protocol error: text is not valid UTF-8"]);
+        assert_eq!(
+            frames(&written(&mut s)),
+            [close_frame(1007, "text is not valid UTF-8")]
+        );
+        // Nothing more is read.
+        assert_eq!(
+            feed(&mut s, ms(2), &config, &masked(OpCode::Text, b"x")),
+            [] as [&str; 0]
+        );
+        s.handle_eof();
+        assert_eq!(
+            s.close_record(),
+            Some((CloseCode::INVALID_PAYLOAD, "text is not valid UTF-8"))
+        );
+    }
+
+    #[test]
+    fn frames_right_behind_the_head_and_a_head_in_pieces() {
+        let config = Config::default();
+        let mut input = UPGRADE.to_vec();
+        input.extend(masked(OpCode::Text, b"early"));
+        let mut s = Session::new(ms(0));
+        assert_eq!(
+            feed(&mut s, ms(0), &config, &input),
+            ["open", "Text(\"early\")"]
+        );
+        // The same, a byte at a time.
+        let mut s = Session::new(ms(0));
+        let mut got = Vec::new();
+        for byte in &input {
+            got.extend(feed(&mut s, ms(0), &config, std::slice::from_ref(byte)));
+        }
+        assert_eq!(got, ["open", "Text(\"early\")"]);
+    }
+
+    #[test]
+    fn plain_http_1_0_and_head_are_answered() {
+        let config = Config::default();
+        let mut s = Session::<u32>::new(ms(0));
+        feed(&mut s, ms(0), &config, b"GET / HTTP/1.0\r\n\r\n");
+        let reply = String::from_utf8(written(&mut s)).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+        assert!(reply.ends_with("\r\n\r\nGET page"), "{reply}");
+        assert!(s.poll_shutdown());
+
+        let mut s = Session::<u32>::new(ms(0));
+        feed(
+            &mut s,
+            ms(0),
+            &config,
+            b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n",
+        );
+        let reply = String::from_utf8(written(&mut s)).unwrap();
+        assert!(reply.contains("Content-Length: 9\r\n"), "{reply}");
+        assert!(reply.ends_with("\r\n\r\n"), "no body: {reply}");
+    }
+
+    #[test]
+    fn an_upgrade_over_http_1_0_is_refused() {
+        let config = Config::default();
+        let mut s = Session::<u32>::new(ms(0));
+        let request = String::from_utf8(UPGRADE.to_vec())
+            .unwrap()
+            .replace("HTTP/1.1", "HTTP/1.0");
+        let got = feed(&mut s, ms(0), &config, request.as_bytes());
+        assert_eq!(
+            got,
+            ["error: handshake refused: WebSocket upgrade needs HTTP/1.1"]
+        );
+        assert!(written(&mut s).starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
+    }
+
+    #[test]
+    fn ping_flood_cannot_grow_the_output() {
+        let config = Config::default();
+        let mut s = opened(ms(0), &config);
+        let mut input = Vec::new();
+        for _ in 0..2_000 {
+            input.extend(masked(OpCode::Ping, &[7; 125]));
+        }
+        feed(&mut s, ms(1), &config, &input);
+        let backlog = config.limits.max_pong_backlog;
+        assert!(
+            s.buffered_amount() <= backlog + 127,
+            "{}",
+            s.buffered_amount()
+        );
+        assert!(s.buffered_amount() > backlog);
+    }
+
+    #[test]
+    fn sends_are_capped_and_drain_is_reported_once() {
+        let config = Config::default().max_write_buffer(100);
+        let mut s = opened(ms(0), &config);
+        let big = [0u8; 80];
+        assert_eq!(
+            s.send(ms(1), &config, Message::Binary(&big)),
+            SendStatus::Queued
+        );
+        assert_eq!(
+            s.send(ms(1), &config, Message::Binary(&big)),
+            SendStatus::Dropped
+        );
+        // The default policy closes with 1008.
+        assert!(!s.is_open());
+        let got = frames(&written(&mut s));
+        assert_eq!(got[1], close_frame(1008, "write buffer full"));
+
+        let config = config.backpressure(Backpressure::Drop);
+        let mut s = opened(ms(0), &config);
+        assert_eq!(
+            s.send(ms(1), &config, Message::Binary(&big)),
+            SendStatus::Queued
+        );
+        assert_eq!(
+            s.send(ms(1), &config, Message::Binary(&big)),
+            SendStatus::Dropped
+        );
+        assert!(s.is_open() && !s.poll_drain());
+        written(&mut s);
+        assert!(s.poll_drain());
+        assert!(!s.poll_drain());
+        assert_eq!(s.ping(&[0; 126]), Err(PingTooLong { len: 126 }));
+        assert_eq!(s.ping(&[0; 125]), Ok(SendStatus::Queued));
+    }
+
+    #[test]
+    fn stamps_survive_the_32_bit_wrap() {
+        let config = Config::default();
+        let start = ms((1 << 32) - 5_000);
+        let s = opened(start, &config);
+        assert_eq!(
+            s.poll_timeout(start + secs(10), &config),
+            Some(start + secs(20))
+        );
+    }
+}
