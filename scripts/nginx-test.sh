@@ -2,7 +2,9 @@
 # The chat example behind Debian's nginx, configured from docs/nginx.conf
 # with a 3 s proxy_read_timeout. First a control (server pings every 10 s:
 # nginx must drop an idle connection), then the real run (pings every 1 s:
-# it must survive). Installs nginx and Python's websockets when missing.
+# it must survive). Last, docs/nginx-two-locations.conf, whose page
+# location speaks HTTP/1.0 to the chat, as nginx does by default. Installs
+# nginx and Python's websockets when missing.
 #
 #   bash scripts/nginx-test.sh
 set -euo pipefail
@@ -24,13 +26,13 @@ nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 nginx_port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 
 run_phase() {
-    local phase=$1 ping=$2
+    local phase=$1 ping=$2 conf=$3
     start_example chat "open http://" --addr 127.0.0.1:0 --workers 2 \
         --ping-interval "$ping" --trusted-proxy 127.0.0.1
     sed -e "s|server 127.0.0.1:8080;|server $ADDR;|" \
         -e "s|listen 127.0.0.1:8000;|listen 127.0.0.1:$nginx_port;|" \
         -e "s|proxy_read_timeout 60s;|proxy_read_timeout 3s;|" \
-        docs/nginx.conf >"$dir/nginx.conf"
+        "$conf" >"$dir/nginx.conf"
     grep -q "proxy_read_timeout 3s;" "$dir/nginx.conf"
     "$nginx_bin" -p "$dir" -c "$dir/nginx.conf" \
         -g "pid $dir/nginx.pid; error_log $dir/error.log;"
@@ -46,5 +48,6 @@ run_phase() {
     fi
 }
 
-run_phase drop 10
-run_phase keep 1
+run_phase drop 10 docs/nginx.conf
+run_phase keep 1 docs/nginx.conf
+run_phase http10 1 docs/nginx-two-locations.conf

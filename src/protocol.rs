@@ -213,6 +213,32 @@ struct Partial {
 }
 
 impl Partial {
+    /// Adds a piece of a data message, checking text as it comes; returns
+    /// the finished message when `last` completes it.
+    fn gather(
+        &mut self,
+        op: OpCode,
+        chunk: &[u8],
+        last: bool,
+    ) -> Result<Option<Ready>, ProtocolError> {
+        self.message_op = Some(op);
+        if op == OpCode::Text {
+            self.utf8
+                .feed(chunk)
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        self.message.extend_from_slice(chunk);
+        if !last {
+            return Ok(None);
+        }
+        if op == OpCode::Text {
+            self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        self.message_op = None;
+        self.fragments = 0;
+        Ok(Some(Ready::Message(op)))
+    }
+
     /// Whether nothing is in progress, so the box can go.
     fn is_idle(&self) -> bool {
         self.header_len == 0 && self.frame.is_none() && self.message_op.is_none()
@@ -352,18 +378,8 @@ impl MessageReader {
             }
             let p = self.partial();
             p.frame = (!complete).then_some(frame);
-            p.message_op = Some(op);
-            if op == OpCode::Text {
-                p.utf8.feed(chunk).map_err(|_| ProtocolError::InvalidUtf8)?;
-            }
-            p.message.extend_from_slice(chunk);
-            if complete && header.fin {
-                if op == OpCode::Text {
-                    p.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
-                }
-                p.message_op = None;
-                p.fragments = 0;
-                return Ok((pos, Some(Ready::Message(op))));
+            if let Some(ready) = p.gather(op, chunk, complete && header.fin)? {
+                return Ok((pos, Some(ready)));
             }
             if !complete {
                 return Ok((pos, None));

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::broadcast::{Broadcaster, Hub, Remote, Topics};
+use crate::broadcast::{Broadcaster, Hub, Publish, Remote, Topics};
 use crate::config::Config;
 use crate::handler::{Handler, Shared};
 use crate::session::Time;
@@ -68,26 +68,7 @@ impl Server {
 
         // Bind everything before starting a thread, so that errors come
         // back from here, and port 0 is resolved once for all workers.
-        let mut local_addr = addr;
-        let mut parts = Vec::with_capacity(workers);
-        let mut remotes = Vec::with_capacity(workers);
-        for _ in 0..workers {
-            let listener = reuseport_listener(local_addr)?;
-            local_addr = listener.local_addr()?;
-            let poll = Poll::new()?;
-            let waker = Waker::new(poll.registry(), WAKER)?;
-            let (inbox, receiver) = mpsc::channel();
-            remotes.push(Remote {
-                waker,
-                inbox,
-                pending: AtomicBool::new(false),
-            });
-            parts.push((poll, mio::net::TcpListener::from_std(listener), receiver));
-        }
-        let hub = Arc::new(Hub {
-            shutdown: AtomicBool::new(false),
-            remotes,
-        });
+        let (local_addr, parts, hub) = bind_workers(addr, workers)?;
         let mut threads = Vec::with_capacity(workers);
         let mut stats = Vec::with_capacity(workers);
         for (i, (poll, listener, receiver)) in parts.into_iter().enumerate() {
@@ -163,6 +144,38 @@ impl Server {
         }
         result.map(|()| self.counters())
     }
+}
+
+/// What one worker thread starts from.
+type WorkerParts = (Poll, mio::net::TcpListener, mpsc::Receiver<Publish>);
+
+/// One listener, poll and inbox per worker, all on the address the first
+/// one bound (so port 0 becomes one port), and the hub that reaches them.
+fn bind_workers(
+    addr: SocketAddr,
+    workers: usize,
+) -> io::Result<(SocketAddr, Vec<WorkerParts>, Arc<Hub>)> {
+    let mut local_addr = addr;
+    let mut parts = Vec::with_capacity(workers);
+    let mut remotes = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let listener = reuseport_listener(local_addr)?;
+        local_addr = listener.local_addr()?;
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let (inbox, receiver) = mpsc::channel();
+        remotes.push(Remote {
+            waker,
+            inbox,
+            pending: AtomicBool::new(false),
+        });
+        parts.push((poll, mio::net::TcpListener::from_std(listener), receiver));
+    }
+    let hub = Arc::new(Hub {
+        shutdown: AtomicBool::new(false),
+        remotes,
+    });
+    Ok((local_addr, parts, hub))
 }
 
 /// A non-blocking listener with SO_REUSEADDR and SO_REUSEPORT.

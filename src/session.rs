@@ -314,7 +314,19 @@ impl<D> Session<D> {
                 return Err(ReadError::Handshake(err));
             }
         };
-        let delivery = match (answer, key) {
+        let delivery = self.apply(now, answer, key, with_body);
+        Ok(Step { consumed, delivery })
+    }
+
+    /// Carries out the application's answer to a request head.
+    fn apply(
+        &mut self,
+        now: Time,
+        answer: Answer<D>,
+        key: Option<AcceptKey>,
+        with_body: bool,
+    ) -> Option<Delivery<'static>> {
+        match (answer, key) {
             (Answer::Accept { protocol, data }, Some(key)) => {
                 self.accept(now, &key, protocol.as_deref(), data);
                 Some(Delivery::Opened)
@@ -329,8 +341,7 @@ impl<D> Session<D> {
                 self.respond(now, &response, with_body);
                 None
             }
-        };
-        Ok(Step { consumed, delivery })
+        }
     }
 
     fn accept(&mut self, now: Time, key: &AcceptKey, protocol: Option<&str>, data: D) {

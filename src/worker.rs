@@ -90,35 +90,14 @@ impl<H: Handler> Worker<H> {
                     break;
                 }
             }
-            let wake_at = self
-                .timers
-                .next_due()
-                .into_iter()
-                .chain(self.shutdown_deadline)
-                .min();
-            let timeout = wake_at.map(|at| {
-                Duration::from_millis(at.as_millis().saturating_sub(self.shared.now.as_millis()))
-            });
-            match self.poll.poll(&mut events, timeout) {
+            match self.poll.poll(&mut events, self.poll_timeout()) {
                 Ok(()) => {}
                 Err(e) if interrupted(&e) => {}
                 Err(e) => return Err(e),
             }
             self.shared.now = Time::from_millis(self.origin.elapsed().as_millis() as u64);
             for event in events.iter() {
-                match event.token() {
-                    LISTENER => self.accept(),
-                    // The shutdown flag is checked at the top of the loop.
-                    WAKER => self.drain_inbox(),
-                    Token(token) => {
-                        let key = token - CONN_BASE;
-                        let closing = event.is_read_closed() || event.is_error();
-                        if event.is_readable() || closing {
-                            self.read_ready(key, closing);
-                        }
-                        self.drive(key);
-                    }
-                }
+                self.handle_event(event);
             }
             self.timers.expire(self.shared.now, &mut fired);
             for (key, tick) in fired.drain(..) {
@@ -132,6 +111,36 @@ impl<H: Handler> Worker<H> {
             self.remove(key);
         }
         Ok(())
+    }
+
+    /// How long `poll` may sleep: until the next timer or the shutdown
+    /// deadline.
+    fn poll_timeout(&self) -> Option<Duration> {
+        let wake_at = self
+            .timers
+            .next_due()
+            .into_iter()
+            .chain(self.shutdown_deadline)
+            .min();
+        wake_at.map(|at| {
+            Duration::from_millis(at.as_millis().saturating_sub(self.shared.now.as_millis()))
+        })
+    }
+
+    fn handle_event(&mut self, event: &mio::event::Event) {
+        match event.token() {
+            LISTENER => self.accept(),
+            // The shutdown flag is checked at the top of the loop.
+            WAKER => self.drain_inbox(),
+            Token(token) => {
+                let key = token - CONN_BASE;
+                let closing = event.is_read_closed() || event.is_error();
+                if event.is_readable() || closing {
+                    self.read_ready(key, closing);
+                }
+                self.drive(key);
+            }
+        }
     }
 
     /// Accepts until the queue is empty.

@@ -25,7 +25,26 @@ fn chat_enforces_paths_origin_and_names_and_relays_messages() {
         c.read_response()
     };
     assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
-    assert!(String::from_utf8(body).unwrap().contains("id=\"log\""));
+    let page = body;
+    assert!(String::from_utf8(page.clone()).unwrap().contains("id=\"log\""));
+    // As clients send it: HTTP/1.0 (nginx's default upstream version), HEAD,
+    // and a method the page does not take.
+    let mut c = Client::connect(addr);
+    c.send_raw(b"GET / HTTP/1.0\r\n\r\n");
+    assert_eq!(c.read_response().1, page, "HTTP/1.0 gets the page");
+    let mut c = Client::connect(addr);
+    c.send_raw(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let head = c.read_head();
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(head.contains(&format!("Content-Length: {}\r\n", page.len())));
+    assert!(c.read_to_eof().is_empty(), "HEAD has no body");
+    let (head, _) = {
+        let mut c = Client::connect(addr);
+        c.send_raw(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+        c.read_response()
+    };
+    assert!(head.starts_with("HTTP/1.1 405 "), "{head}");
+    assert!(head.contains("Allow: GET, HEAD\r\n"), "{head}");
     assert!(
         refused_with(addr, "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n").starts_with("HTTP/1.1 404 ")
     );

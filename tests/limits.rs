@@ -65,3 +65,11 @@ fn connections_over_the_cap_are_closed_at_once() {
     c.expect_eof();
     assert_eq!(server.counters().refused, 1);
 }
+
+#[test]
+fn a_config_that_cannot_work_is_refused_at_bind() {
+    let config = Config::default().read_buffer_size(0);
+    let err = wsloop::Server::bind("127.0.0.1:0", config, || Echo).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert_eq!(err.to_string(), "config: read_buffer_size must be at least 1");
+}

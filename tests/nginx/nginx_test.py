@@ -4,7 +4,9 @@
 
 PHASE "drop": the server pings less often than nginx's proxy_read_timeout,
 so nginx must close an idle connection (the control). PHASE "keep": the
-server pings more often, so the idle connection must survive.
+server pings more often, so the idle connection must survive. PHASE
+"http10": nginx forwards the page over HTTP/1.0 (its default); the page, a
+HEAD request and a chat round trip must all work.
 """
 import asyncio
 import sys
@@ -58,10 +60,22 @@ async def idle(addr, source_ip):
         return None
 
 
+def head_has_no_body(addr):
+    req = urllib.request.Request(f"http://{addr}/", method="HEAD")
+    with urllib.request.urlopen(req, timeout=5) as res:
+        assert res.status == 200, res.status
+        assert int(res.headers["Content-Length"]) > 0
+        assert res.read() == b"", "HEAD answered with a body"
+
+
 def main():
     phase, addr, chat_log = sys.argv[1:4]
     page_loads(addr)
     asyncio.run(chat_round_trip(addr, "alice"))
+    if phase == "http10":
+        head_has_no_body(addr)
+        print("nginx test: page, HEAD and chat work with HTTP/1.0 to the upstream")
+        return
     closed_after = asyncio.run(idle(addr, "127.0.0.2"))
     if phase == "drop":
         assert closed_after is not None, "nginx kept an idle connection: the control failed"
