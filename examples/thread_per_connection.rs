@@ -75,7 +75,7 @@ fn serve(mut stream: TcpStream) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let config = Config::default();
     let started = Instant::now();
-    let mut session = Session::<()>::new(Time::from_millis(0));
+    let mut session = Session::<()>::new(Time::from_millis(0), stream.peer_addr()?);
     let mut buf = vec![0u8; 16 * 1024];
     let mut out = Vec::new();
     while !session.is_ended() {
@@ -86,7 +86,7 @@ fn serve(mut stream: TcpStream) -> io::Result<()> {
         }
         let mut pos = 0;
         while pos < n && !session.is_ended() {
-            let answer = |req: &Request<'_>| {
+            let answer = |req: &Request<'_>, _peer| {
                 if req.is_upgrade() {
                     Answer::Accept {
                         protocol: None,

@@ -3,7 +3,7 @@
 //! writes to a socket.
 
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::net::{Shutdown, SocketAddr};
 
 use mio::net::TcpStream;
 
@@ -31,10 +31,10 @@ pub(crate) struct Connection<D> {
 const NOT_ARMED: u64 = u64::MAX;
 
 impl<D> Connection<D> {
-    pub fn new(stream: TcpStream, now: Time) -> Self {
+    pub fn new(stream: TcpStream, peer: SocketAddr, now: Time) -> Self {
         Connection {
             stream,
-            session: Session::new(now),
+            session: Session::new(now, peer),
             armed: NOT_ARMED,
             write_interest: false,
         }
@@ -110,10 +110,9 @@ impl<D> Connection<D> {
     ) {
         let mut pos = 0;
         while pos < buf.len() {
-            let stream = &self.stream;
             let trusted = &shared.config.trusted_proxies;
-            let answer = |req: &Request<'_>| {
-                let peer = client_addr(req, stream, trusted);
+            let answer = |req: &Request<'_>, peer| {
+                let peer = req.client_addr(peer, trusted);
                 if req.is_upgrade() {
                     Answer::from(handler.on_upgrade(req, peer))
                 } else {
@@ -199,26 +198,6 @@ pub(crate) fn would_block(err: &io::Error) -> bool {
 /// Whether a syscall was interrupted by a signal and should be retried.
 pub(crate) fn interrupted(err: &io::Error) -> bool {
     err.kind() == io::ErrorKind::Interrupted
-}
-
-/// The client address: the forwarded one when the socket peer is a trusted
-/// proxy and says so, else the socket peer. The peer is asked of the kernel
-/// here, once per request, rather than kept in every connection.
-fn client_addr(req: &Request<'_>, stream: &TcpStream, trusted: &[IpAddr]) -> SocketAddr {
-    let peer = stream
-        .peer_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    if !trusted.contains(&peer.ip()) {
-        return peer;
-    }
-    let forwarded = req
-        .header("x-real-ip")
-        .or_else(|| {
-            req.header("x-forwarded-for")
-                .and_then(|v| v.rsplit(',').next())
-        })
-        .and_then(|ip| ip.trim().parse::<IpAddr>().ok());
-    forwarded.map_or(peer, |ip| SocketAddr::new(ip, peer.port()))
 }
 
 #[cfg(test)]

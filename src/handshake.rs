@@ -7,6 +7,8 @@
 //! [`HandshakeLimits`]. A [`Request`] borrows every string from those
 //! bytes: no header is copied.
 
+use std::net::{IpAddr, SocketAddr};
+
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use sha1::{Digest, Sha1};
@@ -120,6 +122,24 @@ impl<'a> Request<'a> {
     /// Whether this is a WebSocket upgrade that passed every check.
     pub fn is_upgrade(&self) -> bool {
         self.key.is_some()
+    }
+
+    /// The client's address: the one a trusted proxy forwards in
+    /// `X-Real-IP` or `X-Forwarded-For` (its last entry, which that proxy
+    /// added), else the socket's `peer`. Headers from anyone not in
+    /// `trusted` are ignored.
+    pub fn client_addr(&self, peer: SocketAddr, trusted: &[IpAddr]) -> SocketAddr {
+        if !trusted.contains(&peer.ip()) {
+            return peer;
+        }
+        let forwarded = self
+            .header("x-real-ip")
+            .or_else(|| {
+                self.header("x-forwarded-for")
+                    .and_then(|v| v.rsplit(',').next())
+            })
+            .and_then(|ip| ip.trim().parse::<IpAddr>().ok());
+        forwarded.map_or(peer, |ip| SocketAddr::new(ip, peer.port()))
     }
 
     /// `Sec-WebSocket-Accept` for this upgrade (RFC 6455 §4.2.2); `None`
@@ -551,6 +571,21 @@ mod tests {
             parse(b"GET / HTTP/1.1\r\n\r\n", 0, &Default::default()),
             Err(HandshakeError::MissingHost)
         );
+    }
+
+    #[test]
+    fn forwarded_address_is_believed_from_trusted_proxies_only() {
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.9, 192.0.2.7\r\n\r\n";
+        let Ok(Parsed::Http(req, _)) = parse(req, 0, &Default::default()) else {
+            panic!()
+        };
+        let proxy: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let trusted = ["127.0.0.1".parse().unwrap()];
+        assert_eq!(
+            req.client_addr(proxy, &trusted),
+            "192.0.2.7:5000".parse().unwrap()
+        );
+        assert_eq!(req.client_addr(proxy, &[]), proxy);
     }
 
     #[test]

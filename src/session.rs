@@ -3,15 +3,17 @@
 //! and the close record that `on_close` reports.
 //!
 //! ```text
-//!                  head read, answered            reply written, then FIN
-//!  ReadingRequest ────────────────────► Answering ────────────────────────┐
-//!        │  upgrade accepted                                              │
-//!        ▼                                                                │
-//!      Open ──── we send close ────► Closing ── peer's close ──┐          │
-//!        │                              │                      ▼          │
-//!        └── peer's close, or a protocol error ────────────► Closed ──────┤
-//!                                                     our frames out, FIN │
-//!  any state: peer's FIN, socket error or a deadline ───────────────► Ended
+//!                 head read, answered          reply out, FIN, peer's FIN
+//!  ReadingRequest ─────────────────► Answering ──────────────────────────┐
+//!        │ upgrade accepted                                              │
+//!        ▼                                                               │
+//!      Open ── we send close ──► Closing ── peer's close ──► Closed ─────┤
+//!        │                          │                          ▲  echo   │
+//!        ├── peer's close (we echo) ┼──────────────────────────┘  out    │
+//!        │                          │ protocol error                     │
+//!        └── protocol error ────────┴──────────► Failed ─────────────────┤
+//!                                       close out, FIN, peer's FIN       ▼
+//!  any state: peer's FIN, socket error, or a deadline ──────────────► Ended
 //! ```
 //!
 //! Nothing here reads a clock or touches a socket. Input goes in through
@@ -28,6 +30,7 @@
 //! event is queued here, and the reactor writes it once when the event is
 //! done ("corking"): sixteen pipelined replies cost one `writev`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -205,12 +208,22 @@ struct Ending<D> {
     record: CloseRecord,
 }
 
+/// What a connection keeps while its request head arrives.
+#[derive(Debug)]
+struct Reading {
+    since: Stamp,
+    /// The socket's peer, from accept.
+    peer: SocketAddr,
+    /// The head's bytes, only when it arrives in pieces.
+    request: Vec<u8>,
+}
+
 /// Where a connection is in its life; each state holds what only it needs.
 #[derive(Debug)]
 enum State<D> {
-    /// Reading the request head. `request` holds its bytes only when the
-    /// head arrives in pieces.
-    ReadingRequest { since: Stamp, request: Vec<u8> },
+    /// Reading the request head (boxed: most connections spend their life
+    /// in the smaller states).
+    ReadingRequest(Box<Reading>),
     /// An HTTP answer (a page or a refusal) is queued; once it is out we
     /// send FIN and wait for the peer's.
     Answering { since: Stamp, fin: Fin },
@@ -218,9 +231,14 @@ enum State<D> {
     Open(Open<D>),
     /// We sent a close frame and wait for the peer's.
     Closing(Ending<D>),
-    /// The close handshake is over, or the peer broke the protocol: our
-    /// last frames go out, then FIN, then we wait for the peer's FIN.
-    Closed(Ending<D>, Fin),
+    /// Both close frames are exchanged: our last bytes go out, then the
+    /// TCP connection is dropped, the server closing first (§7.1.1). The
+    /// peer sends nothing after its close frame, so no reset can follow.
+    Closed(Ending<D>),
+    /// The peer broke the protocol: our close frame goes out, then FIN,
+    /// then we wait for the peer's FIN, so that input it is still sending
+    /// cannot turn our close frame into a reset.
+    Failed(Ending<D>, Fin),
     /// The TCP connection is to be dropped now. An upgraded connection
     /// keeps its data and record until `on_close` has seen them.
     Ended(Option<Ending<D>>),
@@ -237,13 +255,14 @@ pub struct Session<D> {
 }
 
 impl<D> Session<D> {
-    /// A session for a connection accepted at `now`.
-    pub fn new(now: Time) -> Self {
+    /// A session for a connection from `peer`, accepted at `now`.
+    pub fn new(now: Time, peer: SocketAddr) -> Self {
         Session {
-            state: State::ReadingRequest {
+            state: State::ReadingRequest(Box::new(Reading {
                 since: now.stamp(),
+                peer,
                 request: Vec::new(),
-            },
+            })),
             reader: MessageReader::new(Role::Server),
             out: Outbox::new(),
         }
@@ -251,23 +270,26 @@ impl<D> Session<D> {
 
     /// Takes bytes read from the socket, unmasking frames in place. Returns
     /// after at most one delivery; call again with the rest. When a request
-    /// head completes, `answer` decides what to do with it. An error has
+    /// head completes, `answer` decides what to do with it, given the
+    /// request and the socket's peer address. An error has
     /// already been answered on the wire; it is returned for counting.
     pub fn handle_read<'a>(
         &mut self,
         now: Time,
         config: &Config,
         input: &'a mut [u8],
-        answer: impl FnOnce(&Request<'_>) -> Answer<D>,
+        answer: impl FnOnce(&Request<'_>, SocketAddr) -> Answer<D>,
     ) -> Result<Step<'a>, ReadError> {
         match self.state {
-            State::ReadingRequest { .. } => self.read_request(now, config, input, answer),
+            State::ReadingRequest(_) => self.read_request(now, config, input, answer),
             State::Open(_) | State::Closing(_) => self.read_frames(now, config, input),
             // Input after our last words is discarded.
-            State::Answering { .. } | State::Closed(..) | State::Ended(_) => Ok(Step {
-                consumed: input.len(),
-                delivery: None,
-            }),
+            State::Answering { .. } | State::Closed(_) | State::Failed(..) | State::Ended(_) => {
+                Ok(Step {
+                    consumed: input.len(),
+                    delivery: None,
+                })
+            }
         }
     }
 
@@ -276,11 +298,12 @@ impl<D> Session<D> {
         now: Time,
         config: &Config,
         input: &'a mut [u8],
-        answer: impl FnOnce(&Request<'_>) -> Answer<D>,
+        answer: impl FnOnce(&Request<'_>, SocketAddr) -> Answer<D>,
     ) -> Result<Step<'a>, ReadError> {
-        let State::ReadingRequest { request, .. } = &mut self.state else {
+        let State::ReadingRequest(reading) = &mut self.state else {
             unreachable!("called in ReadingRequest only");
         };
+        let Reading { peer, request, .. } = &mut **reading;
         let limits = &config.handshake_limits;
         let held = request.len();
         // The head from the input itself when it came in one piece (the
@@ -303,7 +326,7 @@ impl<D> Session<D> {
                 });
             }
             Ok(Parsed::Upgrade(req, end) | Parsed::Http(req, end)) => (
-                answer(&req),
+                answer(&req, *peer),
                 req.accept_key(),
                 req.method != "HEAD",
                 end - held,
@@ -440,11 +463,19 @@ impl<D> Session<D> {
                     code,
                     reason: reason.into(),
                 };
-                State::Closed(Ending::new(open.data, now, record), Fin::Pending)
+                State::Closed(Ending::new(open.data, now, record))
             }
-            State::Closing(ending) => State::Closed(ending.since(now), Fin::Pending),
+            State::Closing(ending) => State::Closed(ending.since(now)),
             other => other,
         };
+        self.end_when_flushed();
+    }
+
+    /// A closed connection ends once its last bytes are written.
+    fn end_when_flushed(&mut self) {
+        if matches!(self.state, State::Closed(_)) && self.out.is_empty() {
+            self.end(CloseCode::ABNORMAL, "");
+        }
     }
 
     /// The peer broke the protocol: close with the error's code (§7.4.1),
@@ -453,9 +484,9 @@ impl<D> Session<D> {
         self.state = match std::mem::replace(&mut self.state, State::Ended(None)) {
             State::Open(open) => {
                 let record = self.push_close(err.close_code(), &err.to_string());
-                State::Closed(Ending::new(open.data, now, record), Fin::Pending)
+                State::Failed(Ending::new(open.data, now, record), Fin::Pending)
             }
-            State::Closing(ending) => State::Closed(ending.since(now), Fin::Pending),
+            State::Closing(ending) => State::Failed(ending.since(now), Fin::Pending),
             other => other,
         };
     }
@@ -538,12 +569,17 @@ impl<D> Session<D> {
     /// Applies whichever deadline has passed at `now`.
     pub fn handle_timeout(&mut self, now: Time, config: &Config) {
         match &mut self.state {
-            State::ReadingRequest { since, .. } | State::Answering { since, .. } => {
+            State::ReadingRequest(reading) => {
+                if now.reached(reading.since, config.handshake_timeout) {
+                    self.state = State::Ended(None);
+                }
+            }
+            State::Answering { since, .. } => {
                 if now.reached(*since, config.handshake_timeout) {
                     self.state = State::Ended(None);
                 }
             }
-            State::Closing(ending) | State::Closed(ending, _) => {
+            State::Closing(ending) | State::Closed(ending) | State::Failed(ending, _) => {
                 if now.reached(ending.since, config.close_timeout) {
                     self.end(CloseCode::ABNORMAL, "");
                 }
@@ -577,9 +613,10 @@ impl<D> Session<D> {
     /// The next moment [`Session::handle_timeout`] has work, if any.
     pub fn poll_timeout(&self, now: Time, config: &Config) -> Option<Time> {
         match &self.state {
-            State::ReadingRequest { since, .. } | State::Answering { since, .. } => {
-                Some(now.after(*since, config.handshake_timeout))
+            State::ReadingRequest(reading) => {
+                Some(now.after(reading.since, config.handshake_timeout))
             }
+            State::Answering { since, .. } => Some(now.after(*since, config.handshake_timeout)),
             State::Open(open) => {
                 let keepalive = match open.keepalive {
                     Keepalive::Pinged { at } => Some(now.after(at, config.pong_timeout)),
@@ -592,7 +629,7 @@ impl<D> Session<D> {
                     .map(|idle| now.after(open.last_message, idle));
                 keepalive.into_iter().chain(idle).min()
             }
-            State::Closing(ending) | State::Closed(ending, _) => {
+            State::Closing(ending) | State::Closed(ending) | State::Failed(ending, _) => {
                 Some(now.after(ending.since, config.close_timeout))
             }
             State::Ended(_) => None,
@@ -616,9 +653,11 @@ impl<D> Session<D> {
                 };
                 State::Ended(Some(Ending::new(open.data, Time(0), record)))
             }
-            State::Closing(ending) | State::Closed(ending, _) => State::Ended(Some(ending)),
+            State::Closing(ending) | State::Closed(ending) | State::Failed(ending, _) => {
+                State::Ended(Some(ending))
+            }
             State::Ended(ending) => State::Ended(ending),
-            State::ReadingRequest { .. } | State::Answering { .. } => State::Ended(None),
+            State::ReadingRequest(_) | State::Answering { .. } => State::Ended(None),
         };
     }
 
@@ -638,6 +677,7 @@ impl<D> Session<D> {
     /// Marks `n` bytes from [`Session::poll_transmit`] as written.
     pub fn transmitted(&mut self, n: usize) {
         self.out.consume(n);
+        self.end_when_flushed();
     }
 
     /// Whether output waits to be written.
@@ -646,13 +686,14 @@ impl<D> Session<D> {
     }
 
     /// True once, when our last words are written and it is time to send
-    /// FIN: after an HTTP answer, or after the close frames.
+    /// FIN: after an HTTP answer, or after the close frame that failed the
+    /// connection.
     pub fn poll_shutdown(&mut self) -> bool {
         if !self.out.is_empty() {
             return false;
         }
         match &mut self.state {
-            State::Answering { fin, .. } | State::Closed(_, fin) if *fin == Fin::Pending => {
+            State::Answering { fin, .. } | State::Failed(_, fin) if *fin == Fin::Pending => {
                 *fin = Fin::Sent;
                 true
             }
@@ -695,7 +736,7 @@ impl<D> Session<D> {
     /// Bytes held for a partly received request head, frame or message.
     pub fn buffered_input(&self) -> usize {
         match &self.state {
-            State::ReadingRequest { request, .. } => request.capacity(),
+            State::ReadingRequest(reading) => reading.request.capacity(),
             _ => self.reader.buffered(),
         }
     }
@@ -704,9 +745,11 @@ impl<D> Session<D> {
     pub fn data(&self) -> Option<&D> {
         match &self.state {
             State::Open(open) => Some(&open.data),
-            State::Closing(ending) | State::Closed(ending, _) => Some(&ending.data),
+            State::Closing(ending) | State::Closed(ending) | State::Failed(ending, _) => {
+                Some(&ending.data)
+            }
             State::Ended(ending) => ending.as_ref().map(|e| &e.data),
-            State::ReadingRequest { .. } | State::Answering { .. } => None,
+            State::ReadingRequest(_) | State::Answering { .. } => None,
         }
     }
 
@@ -714,9 +757,11 @@ impl<D> Session<D> {
     pub fn data_mut(&mut self) -> Option<&mut D> {
         match &mut self.state {
             State::Open(open) => Some(&mut open.data),
-            State::Closing(ending) | State::Closed(ending, _) => Some(&mut ending.data),
+            State::Closing(ending) | State::Closed(ending) | State::Failed(ending, _) => {
+                Some(&mut ending.data)
+            }
             State::Ended(ending) => ending.as_mut().map(|e| &mut e.data),
-            State::ReadingRequest { .. } | State::Answering { .. } => None,
+            State::ReadingRequest(_) | State::Answering { .. } => None,
         }
     }
 
@@ -757,6 +802,10 @@ mod tests {
 
     const UPGRADE: &[u8] = b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
+    fn peer() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 5000))
+    }
+
     fn ms(n: u64) -> Time {
         Time::from_millis(n)
     }
@@ -778,7 +827,7 @@ mod tests {
         let mut pos = 0;
         let mut got = Vec::new();
         while pos < input.len() {
-            let answer = |req: &Request<'_>| {
+            let answer = |req: &Request<'_>, _peer| {
                 if req.is_upgrade() {
                     Answer::Accept {
                         protocol: None,
@@ -825,7 +874,7 @@ mod tests {
     }
 
     fn opened(now: Time, config: &Config) -> Session<u32> {
-        let mut s = Session::new(now);
+        let mut s = Session::new(now, peer());
         assert_eq!(feed(&mut s, now, config, UPGRADE), ["open"]);
         let response = written(&mut s);
         assert!(response.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
@@ -841,7 +890,7 @@ mod tests {
     #[test]
     fn handshake_deadline_drops_a_slow_request() {
         let config = Config::default();
-        let mut s = Session::<u32>::new(ms(0));
+        let mut s = Session::<u32>::new(ms(0), peer());
         assert_eq!(
             feed(&mut s, ms(3_000), &config, b"GET / HTTP/1.1\r\n"),
             [] as [&str; 0]
@@ -936,19 +985,35 @@ mod tests {
     }
 
     #[test]
-    fn peer_close_is_echoed_then_fin_then_its_record() {
+    fn peer_close_is_echoed_then_the_connection_ends() {
         let config = Config::default();
         let mut s = opened(ms(0), &config);
         let mut input = masked(OpCode::Close, &[0x03, 0xe8, b'o', b'k']);
         input.extend(masked(OpCode::Text, b"ignored"));
         assert_eq!(feed(&mut s, ms(1), &config, &input), [] as [&str; 0]);
-        assert!(!s.poll_shutdown(), "FIN waits for the echo to be written");
+        assert!(!s.is_ended(), "the echo is still to be written");
+        assert_eq!(s.poll_timeout(ms(1), &config), Some(ms(5_001)));
         assert_eq!(frames(&written(&mut s)), [close_frame(1000, "")]);
-        assert!(s.poll_shutdown());
-        assert!(!s.poll_shutdown(), "FIN once");
-        s.handle_eof();
+        // The handshake is complete: the server closes TCP first, no FIN dance.
+        assert!(s.is_ended() && !s.poll_shutdown());
         assert_eq!(s.close_record(), Some((CloseCode::NORMAL, "ok")));
         assert_eq!(s.data(), Some(&7));
+    }
+
+    #[test]
+    fn the_reply_to_our_close_ends_the_connection_at_once() {
+        let config = Config::default();
+        let mut s = opened(ms(0), &config);
+        s.close(ms(1), CloseCode::GOING_AWAY, "bye");
+        assert_eq!(frames(&written(&mut s)), [close_frame(1001, "bye")]);
+        feed(
+            &mut s,
+            ms(2),
+            &config,
+            &masked(OpCode::Close, &[0x03, 0xe9]),
+        );
+        assert!(s.is_ended());
+        assert_eq!(s.close_record(), Some((CloseCode::GOING_AWAY, "bye")));
     }
 
     #[test]
@@ -988,13 +1053,13 @@ mod tests {
         let config = Config::default();
         let mut input = UPGRADE.to_vec();
         input.extend(masked(OpCode::Text, b"early"));
-        let mut s = Session::new(ms(0));
+        let mut s = Session::new(ms(0), peer());
         assert_eq!(
             feed(&mut s, ms(0), &config, &input),
             ["open", "Text(\"early\")"]
         );
         // The same, a byte at a time.
-        let mut s = Session::new(ms(0));
+        let mut s = Session::new(ms(0), peer());
         let mut got = Vec::new();
         for byte in &input {
             got.extend(feed(&mut s, ms(0), &config, std::slice::from_ref(byte)));
@@ -1005,14 +1070,14 @@ mod tests {
     #[test]
     fn plain_http_1_0_and_head_are_answered() {
         let config = Config::default();
-        let mut s = Session::<u32>::new(ms(0));
+        let mut s = Session::<u32>::new(ms(0), peer());
         feed(&mut s, ms(0), &config, b"GET / HTTP/1.0\r\n\r\n");
         let reply = String::from_utf8(written(&mut s)).unwrap();
         assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
         assert!(reply.ends_with("\r\n\r\nGET page"), "{reply}");
         assert!(s.poll_shutdown());
 
-        let mut s = Session::<u32>::new(ms(0));
+        let mut s = Session::<u32>::new(ms(0), peer());
         feed(
             &mut s,
             ms(0),
@@ -1027,7 +1092,7 @@ mod tests {
     #[test]
     fn an_upgrade_over_http_1_0_is_refused() {
         let config = Config::default();
-        let mut s = Session::<u32>::new(ms(0));
+        let mut s = Session::<u32>::new(ms(0), peer());
         let request = String::from_utf8(UPGRADE.to_vec())
             .unwrap()
             .replace("HTTP/1.1", "HTTP/1.0");

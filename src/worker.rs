@@ -150,7 +150,7 @@ impl<H: Handler> Worker<H> {
         };
         loop {
             match listener.accept() {
-                Ok((mut stream, _)) => {
+                Ok((mut stream, peer)) => {
                     if self.conns.len() >= self.shared.config.max_connections {
                         self.shared.stats.refused();
                         continue; // dropping the stream closes it
@@ -167,7 +167,7 @@ impl<H: Handler> Worker<H> {
                     {
                         continue;
                     }
-                    let conn = entry.insert(Connection::new(stream, self.shared.now));
+                    let conn = entry.insert(Connection::new(stream, peer, self.shared.now));
                     arm(&mut self.timers, conn, key, &self.shared);
                     self.shared.stats.accepted();
                 }

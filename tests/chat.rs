@@ -26,7 +26,9 @@ fn chat_enforces_paths_origin_and_names_and_relays_messages() {
     };
     assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
     let page = body;
-    assert!(String::from_utf8(page.clone()).unwrap().contains("id=\"log\""));
+    assert!(String::from_utf8(page.clone())
+        .unwrap()
+        .contains("id=\"log\""));
     // As clients send it: HTTP/1.0 (nginx's default upstream version), HEAD,
     // and a method the page does not take.
     let mut c = Client::connect(addr);

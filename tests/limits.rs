@@ -71,5 +71,8 @@ fn a_config_that_cannot_work_is_refused_at_bind() {
     let config = Config::default().read_buffer_size(0);
     let err = wsloop::Server::bind("127.0.0.1:0", config, || Echo).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
-    assert_eq!(err.to_string(), "config: read_buffer_size must be at least 1");
+    assert_eq!(
+        err.to_string(),
+        "config: read_buffer_size must be at least 1"
+    );
 }

@@ -17,14 +17,14 @@ const UPGRADE: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConn
 fn serve(wire: &[u8], chunk: usize) -> (Vec<(bool, Vec<u8>)>, usize) {
     let config = Config::default();
     let now = Time::from_millis(0);
-    let mut session = Session::<()>::new(now);
+    let mut session = Session::<()>::new(now, "127.0.0.1:1".parse().unwrap());
     let mut messages = Vec::new();
     let input = [UPGRADE, wire].concat();
     for piece in input.chunks(chunk) {
         let mut piece = piece.to_vec();
         let mut pos = 0;
         while pos < piece.len() {
-            let accept = |_: &wsloop::Request<'_>| Answer::Accept {
+            let accept = |_: &wsloop::Request<'_>, _| Answer::Accept {
                 protocol: None,
                 data: (),
             };
