@@ -4,22 +4,27 @@
 //! One worker thread per core. Each has its own `mio::Poll`, its own
 //! listener on the shared port (SO_REUSEPORT lets the kernel spread new
 //! connections), its own slab of connections, and its own [`Handler`].
-//! Workers share nothing on the hot path. A connection costs a few hundred
+//! Workers share nothing on the hot path. A connection costs about 150
 //! bytes while idle, not a thread and its stack: that is why an event loop
 //! holds tens of thousands of long-lived connections where a thread per
 //! connection cannot.
 //!
 //! # One message's path
-//! The worker reads a socket into its one read buffer
-//! ([`worker`](crate::Server)), the connection's [`Session`](protocol::Session)
-//! parses frames in that buffer, unmasks them in place and checks UTF-8,
-//! and a whole message reaches [`Handler::on_message`] as a borrowed slice.
-//! [`Conn::send_text`] writes the reply straight to the socket with one
-//! `writev`, and queues only what the socket does not take.
+//! The worker reads a socket into its one read buffer and hands the bytes
+//! to the connection's [`Session::handle_read`](session::Session::handle_read).
+//! Its [`MessageReader`](protocol::MessageReader) parses frames in that
+//! buffer, unmasks them in place and checks UTF-8. A message that arrived
+//! whole reaches [`Handler::on_message`] as a slice of the read buffer; one
+//! that came in pieces, in the buffer it was gathered in. [`Conn::send`]
+//! writes nothing: it queues the frame in the session. When the readiness
+//! event is handled, the worker writes everything queued for the connection
+//! with one `writev`, and asks for WRITABLE only if the socket refused some.
 //!
-//! The protocol core ([`frame`], [`utf8`], [`handshake`], [`protocol`]) does
-//! no I/O: it takes bytes and returns bytes and events, so it can be fuzzed
-//! and tested on its own.
+//! The pure core ([`frame`], [`utf8`], [`handshake`], [`protocol`],
+//! [`session`]) does no I/O and reads no clock: it takes bytes and the time
+//! and returns bytes, events and deadlines, so it can be fuzzed and tested
+//! on its own. [`session`] holds a connection's whole life, from the request
+//! head to the close record that [`Handler::on_close`] reports.
 //!
 //! # Example
 //! An echo server:
@@ -32,7 +37,7 @@
 //!     type Data = (); // what each connection carries: nothing here
 //!
 //!     fn on_message(&mut self, conn: &mut Conn<'_>, msg: Message<'_>) {
-//!         let _ = conn.send(msg); // queued, written once this read is handled
+//!         let _ = conn.send(msg); // queued, written when this event is handled
 //!     }
 //! }
 //!

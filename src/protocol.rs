@@ -567,9 +567,16 @@ impl Chunk {
 
 /// Encoded frames waiting to be written, in order. A shared frame is queued
 /// by reference, not copied. It knows nothing of the close handshake: what
-/// may still be sent is the session's rule.
+/// may still be sent is the session's rule. Empty, it is one null pointer:
+/// the queue is boxed while it holds bytes and freed when they are written.
 #[derive(Debug, Default)]
 pub struct Outbox {
+    queue: Option<Box<Queue>>,
+}
+
+/// The chunks of a non-empty [`Outbox`].
+#[derive(Debug, Default)]
+struct Queue {
     chunks: VecDeque<Chunk>,
     /// Bytes of the front chunk already written.
     written: usize,
@@ -585,22 +592,21 @@ impl Outbox {
 
     /// How many bytes wait to be written.
     pub fn len(&self) -> usize {
-        self.len
+        self.queue.as_ref().map_or(0, |q| q.len)
     }
 
     /// Whether nothing waits to be written.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.queue.is_none()
     }
 
     /// The waiting bytes, in order, as contiguous pieces (for `writev`).
     pub fn pieces(&self) -> impl Iterator<Item = &[u8]> {
-        self.chunks.iter().enumerate().map(|(i, c)| {
-            if i == 0 {
-                &c.bytes()[self.written..]
-            } else {
-                c.bytes()
-            }
+        let written = self.queue.as_ref().map_or(0, |q| q.written);
+        let chunks = self.queue.iter().flat_map(|q| q.chunks.iter());
+        chunks.enumerate().map(move |(i, c)| {
+            let skip = if i == 0 { written } else { 0 };
+            &c.bytes()[skip..]
         })
     }
 
@@ -610,23 +616,30 @@ impl Outbox {
     }
 
     /// Marks `n` waiting bytes as written. Memory is freed as chunks
-    /// empty, so an idle connection holds none.
+    /// empty, and the queue with the last, so an idle connection holds none.
     pub fn consume(&mut self, n: usize) {
-        debug_assert!(n <= self.len);
-        self.len -= n;
-        self.written += n;
-        while let Some(front) = self.chunks.front() {
+        let Some(q) = self.queue.as_mut() else {
+            debug_assert_eq!(n, 0);
+            return;
+        };
+        debug_assert!(n <= q.len);
+        q.len -= n;
+        q.written += n;
+        while let Some(front) = q.chunks.front() {
             let front_len = front.bytes().len();
-            if self.written < front_len {
+            if q.written < front_len {
                 break;
             }
-            self.written -= front_len;
-            self.chunks.pop_front();
+            q.written -= front_len;
+            q.chunks.pop_front();
         }
-        if self.chunks.is_empty() {
-            self.chunks = VecDeque::new();
-            self.written = 0;
+        if q.len == 0 {
+            self.queue = None;
         }
+    }
+
+    fn queue(&mut self) -> &mut Queue {
+        self.queue.get_or_insert_with(Box::default)
     }
 
     /// Appends raw bytes, such as an HTTP response.
@@ -634,19 +647,24 @@ impl Outbox {
         if bytes.is_empty() {
             return;
         }
-        self.len += bytes.len();
-        if let Some(Chunk::Owned(last)) = self.chunks.back_mut() {
+        let q = self.queue();
+        q.len += bytes.len();
+        if let Some(Chunk::Owned(last)) = q.chunks.back_mut() {
             last.extend_from_slice(bytes);
         } else {
-            self.chunks.push_back(Chunk::Owned(bytes.to_vec()));
+            q.chunks.push_back(Chunk::Owned(bytes.to_vec()));
         }
     }
 
     /// Appends a whole encoded frame shared with other connections, without
     /// copying it.
     pub fn push_shared(&mut self, frame: Arc<[u8]>) {
-        self.len += frame.len();
-        self.chunks.push_back(Chunk::Shared(frame));
+        if frame.is_empty() {
+            return;
+        }
+        let q = self.queue();
+        q.len += frame.len();
+        q.chunks.push_back(Chunk::Shared(frame));
     }
 
     /// Queues one unfragmented, unmasked frame, as a server sends it.
@@ -952,7 +970,7 @@ mod tests {
         out.consume(3);
         assert_eq!(out.pieces().collect::<Vec<_>>(), [&b"de"[..], b"fg"]);
         out.consume(4);
-        assert!(out.is_empty() && out.chunks.capacity() == 0);
+        assert!(out.is_empty() && out.queue.is_none());
     }
 
     #[test]

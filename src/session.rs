@@ -200,12 +200,16 @@ struct CloseRecord {
     reason: Box<str>,
 }
 
-/// What a closing or closed connection keeps.
+/// What a closing or closed connection keeps. The record's fields are
+/// kept flat, so that they share one word with `since` and `fin`.
 #[derive(Debug)]
 struct Ending<D> {
     data: D,
     since: Stamp,
-    record: CloseRecord,
+    code: CloseCode,
+    /// In `Failed`: whether our FIN has gone out.
+    fin: Fin,
+    reason: Box<str>,
 }
 
 /// What a connection keeps while its request head arrives.
@@ -238,7 +242,7 @@ enum State<D> {
     /// The peer broke the protocol: our close frame goes out, then FIN,
     /// then we wait for the peer's FIN, so that input it is still sending
     /// cannot turn our close frame into a reset.
-    Failed(Ending<D>, Fin),
+    Failed(Ending<D>),
     /// The TCP connection is to be dropped now. An upgraded connection
     /// keeps its data and record until `on_close` has seen them.
     Ended(Option<Ending<D>>),
@@ -284,7 +288,7 @@ impl<D> Session<D> {
             State::ReadingRequest(_) => self.read_request(now, config, input, answer),
             State::Open(_) | State::Closing(_) => self.read_frames(now, config, input),
             // Input after our last words is discarded.
-            State::Answering { .. } | State::Closed(_) | State::Failed(..) | State::Ended(_) => {
+            State::Answering { .. } | State::Closed(_) | State::Failed(_) | State::Ended(_) => {
                 Ok(Step {
                     consumed: input.len(),
                     delivery: None,
@@ -484,9 +488,9 @@ impl<D> Session<D> {
         self.state = match std::mem::replace(&mut self.state, State::Ended(None)) {
             State::Open(open) => {
                 let record = self.push_close(err.close_code(), &err.to_string());
-                State::Failed(Ending::new(open.data, now, record), Fin::Pending)
+                State::Failed(Ending::new(open.data, now, record))
             }
-            State::Closing(ending) => State::Failed(ending.since(now), Fin::Pending),
+            State::Closing(ending) => State::Failed(ending.since(now)),
             other => other,
         };
     }
@@ -579,7 +583,7 @@ impl<D> Session<D> {
                     self.state = State::Ended(None);
                 }
             }
-            State::Closing(ending) | State::Closed(ending) | State::Failed(ending, _) => {
+            State::Closing(ending) | State::Closed(ending) | State::Failed(ending) => {
                 if now.reached(ending.since, config.close_timeout) {
                     self.end(CloseCode::ABNORMAL, "");
                 }
@@ -629,7 +633,7 @@ impl<D> Session<D> {
                     .map(|idle| now.after(open.last_message, idle));
                 keepalive.into_iter().chain(idle).min()
             }
-            State::Closing(ending) | State::Closed(ending) | State::Failed(ending, _) => {
+            State::Closing(ending) | State::Closed(ending) | State::Failed(ending) => {
                 Some(now.after(ending.since, config.close_timeout))
             }
             State::Ended(_) => None,
@@ -653,7 +657,7 @@ impl<D> Session<D> {
                 };
                 State::Ended(Some(Ending::new(open.data, Time(0), record)))
             }
-            State::Closing(ending) | State::Closed(ending) | State::Failed(ending, _) => {
+            State::Closing(ending) | State::Closed(ending) | State::Failed(ending) => {
                 State::Ended(Some(ending))
             }
             State::Ended(ending) => State::Ended(ending),
@@ -693,7 +697,9 @@ impl<D> Session<D> {
             return false;
         }
         match &mut self.state {
-            State::Answering { fin, .. } | State::Failed(_, fin) if *fin == Fin::Pending => {
+            State::Answering { fin, .. } | State::Failed(Ending { fin, .. })
+                if *fin == Fin::Pending =>
+            {
                 *fin = Fin::Sent;
                 true
             }
@@ -745,7 +751,7 @@ impl<D> Session<D> {
     pub fn data(&self) -> Option<&D> {
         match &self.state {
             State::Open(open) => Some(&open.data),
-            State::Closing(ending) | State::Closed(ending) | State::Failed(ending, _) => {
+            State::Closing(ending) | State::Closed(ending) | State::Failed(ending) => {
                 Some(&ending.data)
             }
             State::Ended(ending) => ending.as_ref().map(|e| &e.data),
@@ -757,7 +763,7 @@ impl<D> Session<D> {
     pub fn data_mut(&mut self) -> Option<&mut D> {
         match &mut self.state {
             State::Open(open) => Some(&mut open.data),
-            State::Closing(ending) | State::Closed(ending) | State::Failed(ending, _) => {
+            State::Closing(ending) | State::Closed(ending) | State::Failed(ending) => {
                 Some(&mut ending.data)
             }
             State::Ended(ending) => ending.as_mut().map(|e| &mut e.data),
@@ -770,7 +776,7 @@ impl<D> Session<D> {
     /// we did, 1006 if TCP ended without a close frame.
     pub fn close_record(&self) -> Option<(CloseCode, &str)> {
         match &self.state {
-            State::Ended(Some(ending)) => Some((ending.record.code, &ending.record.reason)),
+            State::Ended(Some(ending)) => Some((ending.code, &ending.reason)),
             _ => None,
         }
     }
@@ -781,7 +787,9 @@ impl<D> Ending<D> {
         Ending {
             data,
             since: now.stamp(),
-            record,
+            code: record.code,
+            fin: Fin::Pending,
+            reason: record.reason,
         }
     }
 
