@@ -216,6 +216,6 @@ mod tests {
         // docs/ARCHITECTURE.md lists what these bytes hold. mio's debug
         // builds add 8 bytes to a TcpStream (a selector id).
         let mio_debug = if cfg!(debug_assertions) { 8 } else { 0 };
-        assert!(size <= 128 + mio_debug, "Connection grew to {size} bytes");
+        assert!(size <= 72 + mio_debug, "Connection grew to {size} bytes");
     }
 }

@@ -4,7 +4,7 @@
 //! One worker thread per core. Each has its own `mio::Poll`, its own
 //! listener on the shared port (SO_REUSEPORT lets the kernel spread new
 //! connections), its own slab of connections, and its own [`Handler`].
-//! Workers share nothing on the hot path. A connection costs about 150
+//! Workers share nothing on the hot path. A connection costs about 100
 //! bytes while idle, not a thread and its stack: that is why an event loop
 //! holds tens of thousands of long-lived connections where a thread per
 //! connection cannot.

@@ -4,8 +4,8 @@
 //! message that arrives whole in one buffer is handed out as a borrowed
 //! slice of it, unmasked in place, with no copy. Anything else (a split
 //! header, a frame across reads, a fragmented message) is gathered in a
-//! boxed [`Partial`] that exists only while such a message is in progress,
-//! so an idle connection's reader is one pointer. Text is checked as UTF-8
+//! boxed `Partial` that exists only while such a message is in progress,
+//! so an idle connection's reader is its role and a null pointer. Text is checked as UTF-8
 //! piece by piece as it arrives, so an invalid byte fails at once.
 //!
 //! [`Outbox`] holds encoded frames not yet written. The connection's life
