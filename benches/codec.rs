@@ -10,7 +10,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use wsloop::frame::{apply_mask, FrameHeader, Role};
-use wsloop::handshake::{accept_key, parse, HandshakeLimits, Parsed};
+use wsloop::handshake::{parse, HandshakeLimits, Parsed};
 use wsloop::utf8::Utf8Validator;
 
 fn header_parse(c: &mut Criterion) {
@@ -73,8 +73,8 @@ fn handshake(c: &mut Criterion) {
     let mut group = c.benchmark_group("handshake");
     group.throughput(Throughput::Elements(1));
     group.bench_function("parse+accept_key", |b| {
-        b.iter(|| match parse(black_box(request), &limits) {
-            Ok(Parsed::Upgrade(req, _)) => accept_key(req.key().unwrap()),
+        b.iter(|| match parse(black_box(request), 0, &limits) {
+            Ok(Parsed::Upgrade(req, _)) => req.accept_key().unwrap(),
             _ => unreachable!(),
         })
     });
