@@ -860,27 +860,35 @@ impl Client {
     fn ready(&mut self, buf: &mut [u8], env: &mut Env, now: Instant) -> Result<Outcome, String> {
         let mut outcome = Outcome::Busy;
         if self.state == State::Connecting {
-            if let Ok(Some(e)) | Err(e) = self.stream.take_error() {
-                return Err(format!("connect to {} failed: {e}", env.opts.addr));
-            }
+            // A peer address means connected: one syscall in the usual case.
+            // Without one, the connect either failed or is still under way
+            // (a spurious wakeup), which SO_ERROR tells apart.
             match self.stream.peer_addr() {
                 Ok(_) => {}
-                // Not connected yet: a spurious wakeup.
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(Outcome::Busy),
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                    if let Ok(Some(e)) | Err(e) = self.stream.take_error() {
+                        return Err(format!("connect to {} failed: {e}", env.opts.addr));
+                    }
+                    return Ok(Outcome::Busy);
+                }
                 Err(e) => return Err(format!("connect to {} failed: {e}", env.opts.addr)),
             }
-            if env.opts.raw {
-                if env.opts.mode == Mode::Handshakes {
+            if env.opts.raw && env.opts.mode != Mode::Handshakes {
+                self.state = State::Open;
+                outcome = Outcome::Opened;
+            } else {
+                if env.opts.raw {
                     // The raw cycle: connect, echo one byte, close.
                     self.out.push(b'!');
                     self.state = State::Closing;
                 } else {
-                    self.state = State::Open;
-                    outcome = Outcome::Opened;
+                    self.send_upgrade(env);
+                    self.state = State::Upgrading;
                 }
-            } else {
-                self.send_upgrade(env);
-                self.state = State::Upgrading;
+                // Nothing can arrive before the server has our bytes, and
+                // what it sends raises a new edge: no read now.
+                self.flush()?;
+                return Ok(outcome);
             }
         }
         loop {

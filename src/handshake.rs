@@ -162,13 +162,18 @@ pub enum Parsed<'a> {
 }
 
 /// Where the blank line that ends a head ends, searching from `scanned`
-/// (bytes before it were searched already).
+/// (bytes before it were searched already). It looks only at line feeds,
+/// which a simple byte search finds quickly.
 fn head_end(buf: &[u8], scanned: usize) -> Option<usize> {
-    let start = scanned.saturating_sub(3);
-    buf.get(start..)?
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|at| start + at + 4)
+    let mut from = scanned.saturating_sub(3).min(buf.len());
+    while let Some(nl) = buf[from..].iter().position(|&b| b == b'\n') {
+        let at = from + nl;
+        if at >= 3 && &buf[at - 3..at] == b"\r\n\r" {
+            return Some(at + 1);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 /// Parses and validates a request head from the front of `buf`. `scanned`

@@ -574,11 +574,13 @@ pub struct Outbox {
     queue: Option<Box<Queue>>,
 }
 
-/// The chunks of a non-empty [`Outbox`].
-#[derive(Debug, Default)]
+/// The chunks of a non-empty [`Outbox`]. The first is kept apart, so
+/// that the usual queue, one run of owned bytes, allocates no deque.
+#[derive(Debug)]
 struct Queue {
-    chunks: VecDeque<Chunk>,
-    /// Bytes of the front chunk already written.
+    front: Chunk,
+    rest: VecDeque<Chunk>,
+    /// Bytes of `front` already written.
     written: usize,
     /// Bytes waiting, over all chunks.
     len: usize,
@@ -602,11 +604,8 @@ impl Outbox {
 
     /// The waiting bytes, in order, as contiguous pieces (for `writev`).
     pub fn pieces(&self) -> impl Iterator<Item = &[u8]> {
-        let written = self.queue.as_ref().map_or(0, |q| q.written);
-        let chunks = self.queue.iter().flat_map(|q| q.chunks.iter());
-        chunks.enumerate().map(move |(i, c)| {
-            let skip = if i == 0 { written } else { 0 };
-            &c.bytes()[skip..]
+        self.queue.iter().flat_map(|q| {
+            std::iter::once(&q.front.bytes()[q.written..]).chain(q.rest.iter().map(Chunk::bytes))
         })
     }
 
@@ -624,22 +623,38 @@ impl Outbox {
         };
         debug_assert!(n <= q.len);
         q.len -= n;
-        q.written += n;
-        while let Some(front) = q.chunks.front() {
-            let front_len = front.bytes().len();
-            if q.written < front_len {
-                break;
-            }
-            q.written -= front_len;
-            q.chunks.pop_front();
-        }
         if q.len == 0 {
             self.queue = None;
+            return;
+        }
+        q.written += n;
+        while q.written >= q.front.bytes().len() {
+            q.written -= q.front.bytes().len();
+            // Bytes remain, so a chunk follows.
+            match q.rest.pop_front() {
+                Some(next) => q.front = next,
+                None => break,
+            }
         }
     }
 
-    fn queue(&mut self) -> &mut Queue {
-        self.queue.get_or_insert_with(Box::default)
+    /// Appends a chunk, or starts the queue with it.
+    fn push_chunk(&mut self, chunk: Chunk) {
+        let len = chunk.bytes().len();
+        match self.queue.as_mut() {
+            Some(q) => {
+                q.len += len;
+                q.rest.push_back(chunk);
+            }
+            None => {
+                self.queue = Some(Box::new(Queue {
+                    front: chunk,
+                    rest: VecDeque::new(),
+                    written: 0,
+                    len,
+                }))
+            }
+        }
     }
 
     /// Appends raw bytes, such as an HTTP response.
@@ -647,24 +662,30 @@ impl Outbox {
         if bytes.is_empty() {
             return;
         }
-        let q = self.queue();
-        q.len += bytes.len();
-        if let Some(Chunk::Owned(last)) = q.chunks.back_mut() {
-            last.extend_from_slice(bytes);
-        } else {
-            q.chunks.push_back(Chunk::Owned(bytes.to_vec()));
+        if let Some(q) = self.queue.as_mut() {
+            let last = q.rest.back_mut().unwrap_or(&mut q.front);
+            if let Chunk::Owned(last) = last {
+                last.extend_from_slice(bytes);
+                q.len += bytes.len();
+                return;
+            }
+        }
+        self.push_chunk(Chunk::Owned(bytes.to_vec()));
+    }
+
+    /// Appends bytes the caller built, without copying them.
+    pub fn push_owned(&mut self, bytes: Vec<u8>) {
+        if !bytes.is_empty() {
+            self.push_chunk(Chunk::Owned(bytes));
         }
     }
 
     /// Appends a whole encoded frame shared with other connections, without
     /// copying it.
     pub fn push_shared(&mut self, frame: Arc<[u8]>) {
-        if frame.is_empty() {
-            return;
+        if !frame.is_empty() {
+            self.push_chunk(Chunk::Shared(frame));
         }
-        let q = self.queue();
-        q.len += frame.len();
-        q.chunks.push_back(Chunk::Shared(frame));
     }
 
     /// Queues one unfragmented, unmasked frame, as a server sends it.

@@ -373,7 +373,7 @@ impl<D> Session<D> {
 
     fn accept(&mut self, now: Time, key: &AcceptKey, protocol: Option<&str>, data: D) {
         self.out
-            .push_raw(&handshake::accept_response(key, protocol));
+            .push_owned(handshake::accept_response(key, protocol));
         self.state = State::Open(Open {
             data,
             keepalive: Keepalive::Quiet {
@@ -385,7 +385,7 @@ impl<D> Session<D> {
     }
 
     fn respond(&mut self, now: Time, response: &Response, with_body: bool) {
-        self.out.push_raw(&response.encode(with_body));
+        self.out.push_owned(response.encode(with_body));
         self.state = State::Answering {
             since: now.stamp(),
             fin: Fin::Pending,

@@ -440,6 +440,10 @@ fn measure(server: &Server, lg: &Loadgen, args: &[String]) -> Result<Value, Stri
     let mut result = finish(child, stdout, server.name)?;
     let cpu = (cpu_ticks(running.pid()) - cpu0) as f64 / clock_ticks() / t0.elapsed().as_secs_f64();
     result["server_cpu"] = json!(cpu);
+    // Server CPU per message or handshake: what a load generator that is
+    // itself at 100% cannot cap.
+    let per_s = num(&result, "per_s");
+    result["server_us_per_op"] = json!(if per_s > 0.0 { cpu / per_s * 1e6 } else { 0.0 });
     Ok(result)
 }
 
@@ -643,26 +647,38 @@ fn status_file_kib(path: &str, field: &str) -> u64 {
 
 /// Medians per server and the ratio of each to wsloop (the first server).
 fn summarize(mut head: Value, servers: &[Server], runs: Vec<Vec<Value>>) -> Value {
-    let medians: Vec<[f64; 4]> = runs
+    let keys = [
+        "per_s",
+        "p99_us",
+        "server_cpu",
+        "loadgen_cpu",
+        "server_us_per_op",
+    ];
+    let medians: Vec<[f64; 5]> = runs
         .iter()
-        .map(|r| ["per_s", "p99_us", "server_cpu", "loadgen_cpu"].map(|key| median(r, key)))
+        .map(|r| keys.map(|key| median(r, key)))
         .collect();
-    let base = medians[0][0];
+    let (base, base_us) = (medians[0][0], medians[0][4]);
     let results: Vec<Value> = servers
         .iter()
         .zip(runs)
         .zip(&medians)
-        .map(|((server, runs), &[per_s, p99, cpu, loadgen_cpu])| {
-            json!({
-                "server": server.name,
-                "median_per_s": per_s,
-                "median_p99_us": p99,
-                "median_server_cpu": cpu,
-                "median_loadgen_cpu": loadgen_cpu,
-                "wsloop_ratio": if per_s > 0.0 { base / per_s } else { 0.0 },
-                "runs": runs,
-            })
-        })
+        .map(
+            |((server, runs), &[per_s, p99, cpu, loadgen_cpu, us_per_op])| {
+                json!({
+                    "server": server.name,
+                    "median_per_s": per_s,
+                    "median_p99_us": p99,
+                    "median_server_cpu": cpu,
+                    "median_loadgen_cpu": loadgen_cpu,
+                    "median_server_us_per_op": us_per_op,
+                    "wsloop_ratio": if per_s > 0.0 { base / per_s } else { 0.0 },
+                    // Above 1: this server spends more CPU per operation than wsloop.
+                    "cpu_ratio": if base_us > 0.0 { us_per_op / base_us } else { 0.0 },
+                    "runs": runs,
+                })
+            },
+        )
         .collect();
     head["results"] = json!(results);
     head
@@ -696,8 +712,16 @@ fn print_tables(bench: &Value, scaling: &Value) {
         SERVER_THREADS, LOADGEN_THREADS, bench["settings"]["in_flight"]
     );
     println!(
-        "  {:<14} {:<22} {:>11} {:>12} {:>10} {:>11} {:>12}",
-        "scenario", "server", "msg/s", "wsloop/this", "p99 us", "server cpu", "loadgen cpu"
+        "  {:<14} {:<22} {:>11} {:>12} {:>10} {:>11} {:>12} {:>11} {:>13}",
+        "scenario",
+        "server",
+        "msg/s",
+        "wsloop/this",
+        "p99 us",
+        "server cpu",
+        "loadgen cpu",
+        "server us/op",
+        "its cpu/wsloop"
     );
     let rows = bench["scenarios"]
         .as_array()
@@ -707,14 +731,16 @@ fn print_tables(bench: &Value, scaling: &Value) {
     for scenario in rows {
         for r in scenario["results"].as_array().into_iter().flatten() {
             println!(
-                "  {:<14} {:<22} {:>11.0} {:>11.2}x {:>10.0} {:>10.0}% {:>11.0}%",
+                "  {:<14} {:<22} {:>11.0} {:>11.2}x {:>10.0} {:>10.0}% {:>11.0}% {:>12.1} {:>12.2}x",
                 scenario["name"].as_str().unwrap_or(""),
                 r["server"].as_str().unwrap_or(""),
                 num(r, "median_per_s"),
                 num(r, "wsloop_ratio"),
                 num(r, "median_p99_us"),
                 num(r, "median_server_cpu") * 100.0,
-                num(r, "median_loadgen_cpu") * 100.0
+                num(r, "median_loadgen_cpu") * 100.0,
+                num(r, "median_server_us_per_op"),
+                num(r, "cpu_ratio")
             );
         }
     }
