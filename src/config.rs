@@ -150,6 +150,13 @@ impl Config {
         if let Some(&(field, _)) = counts.iter().find(|(_, n)| *n == 0) {
             return Err(ConfigError::Zero { field });
         }
+        // Fragments are counted in 32 bits.
+        if self.limits.max_fragments > u32::MAX as usize {
+            return Err(ConfigError::TooLarge {
+                field: "limits.max_fragments",
+                max: u32::MAX as u64,
+            });
+        }
         let durations = [
             ("handshake_timeout", Some(self.handshake_timeout)),
             ("ping_interval", self.ping_interval),

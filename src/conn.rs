@@ -84,7 +84,9 @@ impl<D> Connection<D> {
     ) {
         while !self.session.is_ended() {
             match (&self.stream).read(rbuf) {
-                Ok(0) => self.session.handle_eof(),
+                // The peer's FIN: there is nothing more to read, though our
+                // last words may still be going out.
+                Ok(0) => return self.session.handle_eof(),
                 Ok(n) => {
                     shared.stats.bytes_in(n);
                     self.ingest(key, handler, shared, &mut rbuf[..n]);
@@ -94,7 +96,7 @@ impl<D> Connection<D> {
                 }
                 Err(e) if would_block(&e) => return,
                 Err(e) if interrupted(&e) => {}
-                Err(_) => self.session.handle_eof(),
+                Err(_) => return self.session.handle_io_error(),
             }
         }
     }
@@ -174,11 +176,11 @@ impl<D> Connection<D> {
                 count += 1;
             }
             match (&self.stream).write_vectored(&slices[..count]) {
-                Ok(0) => return self.session.handle_eof(),
+                Ok(0) => return self.session.handle_io_error(),
                 Ok(n) => self.session.transmitted(n),
                 Err(e) if would_block(&e) => return self.session.handle_write_blocked(),
                 Err(e) if interrupted(&e) => {}
-                Err(_) => return self.session.handle_eof(),
+                Err(_) => return self.session.handle_io_error(),
             }
         }
         if self.session.poll_shutdown() {

@@ -279,6 +279,13 @@ pub enum ConfigError {
         /// The field's name.
         field: &'static str,
     },
+    /// A count above what wsloop can count.
+    TooLarge {
+        /// The field's name.
+        field: &'static str,
+        /// The largest allowed.
+        max: u64,
+    },
     /// A duration that must be above zero is zero.
     ZeroDuration {
         /// The field's name.
@@ -297,6 +304,9 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::Zero { field } => write!(f, "config: {field} must be at least 1"),
+            ConfigError::TooLarge { field, max } => {
+                write!(f, "config: {field} must be at most {max}")
+            }
             ConfigError::ZeroDuration { field } => {
                 write!(f, "config: {field} must be longer than zero")
             }

@@ -115,8 +115,9 @@ pub trait Handler {
     /// clean close it started, ours as sent if we closed first or failed
     /// the connection, and 1006 when TCP ended without a close frame.
     /// Called once per opened connection. Sends on `conn` return
-    /// [`SendStatus::Closed`] and its subscriptions are gone, but its data
-    /// is still there and it can still publish.
+    /// [`SendStatus::Closed`] and nothing more is delivered to it (its
+    /// subscriptions end when the callback returns), but its data is still
+    /// there and it can still publish.
     fn on_close(&mut self, conn: &mut Conn<'_, Self::Data>, code: CloseCode, reason: &str) {
         let _ = (conn, code, reason);
     }

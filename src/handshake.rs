@@ -132,10 +132,12 @@ impl<'a> Request<'a> {
         if !trusted.contains(&peer.ip()) {
             return peer;
         }
+        // The proxy appends to the last X-Forwarded-For line, or adds one.
         let forwarded = self
             .header("x-real-ip")
             .or_else(|| {
-                self.header("x-forwarded-for")
+                self.all("x-forwarded-for")
+                    .last()
                     .and_then(|v| v.rsplit(',').next())
             })
             .and_then(|ip| ip.trim().parse::<IpAddr>().ok());
@@ -591,6 +593,15 @@ mod tests {
             "192.0.2.7:5000".parse().unwrap()
         );
         assert_eq!(req.client_addr(proxy, &[]), proxy);
+        // With two header lines, the proxy's addition is on the last.
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 192.0.2.8\r\n\r\n";
+        let Ok(Parsed::Http(req, _)) = parse(req, 0, &Default::default()) else {
+            panic!()
+        };
+        assert_eq!(
+            req.client_addr(proxy, &trusted),
+            "192.0.2.8:5000".parse().unwrap()
+        );
     }
 
     #[test]

@@ -663,8 +663,14 @@ impl Outbox {
             return;
         }
         if let Some(q) = self.queue.as_mut() {
-            let last = q.rest.back_mut().unwrap_or(&mut q.front);
-            if let Chunk::Owned(last) = last {
+            // Never onto a chunk partly written: its written bytes are only
+            // freed with it, so a queue that never quite empties would keep
+            // every byte ever sent.
+            let last = match q.rest.back_mut() {
+                Some(last) => Some(last),
+                None => (q.written == 0).then_some(&mut q.front),
+            };
+            if let Some(Chunk::Owned(last)) = last {
                 last.extend_from_slice(bytes);
                 q.len += bytes.len();
                 return;
@@ -992,6 +998,23 @@ mod tests {
         assert_eq!(out.pieces().collect::<Vec<_>>(), [&b"de"[..], b"fg"]);
         out.consume(4);
         assert!(out.is_empty() && out.queue.is_none());
+    }
+
+    #[test]
+    fn a_queue_that_never_empties_does_not_keep_written_bytes() {
+        let mut out = Outbox::new();
+        out.push_raw(&[1; 100]);
+        for _ in 0..1000 {
+            // The peer reads a little less than we send, forever.
+            out.consume(out.len() - 10);
+            out.push_raw(&[2; 100]);
+        }
+        assert_eq!(out.len(), 110);
+        let held: usize = out.queue.as_ref().map_or(0, |q| {
+            q.front.bytes().len() + q.rest.iter().map(|c| c.bytes().len()).sum::<usize>()
+        });
+        assert!(held <= 2 * 110, "{held} bytes held for 110 waiting");
+        assert_eq!(out.to_vec()[..10], [2; 10]);
     }
 
     #[test]

@@ -170,8 +170,12 @@ pub enum SendStatus {
 /// Whether our FIN has gone out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fin {
+    /// Ours is still to go.
     Pending,
+    /// Ours went out; we wait for the peer's.
     Sent,
+    /// The peer's came first: once our last bytes are out we are done.
+    PeerFirst,
 }
 
 /// The keepalive rule's state: silent so far, or a ping awaits its pong.
@@ -315,7 +319,8 @@ impl<D> Session<D> {
         let (parsed, taken) = if held == 0 {
             (handshake::parse(input, 0, limits), input.len())
         } else {
-            let take = input.len().min(limits.max_header_bytes + 1 - held);
+            // Held bytes are within the limit, or parse would have refused them.
+            let take = input.len().min(limits.max_header_bytes - held + 1);
             request.extend_from_slice(&input[..take]);
             (handshake::parse(request, held, limits), take)
         };
@@ -336,8 +341,10 @@ impl<D> Session<D> {
                 end - held,
             ),
             Err(err) => {
-                let response = Response::for_error(&err);
-                self.respond(now, &response, true);
+                // The answer to a HEAD has no body, even a refusal.
+                let head = if held == 0 { &input[..] } else { &request[..] };
+                let with_body = !head.starts_with(b"HEAD ");
+                self.respond(now, &Response::for_error(&err), with_body);
                 return Err(ReadError::Handshake(err));
             }
         };
@@ -412,6 +419,12 @@ impl<D> Session<D> {
                 return Err(ReadError::Protocol(err));
             }
         };
+        // A message still arriving is not idleness: a long upload counts.
+        if let State::Open(open) = &mut self.state {
+            if self.reader.is_mid_message() {
+                open.last_message = now.stamp();
+            }
+        }
         let delivery = match step.event {
             Some(Event::Message(incoming)) => match &mut self.state {
                 State::Open(open) => {
@@ -475,9 +488,17 @@ impl<D> Session<D> {
         self.end_when_flushed();
     }
 
-    /// A closed connection ends once its last bytes are written.
+    /// A closed connection ends once its last bytes are written, and so
+    /// does one whose peer sent FIN while our last words were queued.
     fn end_when_flushed(&mut self) {
-        if matches!(self.state, State::Closed(_)) && self.out.is_empty() {
+        let done = match &self.state {
+            State::Closed(_) => true,
+            State::Answering { fin, .. } | State::Failed(Ending { fin, .. }) => {
+                *fin == Fin::PeerFirst
+            }
+            _ => false,
+        };
+        if done && self.out.is_empty() {
             self.end(CloseCode::ABNORMAL, "");
         }
     }
@@ -640,9 +661,28 @@ impl<D> Session<D> {
         }
     }
 
-    /// The peer's FIN, or a socket error: the TCP connection is over. An
-    /// open connection reports 1006, one that was closing its own record.
+    /// The peer's FIN: it sends no more. Where our last words (an HTTP
+    /// answer, a close frame) are still queued they go out first, since the
+    /// peer may still read; anywhere else the connection ends, an open one
+    /// reporting 1006, a closing one its own record.
     pub fn handle_eof(&mut self) {
+        if !self.out.is_empty() {
+            match &mut self.state {
+                // Closed ends once flushed anyway.
+                State::Closed(_) => return,
+                State::Answering { fin, .. } | State::Failed(Ending { fin, .. }) => {
+                    *fin = Fin::PeerFirst;
+                    return;
+                }
+                _ => {}
+            }
+        }
+        self.end(CloseCode::ABNORMAL, "");
+    }
+
+    /// A socket error, such as a reset: nothing more can be sent, so the
+    /// connection ends at once, reporting as [`Session::handle_eof`] does.
+    pub fn handle_io_error(&mut self) {
         self.end(CloseCode::ABNORMAL, "");
     }
 
@@ -1095,6 +1135,56 @@ mod tests {
         let reply = String::from_utf8(written(&mut s)).unwrap();
         assert!(reply.contains("Content-Length: 9\r\n"), "{reply}");
         assert!(reply.ends_with("\r\n\r\n"), "no body: {reply}");
+    }
+
+    #[test]
+    fn a_peer_fin_before_the_answer_is_out_waits_for_the_answer() {
+        let config = Config::default();
+        let mut s = Session::<u32>::new(ms(0), peer());
+        feed(&mut s, ms(0), &config, b"GET / HTTP/1.0\r\n\r\n");
+        s.handle_eof();
+        assert!(!s.is_ended(), "the page is still queued");
+        assert!(
+            !s.poll_shutdown(),
+            "no FIN dance: the peer has gone already"
+        );
+        let reply = written(&mut s);
+        assert!(reply.ends_with(b"GET page"));
+        assert!(s.is_ended());
+        // A reset is different: nothing more can be sent.
+        let mut s = Session::<u32>::new(ms(0), peer());
+        feed(&mut s, ms(0), &config, b"GET / HTTP/1.0\r\n\r\n");
+        s.handle_io_error();
+        assert!(s.is_ended());
+    }
+
+    #[test]
+    fn a_refused_head_request_gets_no_body() {
+        let config = Config::default();
+        let mut s = Session::<u32>::new(ms(0), peer());
+        let got = feed(&mut s, ms(0), &config, b"HEAD / HTTP/1.1\r\n\r\n");
+        assert_eq!(got, ["error: handshake refused: missing Host header"]);
+        let reply = String::from_utf8(written(&mut s)).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 400 "), "{reply}");
+        assert!(reply.ends_with("\r\n\r\n"), "no body: {reply}");
+    }
+
+    #[test]
+    fn a_message_still_arriving_is_not_idleness() {
+        let config = Config::default()
+            .ping_interval(None)
+            .idle_timeout(Some(secs(30)));
+        let mut s = opened(ms(0), &config);
+        let frame = masked(OpCode::Binary, &[0; 1000]);
+        for (i, byte) in frame[..500].iter().enumerate() {
+            feed(
+                &mut s,
+                ms(i as u64 * 100),
+                &config,
+                std::slice::from_ref(byte),
+            );
+        }
+        assert_eq!(s.poll_timeout(ms(49_900), &config), Some(ms(79_900)));
     }
 
     #[test]

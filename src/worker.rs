@@ -107,7 +107,7 @@ impl<H: Handler> Worker<H> {
         }
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
-            self.conns[key].session_mut().handle_eof();
+            self.conns[key].session_mut().handle_io_error();
             self.remove(key);
         }
         Ok(())
@@ -116,6 +116,10 @@ impl<H: Handler> Worker<H> {
     /// How long `poll` may sleep: until the next timer or the shutdown
     /// deadline.
     fn poll_timeout(&self) -> Option<Duration> {
+        // Messages published in the last round's callbacks go out now.
+        if !self.shared.published.is_empty() {
+            return Some(Duration::ZERO);
+        }
         let wake_at = self
             .timers
             .next_due()
@@ -225,7 +229,7 @@ impl<H: Handler> Worker<H> {
                 .reregister(conn.stream_mut(), token, interest)
                 .is_err()
             {
-                conn.session_mut().handle_eof();
+                conn.session_mut().handle_io_error();
                 return self.remove(key);
             }
         }
@@ -264,7 +268,7 @@ impl<H: Handler> Worker<H> {
             if session.is_upgraded() {
                 session.close(now, CloseCode::GOING_AWAY, "server shutting down");
             } else {
-                session.handle_eof();
+                session.handle_io_error();
             }
             self.drive(key);
         }
@@ -282,10 +286,12 @@ impl<H: Handler> Worker<H> {
         if let Some((code, reason)) = conn.session().close_record() {
             let reason: Box<str> = reason.into();
             self.shared.stats.closed(code);
-            self.shared.topics.remove_conn(key);
             conn.callback(key, &mut self.handler, &mut self.shared, |h, c| {
                 h.on_close(c, code, &reason)
             });
+            // After the callback, so that a subscription made in it cannot
+            // pass to the next connection that gets this key.
+            self.shared.topics.remove_conn(key);
         }
         self.shared.stats.removed();
     }

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use util::{start, Client};
 use wsloop::frame::OpCode;
 
-use wsloop::{Conn, Handler, Message, Request, Upgrade};
+use wsloop::{CloseCode, Conn, Handler, Message, Request, Upgrade};
 
 /// Everyone is in one room; every message goes to the room.
 struct Room;
@@ -131,4 +131,45 @@ fn unsubscribed_and_closed_connections_get_nothing() {
     assert_eq!(talker.expect_frame().payload, b"ping?");
     quiet.send_frame(true, OpCode::Ping, b"x");
     assert_eq!(quiet.expect_frame().opcode, OpCode::Pong);
+}
+
+#[test]
+fn a_subscription_made_in_on_close_ends_with_the_connection() {
+    /// Subscribes to "late" on open when it is the witness, and on close
+    /// always: the latter must not outlive the connection.
+    struct Sticky;
+    impl Handler for Sticky {
+        /// Whether this connection is the witness.
+        type Data = bool;
+
+        fn on_upgrade(&mut self, req: &Request<'_>, _peer: SocketAddr) -> Upgrade<bool> {
+            Upgrade::accept(req.path == "/witness")
+        }
+        fn on_open(&mut self, conn: &mut Conn<'_, bool>) {
+            if *conn.data() {
+                conn.subscribe("late");
+            }
+        }
+        fn on_message(&mut self, conn: &mut Conn<'_, bool>, msg: Message<'_>) {
+            assert_eq!(conn.send(msg), wsloop::SendStatus::Queued);
+        }
+        fn on_close(&mut self, conn: &mut Conn<'_, bool>, _code: CloseCode, _reason: &str) {
+            conn.subscribe("late");
+        }
+    }
+    let server = start(util::config(1), || Sticky);
+    let addr = server.local_addr();
+    let mut first = Client::open(addr, "/");
+    first.send_close(1000, "");
+    assert_eq!(first.expect_close(), Some(1000));
+    first.expect_eof();
+    util::wait_until_closed(&server);
+    // The next connection gets the first one's slab key.
+    let mut second = Client::open(addr, "/");
+    let mut witness = Client::open(addr, "/witness");
+    server.broadcaster().publish("late", Message::Text("leaked?"));
+    // Once the witness has it, the worker has delivered it everywhere.
+    assert_eq!(witness.expect_frame().payload, b"leaked?");
+    second.send_text("probe");
+    assert_eq!(second.expect_frame().payload, b"probe");
 }

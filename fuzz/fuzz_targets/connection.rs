@@ -430,14 +430,14 @@ fuzz_target!(|data: &[u8]| {
     // The output: nothing, or the answer's response, then frames.
     let Some(answered) = answered else {
         assert!(run.wire.is_empty(), "output without an answer");
-        run.session.handle_eof();
+        run.session.handle_io_error();
         assert!(run.session.is_ended() && run.session.close_record().is_none());
         return;
     };
     assert_eq!(opened, answered.accepted);
     if !opened {
         assert_eq!(run.wire, answered.response, "not the answer's response");
-        run.session.handle_eof();
+        run.session.handle_io_error();
         assert!(run.session.is_ended() && run.session.close_record().is_none());
         return;
     }
@@ -514,7 +514,7 @@ fuzz_target!(|data: &[u8]| {
 
     // The close: its frame and its record agree with its cause.
     let ended_before_eof = run.session.is_ended();
-    run.session.handle_eof();
+    run.session.handle_io_error();
     assert!(run.session.is_ended());
     assert_eq!(run.session.poll_timeout(run.now, &config), None);
     let (code, reason) = run.session.close_record().expect("an upgraded connection");
