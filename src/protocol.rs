@@ -213,6 +213,15 @@ struct Partial {
 }
 
 impl Partial {
+    /// Adds a piece of a control frame split across reads; returns the
+    /// frame once complete.
+    fn gather_control(&mut self, frame: InFrame, chunk: &[u8]) -> Option<Ready> {
+        let complete = frame.received == frame.header.payload_len;
+        self.frame = (!complete).then_some(frame);
+        self.control.extend_from_slice(chunk);
+        complete.then_some(Ready::Control(frame.header.opcode))
+    }
+
     /// Adds a piece of a data message, checking text as it comes; returns
     /// the finished message when `last` completes it.
     fn gather(
@@ -324,20 +333,8 @@ impl MessageReader {
     ) -> Result<(usize, Option<Ready>), ProtocolError> {
         let mut pos = 0;
         loop {
-            // Taken: each path below puts it back if the frame goes on.
-            let in_frame = self.partial.as_mut().and_then(|p| p.frame.take());
-            let mut frame = match in_frame {
-                Some(frame) => frame,
-                None => match self.parse_header(input, &mut pos)? {
-                    Some(header) => {
-                        self.begin_frame(&header, limits)?;
-                        InFrame {
-                            header,
-                            received: 0,
-                        }
-                    }
-                    None => return Ok((pos, None)),
-                },
+            let Some(mut frame) = self.next_frame(input, &mut pos, limits)? else {
+                return Ok((pos, None));
             };
             let header = frame.header;
             let left = header.payload_len - frame.received;
@@ -354,13 +351,12 @@ impl MessageReader {
             let message_op = self.partial.as_ref().and_then(|p| p.message_op);
 
             if header.opcode.is_control() {
-                if whole {
-                    return Ok((pos, Some(Ready::Input(header.opcode, start, pos))));
-                }
-                let p = self.partial();
-                p.frame = (!complete).then_some(frame);
-                p.control.extend_from_slice(chunk);
-                return Ok((pos, complete.then_some(Ready::Control(header.opcode))));
+                let ready = if whole {
+                    Some(Ready::Input(header.opcode, start, pos))
+                } else {
+                    self.partial().gather_control(frame, chunk)
+                };
+                return Ok((pos, ready));
             }
 
             // The opcode of a first frame, or of the message a continuation continues.
@@ -385,6 +381,29 @@ impl MessageReader {
                 return Ok((pos, None));
             }
         }
+    }
+
+    /// The frame whose payload comes next: the one under way, or a new one
+    /// whose header is read and checked. `None` when the header is not all
+    /// here yet.
+    fn next_frame(
+        &mut self,
+        input: &[u8],
+        pos: &mut usize,
+        limits: &Limits,
+    ) -> Result<Option<InFrame>, ProtocolError> {
+        // Taken: the caller puts it back if the frame goes on.
+        if let Some(frame) = self.partial.as_mut().and_then(|p| p.frame.take()) {
+            return Ok(Some(frame));
+        }
+        let Some(header) = self.parse_header(input, pos)? else {
+            return Ok(None);
+        };
+        self.begin_frame(&header, limits)?;
+        Ok(Some(InFrame {
+            header,
+            received: 0,
+        }))
     }
 
     /// Takes a header from held bytes plus `input`. On a partial header,

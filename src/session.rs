@@ -425,8 +425,22 @@ impl<D> Session<D> {
                 open.last_message = now.stamp();
             }
         }
-        let delivery = match step.event {
-            Some(Event::Message(incoming)) => match &mut self.state {
+        Ok(Step {
+            consumed: step.consumed,
+            delivery: self.on_event(now, config, step.event),
+        })
+    }
+
+    /// Acts on what the reader produced: a message for the application, or
+    /// a control frame the session answers itself.
+    fn on_event<'a>(
+        &mut self,
+        now: Time,
+        config: &Config,
+        event: Option<Event<'a>>,
+    ) -> Option<Delivery<'a>> {
+        match event? {
+            Event::Message(incoming) => match &mut self.state {
                 State::Open(open) => {
                     open.last_message = now.stamp();
                     Some(Delivery::Message(incoming))
@@ -434,7 +448,7 @@ impl<D> Session<D> {
                 // After our close frame, messages are discarded (§5.5.1).
                 _ => None,
             },
-            Some(Event::Ping(payload)) => {
+            Event::Ping(payload) => {
                 // RFC 6455 §5.5.3 lets an endpoint answer only the latest
                 // of several pings, so a peer that pings without reading
                 // cannot grow the output through pongs.
@@ -443,7 +457,7 @@ impl<D> Session<D> {
                 }
                 None
             }
-            Some(Event::Pong(_)) => {
+            Event::Pong(_) => {
                 if let State::Open(open) = &mut self.state {
                     open.keepalive = Keepalive::Quiet {
                         last_input: now.stamp(),
@@ -451,18 +465,13 @@ impl<D> Session<D> {
                 }
                 None
             }
-            Some(Event::Close { code, reason }) => {
+            Event::Close { code, reason } => {
                 // Checked to be UTF-8 by the reader.
                 let reason = std::str::from_utf8(reason.as_bytes()).unwrap_or_default();
                 self.peer_closed(now, code, reason);
                 None
             }
-            None => None,
-        };
-        Ok(Step {
-            consumed: step.consumed,
-            delivery,
-        })
+        }
     }
 
     /// The peer's close frame: echo it if we had not closed (§5.5.1), and
