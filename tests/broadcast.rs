@@ -167,7 +167,9 @@ fn a_subscription_made_in_on_close_ends_with_the_connection() {
     // The next connection gets the first one's slab key.
     let mut second = Client::open(addr, "/");
     let mut witness = Client::open(addr, "/witness");
-    server.broadcaster().publish("late", Message::Text("leaked?"));
+    server
+        .broadcaster()
+        .publish("late", Message::Text("leaked?"));
     // Once the witness has it, the worker has delivered it everywhere.
     assert_eq!(witness.expect_frame().payload, b"leaked?");
     second.send_text("probe");
