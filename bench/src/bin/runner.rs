@@ -32,7 +32,6 @@ struct Plan {
     quick: bool,
     repeats: usize,
     duration: f64,
-    in_flight: usize,
     handshake_duration: f64,
     handshake_slots: usize,
     idle_connections: usize,
@@ -47,7 +46,6 @@ impl Plan {
                 quick,
                 repeats: 1,
                 duration: 2.0,
-                in_flight: 1,
                 handshake_duration: 2.0,
                 handshake_slots: 32,
                 idle_connections: 2_000,
@@ -59,7 +57,6 @@ impl Plan {
                 quick,
                 repeats: 5,
                 duration: 3.0,
-                in_flight: 1,
                 handshake_duration: 2.0,
                 handshake_slots: 32,
                 idle_connections: 10_000,
@@ -70,8 +67,17 @@ impl Plan {
     }
 }
 
-/// The throughput scenarios: connections x payload bytes.
-const SCENARIOS: [(usize, usize); 3] = [(100, 20), (1_000, 1_024), (200, 16_384)];
+/// The throughput scenarios: connections, payload bytes, and messages in
+/// flight per connection. One in flight is ping-pong, bound by two
+/// syscalls per message for every server; several in flight (pipelined)
+/// show what batching the replies of one read is worth.
+const SCENARIOS: [(usize, usize, usize); 5] = [
+    (100, 20, 1),
+    (1_000, 1_024, 1),
+    (200, 16_384, 1),
+    (100, 20, 16),
+    (1_000, 1_024, 4),
+];
 
 /// A server under test and how to start it.
 #[derive(Debug, Clone)]
@@ -184,20 +190,20 @@ fn run(plan: &Plan, out: &Path) -> Result<(), String> {
 
     // 1. Echo throughput, servers taking turns within each repeat.
     let mut scenarios = Vec::new();
-    for &(connections, size) in &SCENARIOS {
+    for &(connections, size, in_flight) in &SCENARIOS {
         let args = [
             "--connections".into(),
             connections.to_string(),
             "--size".into(),
             size.to_string(),
             "--in-flight".into(),
-            plan.in_flight.to_string(),
+            in_flight.to_string(),
             "--duration".into(),
             plan.duration.to_string(),
         ];
         let runs = rounds(&peers, plan, &lg, &args, |server, rep, result| {
             format!(
-                "runner: {connections} x {size} B  {:<22} #{}  {:>9.0} msg/s  p99 {:>8.0} us  cpu: server {:>3.0}%, loadgen {:>3.0}%",
+                "runner: {connections} x {size} B x {in_flight}  {:<22} #{}  {:>9.0} msg/s  p99 {:>8.0} us  cpu: server {:>3.0}%, loadgen {:>3.0}%",
                 server.name,
                 rep + 1,
                 num(result, "per_s"),
@@ -207,7 +213,7 @@ fn run(plan: &Plan, out: &Path) -> Result<(), String> {
             )
         })?;
         scenarios.push(summarize(
-            json!({"name": format!("{connections} x {}", bytes(size)), "connections": connections, "size": size, "in_flight": plan.in_flight}),
+            json!({"name": scenario_name(connections, size, in_flight), "connections": connections, "size": size, "in_flight": in_flight}),
             &peers,
             runs,
         ));
@@ -273,7 +279,6 @@ fn run(plan: &Plan, out: &Path) -> Result<(), String> {
         "loadgen_threads": LOADGEN_THREADS,
         "repeats": plan.repeats,
         "duration_s": plan.duration,
-        "in_flight": plan.in_flight,
         "handshake_duration_s": plan.handshake_duration,
         "wall_s": wall,
     });
@@ -436,14 +441,22 @@ fn measure(server: &Server, lg: &Loadgen, args: &[String]) -> Result<Value, Stri
         // The measured interval starts when every connection is open.
         wait_for_connected(&mut stdout);
     }
-    let (cpu0, t0) = (cpu_ticks(running.pid()), Instant::now());
+    let pid = running.pid();
+    let (cpu0, t0) = (cpu_ticks(pid), Instant::now());
     let mut result = finish(child, stdout, server.name)?;
-    let cpu = (cpu_ticks(running.pid()) - cpu0) as f64 / clock_ticks() / t0.elapsed().as_secs_f64();
-    result["server_cpu"] = json!(cpu);
-    // Server CPU per message or handshake: what a load generator that is
-    // itself at 100% cannot cap.
+    let cpu1 = cpu_ticks(pid);
+    let secs = t0.elapsed().as_secs_f64();
+    // Fractions of one core over the interval, user and system.
+    let user = (cpu1.0 - cpu0.0) as f64 / clock_ticks() / secs;
+    let sys = (cpu1.1 - cpu0.1) as f64 / clock_ticks() / secs;
+    result["server_cpu"] = json!(user + sys);
+    // Per message or handshake: what a load generator that is itself at
+    // 100% cannot cap.
     let per_s = num(&result, "per_s");
-    result["server_us_per_op"] = json!(if per_s > 0.0 { cpu / per_s * 1e6 } else { 0.0 });
+    let per_op = |per_second: f64| if per_s > 0.0 { per_second / per_s } else { 0.0 };
+    result["server_us_per_op"] = json!(per_op((user + sys) * 1e6));
+    result["server_user_us_per_op"] = json!(per_op(user * 1e6));
+    result["server_sys_us_per_op"] = json!(per_op(sys * 1e6));
     Ok(result)
 }
 
@@ -586,13 +599,14 @@ fn ctx_switches(pid: u32) -> u64 {
 }
 
 /// User plus system CPU time of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
+/// User and system CPU time of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> (u64, u64) {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
+        return (0, 0);
     };
     // The command name may hold spaces; the fields after it do not.
     let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0;
+        return (0, 0);
     };
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let field = |i: usize| {
@@ -602,7 +616,15 @@ fn cpu_ticks(pid: u32) -> u64 {
             .unwrap_or(0)
     };
     // utime and stime are fields 14 and 15 of the whole line.
-    field(11) + field(12)
+    (field(11), field(12))
+}
+
+fn scenario_name(connections: usize, size: usize, in_flight: usize) -> String {
+    if in_flight > 1 {
+        format!("{connections} x {}, {in_flight} in flight", bytes(size))
+    } else {
+        format!("{connections} x {}", bytes(size))
+    }
 }
 
 /// Clock ticks per second; 100 on every Linux this runs on.
@@ -653,8 +675,10 @@ fn summarize(mut head: Value, servers: &[Server], runs: Vec<Vec<Value>>) -> Valu
         "server_cpu",
         "loadgen_cpu",
         "server_us_per_op",
+        "server_user_us_per_op",
+        "server_sys_us_per_op",
     ];
-    let medians: Vec<[f64; 5]> = runs
+    let medians: Vec<[f64; 7]> = runs
         .iter()
         .map(|r| keys.map(|key| median(r, key)))
         .collect();
@@ -663,22 +687,23 @@ fn summarize(mut head: Value, servers: &[Server], runs: Vec<Vec<Value>>) -> Valu
         .iter()
         .zip(runs)
         .zip(&medians)
-        .map(
-            |((server, runs), &[per_s, p99, cpu, loadgen_cpu, us_per_op])| {
-                json!({
-                    "server": server.name,
-                    "median_per_s": per_s,
-                    "median_p99_us": p99,
-                    "median_server_cpu": cpu,
-                    "median_loadgen_cpu": loadgen_cpu,
-                    "median_server_us_per_op": us_per_op,
-                    "wsloop_ratio": if per_s > 0.0 { base / per_s } else { 0.0 },
-                    // Above 1: this server spends more CPU per operation than wsloop.
-                    "cpu_ratio": if base_us > 0.0 { us_per_op / base_us } else { 0.0 },
-                    "runs": runs,
-                })
-            },
-        )
+        .map(|((server, runs), m)| {
+            let [per_s, p99, cpu, loadgen_cpu, us_per_op, user_us, sys_us] = *m;
+            json!({
+                "server": server.name,
+                "median_per_s": per_s,
+                "median_p99_us": p99,
+                "median_server_cpu": cpu,
+                "median_loadgen_cpu": loadgen_cpu,
+                "median_server_us_per_op": us_per_op,
+                "median_server_user_us_per_op": user_us,
+                "median_server_sys_us_per_op": sys_us,
+                "wsloop_ratio": if per_s > 0.0 { base / per_s } else { 0.0 },
+                // Above 1: this server spends more CPU per operation than wsloop.
+                "cpu_ratio": if base_us > 0.0 { us_per_op / base_us } else { 0.0 },
+                "runs": runs,
+            })
+        })
         .collect();
     head["results"] = json!(results);
     head
@@ -708,20 +733,21 @@ fn bytes(size: usize) -> String {
 
 fn print_tables(bench: &Value, scaling: &Value) {
     println!(
-        "\nEcho throughput, medians ({} server thread, {} load generator thread, in flight {}):",
-        SERVER_THREADS, LOADGEN_THREADS, bench["settings"]["in_flight"]
+        "\nEcho throughput and handshakes, medians ({} server thread, {} load generator thread):",
+        SERVER_THREADS, LOADGEN_THREADS
     );
     println!(
-        "  {:<14} {:<22} {:>11} {:>12} {:>10} {:>11} {:>12} {:>11} {:>13}",
+        "  {:<26} {:<22} {:>10} {:>11} {:>9} {:>7} {:>8} {:>8} {:>8} {:>9}",
         "scenario",
         "server",
-        "msg/s",
+        "per s",
         "wsloop/this",
         "p99 us",
-        "server cpu",
-        "loadgen cpu",
-        "server us/op",
-        "its cpu/wsloop"
+        "srv cpu",
+        "lg cpu",
+        "user us",
+        "sys us",
+        "cpu/wsloop"
     );
     let rows = bench["scenarios"]
         .as_array()
@@ -731,7 +757,7 @@ fn print_tables(bench: &Value, scaling: &Value) {
     for scenario in rows {
         for r in scenario["results"].as_array().into_iter().flatten() {
             println!(
-                "  {:<14} {:<22} {:>11.0} {:>11.2}x {:>10.0} {:>10.0}% {:>11.0}% {:>12.1} {:>12.2}x",
+                "  {:<26} {:<22} {:>10.0} {:>10.2}x {:>9.0} {:>6.0}% {:>7.0}% {:>8.1} {:>8.1} {:>8.2}x",
                 scenario["name"].as_str().unwrap_or(""),
                 r["server"].as_str().unwrap_or(""),
                 num(r, "median_per_s"),
@@ -739,11 +765,15 @@ fn print_tables(bench: &Value, scaling: &Value) {
                 num(r, "median_p99_us"),
                 num(r, "median_server_cpu") * 100.0,
                 num(r, "median_loadgen_cpu") * 100.0,
-                num(r, "median_server_us_per_op"),
+                num(r, "median_server_user_us_per_op"),
+                num(r, "median_server_sys_us_per_op"),
                 num(r, "cpu_ratio")
             );
         }
     }
+    println!(
+        "  (user us, sys us: server CPU per message or handshake; cpu/wsloop above 1: more CPU than wsloop)"
+    );
     println!("\nIdle connections ({}):", bench["idle"]["connections"]);
     println!(
         "  {:<22} {:>12} {:>12} {:>10}",
@@ -845,12 +875,8 @@ fn bench_chart(bench: &Value) -> Chart {
         subtitle: subtitle(
             bench,
             &format!(
-                "{} server thread, {} loadgen thread, {} repeats x {} s, in flight {}",
-                s["server_threads"],
-                s["loadgen_threads"],
-                s["repeats"],
-                s["duration_s"],
-                s["in_flight"]
+                "{} server thread, {} loadgen thread, {} repeats x {} s",
+                s["server_threads"], s["loadgen_threads"], s["repeats"], s["duration_s"]
             ),
         ),
         series,
