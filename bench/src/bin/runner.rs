@@ -212,11 +212,13 @@ fn run(plan: &Plan, out: &Path) -> Result<(), String> {
                 num(result, "loadgen_cpu") * 100.0
             )
         })?;
-        scenarios.push(summarize(
+        let mut summary = summarize(
             json!({"name": scenario_name(connections, size, in_flight), "connections": connections, "size": size, "in_flight": in_flight}),
             &peers,
             runs,
-        ));
+        );
+        add_syscalls(&mut summary, &peers, &lg, &args);
+        scenarios.push(summary);
     }
 
     // 2. Handshakes per second: connect, upgrade, close, in a loop.
@@ -235,11 +237,12 @@ fn run(plan: &Plan, out: &Path) -> Result<(), String> {
             num(result, "per_s")
         )
     })?;
-    let handshakes = summarize(
+    let mut handshakes = summarize(
         json!({"name": "handshakes", "slots": plan.handshake_slots}),
         &peers,
         runs,
     );
+    add_syscalls(&mut handshakes, &peers, &lg, &args);
 
     // 3. Memory per idle connection.
     let mut idle = Vec::new();
@@ -458,6 +461,70 @@ fn measure(server: &Server, lg: &Loadgen, args: &[String]) -> Result<Value, Stri
     result["server_user_us_per_op"] = json!(per_op(user * 1e6));
     result["server_sys_us_per_op"] = json!(per_op(sys * 1e6));
     Ok(result)
+}
+
+/// Adds each server's syscalls per message or handshake to a summary,
+/// counted by `strace -c` in one extra run per server (strace slows the
+/// server, so that run's rate is not used). Skipped without strace.
+fn add_syscalls(summary: &mut Value, servers: &[Server], lg: &Loadgen, args: &[String]) {
+    let have_strace = Command::new("strace")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have_strace {
+        return;
+    }
+    let Some(results) = summary["results"].as_array_mut() else {
+        return;
+    };
+    for (server, result) in servers.iter().zip(results) {
+        match syscalls_per_op(server, lg, args) {
+            Ok(per_op) => {
+                eprintln!("runner: syscalls  {:<22} {per_op:>6.2} per op", server.name);
+                result["syscalls_per_op"] = json!(per_op);
+            }
+            Err(e) => eprintln!("runner: syscalls  {:<22} not counted: {e}", server.name),
+        }
+    }
+}
+
+/// One run with `strace -c -f` attached to the server: its syscalls
+/// divided by the messages or handshakes the load generator counted.
+fn syscalls_per_op(server: &Server, lg: &Loadgen, args: &[String]) -> Result<f64, String> {
+    let running = Running::start(server)?;
+    let out = std::env::temp_dir().join(format!("wsloop-strace-{}.txt", running.pid()));
+    let mut strace = Command::new("strace")
+        .args(["-c", "-f", "-p", &running.pid().to_string(), "-o"])
+        .arg(&out)
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("strace: {e}"))?;
+    settle();
+    let mut child = lg.spawn(server, &running, args)?;
+    let stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let result = finish(child, stdout, server.name)?;
+    // SIGINT makes strace detach and write its table.
+    let _ = Command::new("kill")
+        .args(["-INT", &strace.id().to_string()])
+        .status();
+    let _ = strace.wait();
+    let table = std::fs::read_to_string(&out).map_err(|e| format!("strace output: {e}"))?;
+    let _ = std::fs::remove_file(&out);
+    // The last line: "100.00 seconds usecs/call calls [errors] total".
+    let calls = table
+        .lines()
+        .rev()
+        .find(|l| l.trim_end().ends_with("total"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<f64>().ok())
+        .ok_or("no total line in the strace table")?;
+    let ops = num(&result, "count");
+    if ops > 0.0 {
+        Ok(calls / ops)
+    } else {
+        Err("no operations counted".into())
+    }
 }
 
 fn wait_for_connected(stdout: &mut BufReader<ChildStdout>) {
@@ -737,7 +804,7 @@ fn print_tables(bench: &Value, scaling: &Value) {
         SERVER_THREADS, LOADGEN_THREADS
     );
     println!(
-        "  {:<26} {:<22} {:>10} {:>11} {:>9} {:>7} {:>8} {:>8} {:>8} {:>9}",
+        "  {:<26} {:<22} {:>10} {:>11} {:>9} {:>7} {:>8} {:>8} {:>8} {:>9} {:>9}",
         "scenario",
         "server",
         "per s",
@@ -747,7 +814,8 @@ fn print_tables(bench: &Value, scaling: &Value) {
         "lg cpu",
         "user us",
         "sys us",
-        "cpu/wsloop"
+        "cpu/wsloop",
+        "syscalls"
     );
     let rows = bench["scenarios"]
         .as_array()
@@ -757,7 +825,7 @@ fn print_tables(bench: &Value, scaling: &Value) {
     for scenario in rows {
         for r in scenario["results"].as_array().into_iter().flatten() {
             println!(
-                "  {:<26} {:<22} {:>10.0} {:>10.2}x {:>9.0} {:>6.0}% {:>7.0}% {:>8.1} {:>8.1} {:>8.2}x",
+                "  {:<26} {:<22} {:>10.0} {:>10.2}x {:>9.0} {:>6.0}% {:>7.0}% {:>8.1} {:>8.1} {:>8.2}x {:>9}",
                 scenario["name"].as_str().unwrap_or(""),
                 r["server"].as_str().unwrap_or(""),
                 num(r, "median_per_s"),
@@ -767,12 +835,15 @@ fn print_tables(bench: &Value, scaling: &Value) {
                 num(r, "median_loadgen_cpu") * 100.0,
                 num(r, "median_server_user_us_per_op"),
                 num(r, "median_server_sys_us_per_op"),
-                num(r, "cpu_ratio")
+                num(r, "cpu_ratio"),
+                r["syscalls_per_op"]
+                    .as_f64()
+                    .map_or("-".to_owned(), |v| format!("{v:.2}"))
             );
         }
     }
     println!(
-        "  (user us, sys us: server CPU per message or handshake; cpu/wsloop above 1: more CPU than wsloop)"
+        "  (user us, sys us: server CPU per message or handshake; cpu/wsloop above 1: more CPU than wsloop;\n   syscalls: per message or handshake, strace -c in one extra run)"
     );
     println!("\nIdle connections ({}):", bench["idle"]["connections"]);
     println!(
