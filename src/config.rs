@@ -96,21 +96,8 @@ impl Default for Config {
     }
 }
 
-/// A setter for each field, named as the field.
-macro_rules! setters {
-    ($($field:ident: $ty:ty),* $(,)?) => {
-        $(
-            #[doc = concat!("Sets [`Config::", stringify!($field), "`].")]
-            pub fn $field(mut self, value: $ty) -> Self {
-                self.$field = value;
-                self
-            }
-        )*
-    };
-}
-
-impl Config {
-    setters! {
+setters! {
+    Config {
         workers: usize,
         limits: Limits,
         handshake_limits: HandshakeLimits,
@@ -126,7 +113,9 @@ impl Config {
         read_buffer_size: usize,
         trusted_proxies: Vec<IpAddr>,
     }
+}
 
+impl Config {
     /// Checks that every setting can work: sizes and counts of at least 1,
     /// and timeouts above zero and within what connection timestamps count
     /// (about 24 days). [`Server::bind`](crate::Server::bind) calls it.

@@ -30,17 +30,10 @@ pub struct HandshakeLimits {
     pub max_headers: usize,
 }
 
-impl HandshakeLimits {
-    /// Sets [`HandshakeLimits::max_header_bytes`].
-    pub fn max_header_bytes(mut self, bytes: usize) -> Self {
-        self.max_header_bytes = bytes;
-        self
-    }
-
-    /// Sets [`HandshakeLimits::max_headers`].
-    pub fn max_headers(mut self, count: usize) -> Self {
-        self.max_headers = count;
-        self
+setters! {
+    HandshakeLimits {
+        max_header_bytes: usize,
+        max_headers: usize,
     }
 }
 

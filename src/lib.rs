@@ -49,6 +49,22 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+/// A chainable setter for each listed field of a settings struct, named
+/// as the field, for the structs that are `#[non_exhaustive]`.
+macro_rules! setters {
+    ($ty:ident { $($field:ident: $fty:ty),* $(,)? }) => {
+        impl $ty {
+            $(
+                #[doc = concat!("Sets [`", stringify!($ty), "::", stringify!($field), "`].")]
+                pub fn $field(mut self, value: $fty) -> Self {
+                    self.$field = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
 mod broadcast;
 mod config;
 mod conn;

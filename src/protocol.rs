@@ -53,29 +53,12 @@ impl Default for Limits {
     }
 }
 
-impl Limits {
-    /// Sets [`Limits::max_frame_size`].
-    pub fn max_frame_size(mut self, bytes: usize) -> Self {
-        self.max_frame_size = bytes;
-        self
-    }
-
-    /// Sets [`Limits::max_message_size`].
-    pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.max_message_size = bytes;
-        self
-    }
-
-    /// Sets [`Limits::max_fragments`].
-    pub fn max_fragments(mut self, frames: usize) -> Self {
-        self.max_fragments = frames;
-        self
-    }
-
-    /// Sets [`Limits::max_pong_backlog`].
-    pub fn max_pong_backlog(mut self, bytes: usize) -> Self {
-        self.max_pong_backlog = bytes;
-        self
+setters! {
+    Limits {
+        max_frame_size: usize,
+        max_message_size: usize,
+        max_fragments: usize,
+        max_pong_backlog: usize,
     }
 }
 
