@@ -316,15 +316,18 @@ impl<D> Session<D> {
         let held = request.len();
         // The head from the input itself when it came in one piece (the
         // usual case), else from the held bytes with this input added.
-        let (parsed, taken) = if held == 0 {
-            (handshake::parse(input, 0, limits), input.len())
+        let taken = if held == 0 {
+            input.len()
         } else {
             // Held bytes are within the limit, or parse would have refused them.
             let take = input.len().min(limits.max_header_bytes - held + 1);
             request.extend_from_slice(&input[..take]);
-            (handshake::parse(request, held, limits), take)
+            take
         };
-        let (answer, key, with_body, consumed) = match parsed {
+        let head: &[u8] = if held == 0 { input } else { request };
+        // The answer to a HEAD has no body, a refusal's included.
+        let with_body = !head.starts_with(b"HEAD ");
+        let (answer, key, consumed) = match handshake::parse(head, held, limits) {
             Ok(Parsed::Partial) => {
                 if held == 0 {
                     request.extend_from_slice(input);
@@ -334,16 +337,10 @@ impl<D> Session<D> {
                     delivery: None,
                 });
             }
-            Ok(Parsed::Upgrade(req, end) | Parsed::Http(req, end)) => (
-                answer(&req, *peer),
-                req.accept_key(),
-                req.method != "HEAD",
-                end - held,
-            ),
+            Ok(Parsed::Upgrade(req, end) | Parsed::Http(req, end)) => {
+                (answer(&req, *peer), req.accept_key(), end - held)
+            }
             Err(err) => {
-                // The answer to a HEAD has no body, even a refusal.
-                let head = if held == 0 { &input[..] } else { &request[..] };
-                let with_body = !head.starts_with(b"HEAD ");
                 self.respond(now, &Response::for_error(&err), with_body);
                 return Err(ReadError::Handshake(err));
             }
@@ -1093,11 +1090,15 @@ mod tests {
             frames(&written(&mut s)),
             [close_frame(1007, "text is not valid UTF-8")]
         );
-        // Nothing more is read.
+        // Nothing more is read; FIN once the close frame is out, then the
+        // peer's FIN ends it.
         assert_eq!(
             feed(&mut s, ms(2), &config, &masked(OpCode::Text, b"x")),
             [] as [&str; 0]
         );
+        assert!(s.poll_shutdown());
+        assert!(!s.poll_shutdown(), "FIN once");
+        assert!(!s.is_ended());
         s.handle_eof();
         assert_eq!(
             s.close_record(),
