@@ -1106,6 +1106,7 @@ Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
             let mut head = [0u8; MAX_HEADER_LEN];
             let n = FrameHeader {
                 fin: true,
+                rsv1: false,
                 opcode: OpCode::Binary,
                 mask: Some(key),
                 payload_len: size as u64,

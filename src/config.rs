@@ -73,6 +73,11 @@ pub struct Config {
     /// Peers whose `X-Forwarded-For` or `X-Real-IP` header is believed for
     /// the client address. Default empty: the socket address is used.
     pub trusted_proxies: Vec<IpAddr>,
+    /// permessage-deflate (RFC 7692), with the `deflate` feature. Default
+    /// `None`: offers are declined and every frame goes plain. `Some`
+    /// takes offers up as the [`DeflateConfig`](crate::deflate::DeflateConfig) says.
+    #[cfg(feature = "deflate")]
+    pub deflate: Option<crate::deflate::DeflateConfig>,
 }
 
 impl Default for Config {
@@ -92,6 +97,8 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(5),
             read_buffer_size: 64 * 1024,
             trusted_proxies: Vec::new(),
+            #[cfg(feature = "deflate")]
+            deflate: None,
         }
     }
 }
@@ -112,6 +119,15 @@ setters! {
         shutdown_timeout: Duration,
         read_buffer_size: usize,
         trusted_proxies: Vec<IpAddr>,
+    }
+}
+
+#[cfg(feature = "deflate")]
+impl Config {
+    /// Sets [`Config::deflate`].
+    pub fn deflate(mut self, value: Option<crate::deflate::DeflateConfig>) -> Self {
+        self.deflate = value;
+        self
     }
 }
 
@@ -145,6 +161,10 @@ impl Config {
                 field: "limits.max_fragments",
                 max: u32::MAX as u64,
             });
+        }
+        #[cfg(feature = "deflate")]
+        if let Some((field, min, max)) = self.deflate.and_then(|d| d.invalid()) {
+            return Err(ConfigError::OutOfRange { field, min, max });
         }
         let durations = [
             ("handshake_timeout", Some(self.handshake_timeout)),

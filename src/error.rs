@@ -50,7 +50,9 @@ impl fmt::Display for CloseCode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ProtocolError {
-    /// RSV1-3 set, and no extension was negotiated that defines them.
+    /// RSV1-3 set where no negotiated extension defines them: RSV2 or
+    /// RSV3, RSV1 without permessage-deflate, or RSV1 on a control or
+    /// continuation frame.
     ReservedBitsSet,
     /// An opcode RFC 6455 reserves (3-7, 0xB-0xF).
     InvalidOpCode(u8),
@@ -93,15 +95,26 @@ pub enum ProtocolError {
         /// The configured limit.
         max: usize,
     },
+    /// A compressed message that inflates to more than `max_message_size`
+    /// (found while inflating, before more is produced).
+    InflatedTooLarge {
+        /// The configured limit.
+        max: usize,
+    },
+    /// A compressed message that is not a valid DEFLATE stream.
+    InvalidCompressedData,
 }
 
 impl ProtocolError {
     /// The close code RFC 6455 §7.4.1 assigns to this violation.
     pub fn close_code(&self) -> CloseCode {
         match self {
-            ProtocolError::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCompressedData => {
+                CloseCode::INVALID_PAYLOAD
+            }
             ProtocolError::FrameTooLarge { .. }
             | ProtocolError::MessageTooLarge { .. }
+            | ProtocolError::InflatedTooLarge { .. }
             | ProtocolError::TooManyFragments { .. } => CloseCode::TOO_BIG,
             _ => CloseCode::PROTOCOL_ERROR,
         }
@@ -141,6 +154,15 @@ impl fmt::Display for ProtocolError {
             }
             ProtocolError::TooManyFragments { max } => {
                 write!(f, "message has more than {max} fragments")
+            }
+            ProtocolError::InflatedTooLarge { max } => {
+                write!(
+                    f,
+                    "compressed message inflates to over the {max}-byte limit"
+                )
+            }
+            ProtocolError::InvalidCompressedData => {
+                f.write_str("compressed message is not valid DEFLATE data")
             }
         }
     }
@@ -298,6 +320,15 @@ pub enum ConfigError {
         /// The longest allowed, in seconds.
         max_secs: u64,
     },
+    /// A setting outside the range it can take.
+    OutOfRange {
+        /// The field's name.
+        field: &'static str,
+        /// The smallest allowed.
+        min: u64,
+        /// The largest allowed.
+        max: u64,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -312,6 +343,9 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::DurationTooLong { field, max_secs } => {
                 write!(f, "config: {field} must be at most {max_secs} s")
+            }
+            ConfigError::OutOfRange { field, min, max } => {
+                write!(f, "config: {field} must be from {min} to {max}")
             }
         }
     }

@@ -196,6 +196,24 @@ impl<D> Conn<'_, D> {
         status
     }
 
+    /// Sends a message never compressed, even with permessage-deflate in
+    /// force: for data compressed already, or secrets sent next to text an
+    /// attacker chooses (the CRIME and BREACH attacks).
+    pub fn send_uncompressed(&mut self, msg: Message<'_>) -> SendStatus {
+        let status = self
+            .session
+            .send_uncompressed(self.shared.now, &self.shared.config, msg);
+        self.shared.stats.sent(status, msg.as_bytes().len());
+        status
+    }
+
+    /// The permessage-deflate parameters in force on this connection, or
+    /// `None` when it sends and receives plain frames.
+    #[cfg(feature = "deflate")]
+    pub fn deflate(&self) -> Option<&crate::deflate::Agreement> {
+        self.session.deflate()
+    }
+
     /// Sends a ping; its payload may be at most 125 bytes (RFC 6455 §5.5).
     pub fn ping(&mut self, payload: &[u8]) -> Result<SendStatus, PingTooLong> {
         self.session.ping(payload)

@@ -58,6 +58,10 @@ pub struct Request<'a> {
     pub version: u8,
     headers: Vec<(&'a str, &'a str)>,
     key: Option<&'a str>,
+    /// The permessage-deflate agreement the server's config makes of the
+    /// offers, set before the application sees the request.
+    #[cfg(feature = "deflate")]
+    pub(crate) deflate: Option<crate::deflate::Agreement>,
 }
 
 impl<'a> Request<'a> {
@@ -110,6 +114,29 @@ impl<'a> Request<'a> {
             .flat_map(|v| v.split(','))
             .map(str::trim)
             .filter(|p| !p.is_empty())
+    }
+
+    /// The values of every `Sec-WebSocket-Extensions` header, in order.
+    pub fn extensions(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.all("sec-websocket-extensions")
+    }
+
+    /// The permessage-deflate offers, each parsed or refused, in order.
+    #[cfg(feature = "deflate")]
+    pub fn deflate_offers(
+        &self,
+    ) -> impl Iterator<Item = Result<crate::deflate::Offer, crate::deflate::OfferError>> + '_ {
+        crate::deflate::offers(self.extensions())
+    }
+
+    /// What the server answers the offers with if the upgrade is accepted:
+    /// the first offer it can honour under [`Config::deflate`], or `None`
+    /// (no offer, none acceptable, or deflate off).
+    ///
+    /// [`Config::deflate`]: crate::Config::deflate
+    #[cfg(feature = "deflate")]
+    pub fn deflate(&self) -> Option<&crate::deflate::Agreement> {
+        self.deflate.as_ref()
     }
 
     /// Whether this is a WebSocket upgrade that passed every check.
@@ -235,6 +262,8 @@ fn parse_head<'a>(head: &'a [u8], limits: &HandshakeLimits) -> Result<Request<'a
         version: req.version.unwrap_or_default(),
         headers,
         key: None,
+        #[cfg(feature = "deflate")]
+        deflate: None,
     })
 }
 
@@ -308,7 +337,12 @@ impl std::fmt::Debug for AcceptKey {
 }
 
 /// The 101 response that completes an upgrade.
-pub fn accept_response(key: &AcceptKey, protocol: Option<&str>) -> Vec<u8> {
+/// `extensions` is the `Sec-WebSocket-Extensions` value agreed, if any.
+pub fn accept_response(
+    key: &AcceptKey,
+    protocol: Option<&str>,
+    extensions: Option<&str>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(160);
     out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
@@ -317,6 +351,10 @@ pub fn accept_response(key: &AcceptKey, protocol: Option<&str>) -> Vec<u8> {
     if let Some(p) = protocol {
         out.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
         out.extend_from_slice(p.as_bytes());
+    }
+    if let Some(e) = extensions {
+        out.extend_from_slice(b"\r\nSec-WebSocket-Extensions: ");
+        out.extend_from_slice(e.as_bytes());
     }
     out.extend_from_slice(b"\r\n\r\n");
     out
@@ -598,14 +636,18 @@ mod tests {
     }
 
     #[test]
-    fn accept_response_echoes_protocol() {
+    fn accept_response_echoes_protocol_and_extensions() {
         let text = String::from_utf8(accept_response(
             &AcceptKey::for_key("dGhlIHNhbXBsZSBub25jZQ=="),
             Some("chat"),
+            Some("permessage-deflate; server_no_context_takeover"),
         ))
         .unwrap();
         assert!(text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
         assert!(text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
-        assert!(text.ends_with("Sec-WebSocket-Protocol: chat\r\n\r\n"));
+        assert!(text.contains("Sec-WebSocket-Protocol: chat\r\n"));
+        assert!(text.ends_with(
+            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n\r\n"
+        ));
     }
 }

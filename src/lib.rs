@@ -68,6 +68,8 @@ macro_rules! setters {
 mod broadcast;
 mod config;
 mod conn;
+#[cfg(feature = "deflate")]
+pub mod deflate;
 pub mod error;
 pub mod frame;
 mod handler;

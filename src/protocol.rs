@@ -8,10 +8,14 @@
 //! so an idle connection's reader is its role and a null pointer. Text is checked as UTF-8
 //! piece by piece as it arrives, so an invalid byte fails at once.
 //!
+//! With permessage-deflate negotiated, a compressed message comes out
+//! as [`Event::Compressed`]; inflating it is the session's part.
+//!
 //! [`Outbox`] holds encoded frames not yet written. The connection's life
 //! around both (handshake, replies to pings and closes, deadlines) is
 //! [`crate::session::Session`].
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -161,6 +165,15 @@ pub enum Event<'a> {
         /// The reason bytes, checked to be UTF-8.
         reason: ControlPayload,
     },
+    /// A compressed data message (RSV1 on its first frame), once allowed
+    /// by [`MessageReader::allow_compressed`]. Its size counts against the
+    /// limits as it arrived; text is checked only once it is inflated.
+    Compressed {
+        /// Whether it is a text message.
+        text: bool,
+        /// The compressed payload, borrowed when it arrived whole.
+        payload: Cow<'a, [u8]>,
+    },
 }
 
 /// The result of [`MessageReader::read`]: input bytes used, and an event if
@@ -189,6 +202,8 @@ struct Partial {
     frame: Option<InFrame>,
     /// Opcode of the data message in progress and how many frames it has had.
     message_op: Option<OpCode>,
+    /// Whether that message is compressed (its first frame had RSV1).
+    compressed: bool,
     fragments: u32,
     message: Vec<u8>,
     control: Vec<u8>,
@@ -214,7 +229,9 @@ impl Partial {
         last: bool,
     ) -> Result<Option<Ready>, ProtocolError> {
         self.message_op = Some(op);
-        if op == OpCode::Text {
+        // Compressed text is checked once inflated.
+        let check_text = op == OpCode::Text && !self.compressed;
+        if check_text {
             self.utf8
                 .feed(chunk)
                 .map_err(|_| ProtocolError::InvalidUtf8)?;
@@ -223,12 +240,13 @@ impl Partial {
         if !last {
             return Ok(None);
         }
-        if op == OpCode::Text {
+        if check_text {
             self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         self.message_op = None;
         self.fragments = 0;
-        Ok(Some(Ready::Message(op)))
+        let compressed = std::mem::take(&mut self.compressed);
+        Ok(Some(Ready::Message(op, compressed)))
     }
 
     /// Whether nothing is in progress, so the box can go.
@@ -241,8 +259,10 @@ impl Partial {
 enum Ready {
     /// In the caller's input, at this range.
     Input(OpCode, usize, usize),
-    /// In `Partial::message`.
-    Message(OpCode),
+    /// A compressed message in the caller's input, at this range.
+    CompressedInput(OpCode, usize, usize),
+    /// In `Partial::message`; whether it is compressed.
+    Message(OpCode, bool),
     /// In `Partial::control`.
     Control(OpCode),
 }
@@ -252,6 +272,9 @@ enum Ready {
 #[derive(Debug)]
 pub struct MessageReader {
     role: Role,
+    /// Whether RSV1 marks a compressed message: permessage-deflate was
+    /// negotiated.
+    compression: bool,
     partial: Option<Box<Partial>>,
 }
 
@@ -260,8 +283,16 @@ impl MessageReader {
     pub fn new(role: Role) -> Self {
         MessageReader {
             role,
+            compression: false,
             partial: None,
         }
+    }
+
+    /// Lets RSV1 mark the first frame of a compressed data message, once
+    /// permessage-deflate is negotiated (RFC 7692 §6). Such messages come
+    /// out as [`Event::Compressed`], for the caller to inflate.
+    pub fn allow_compressed(&mut self) {
+        self.compression = true;
     }
 
     /// Bytes held for unfinished frames and messages.
@@ -347,16 +378,21 @@ impl MessageReader {
             if whole && header.fin && header.opcode != OpCode::Continuation {
                 // The common case: a one-frame message, whole in the input
                 // (its header may have come in the read before).
-                if op == OpCode::Text && std::str::from_utf8(chunk).is_err() {
-                    return Err(ProtocolError::InvalidUtf8);
-                }
                 if let Some(p) = self.partial.as_mut() {
                     p.message_op = None;
+                }
+                if header.rsv1 {
+                    return Ok((pos, Some(Ready::CompressedInput(op, start, pos))));
+                }
+                if op == OpCode::Text && std::str::from_utf8(chunk).is_err() {
+                    return Err(ProtocolError::InvalidUtf8);
                 }
                 return Ok((pos, Some(Ready::Input(op, start, pos))));
             }
             let p = self.partial();
             p.frame = (!complete).then_some(frame);
+            // RSV1 comes on a message's first frame only (begin_frame).
+            p.compressed |= header.rsv1;
             if let Some(ready) = p.gather(op, chunk, complete && header.fin)? {
                 return Ok((pos, Some(ready)));
             }
@@ -436,6 +472,12 @@ impl MessageReader {
             .partial
             .as_ref()
             .map_or((None, 0), |p| (p.message_op, p.message.len()));
+        // RFC 7692 §6.1: RSV1 marks the first frame of a compressed data
+        // message, and means nothing, so is an error, anywhere else.
+        let first_data = !header.opcode.is_control() && header.opcode != OpCode::Continuation;
+        if header.rsv1 && !(self.compression && first_data) {
+            return Err(ProtocolError::ReservedBitsSet);
+        }
         match (header.opcode, message_op) {
             (op, _) if op.is_control() => return Ok(()),
             // RFC 6455 §5.4: fragments of one message are not interleaved
@@ -499,17 +541,26 @@ impl MessageReader {
             Ready::Input(_, start, end) => Ok(Event::Message(Incoming::InPlace(Message::Binary(
                 &input[start..end],
             )))),
+            Ready::CompressedInput(op, start, end) => Ok(Event::Compressed {
+                text: op == OpCode::Text,
+                payload: Cow::Borrowed(&input[start..end]),
+            }),
             Ready::Control(op) => {
                 let bytes = self.partial.as_ref().map_or(&[][..], |p| &p.control[..]);
                 control(op, bytes)
             }
-            Ready::Message(op) => {
+            Ready::Message(op, compressed) => {
                 let gathered = self
                     .partial
                     .as_mut()
                     .map(|p| std::mem::take(&mut p.message))
                     .unwrap_or_default();
-                if op == OpCode::Text {
+                if compressed {
+                    Ok(Event::Compressed {
+                        text: op == OpCode::Text,
+                        payload: Cow::Owned(gathered),
+                    })
+                } else if op == OpCode::Text {
                     let text =
                         String::from_utf8(gathered).map_err(|_| ProtocolError::InvalidUtf8)?;
                     Ok(Event::Message(Incoming::GatheredText(text)))
@@ -698,15 +749,95 @@ impl Outbox {
 
     /// Queues one unfragmented, unmasked frame, as a server sends it.
     pub fn push(&mut self, opcode: OpCode, payload: &[u8]) {
-        let (header, n) = frame_header(true, opcode, None, payload.len());
+        self.push_frame(false, opcode, payload);
+    }
+
+    /// Queues one unfragmented, unmasked frame, with RSV1 set when its
+    /// payload is compressed (RFC 7692 §6).
+    pub fn push_frame(&mut self, rsv1: bool, opcode: OpCode, payload: &[u8]) {
+        let (header, n) = frame_header(true, rsv1, opcode, None, payload.len());
         self.push_raw(&header[..n]);
         self.push_raw(payload);
+    }
+}
+
+/// A message encoded once for many connections (a broadcast): the plain
+/// frame, queued by reference on each; and, with permessage-deflate,
+/// compressed frames made from it on first need, one per window size,
+/// shared the same way.
+#[derive(Debug)]
+pub struct SharedFrame {
+    frame: Arc<[u8]>,
+    /// Where the payload starts in `frame`.
+    header_len: usize,
+    opcode: OpCode,
+    /// By window bits 9 to 15: not tried yet, or the frame (`None` where
+    /// compressing did not make it smaller).
+    #[cfg(feature = "deflate")]
+    deflated: [Option<Option<Arc<[u8]>>>; 7],
+}
+
+impl SharedFrame {
+    /// Encodes `msg` as one unmasked frame.
+    pub fn encode(msg: Message<'_>) -> Self {
+        let mut frame = Vec::with_capacity(msg.as_bytes().len() + MAX_HEADER_LEN);
+        encode_frame(&mut frame, true, msg.opcode(), None, msg.as_bytes());
+        Self::from_frame(frame.into())
+    }
+
+    /// Wraps a frame that [`SharedFrame::encode`] made.
+    pub fn from_frame(frame: Arc<[u8]>) -> Self {
+        let (header_len, opcode) = match FrameHeader::parse(&frame, Role::Client) {
+            Ok(Some((header, len))) => (len, header.opcode),
+            // Not a frame after all: it can still go out as bytes.
+            _ => (frame.len(), OpCode::Binary),
+        };
+        SharedFrame {
+            frame,
+            header_len,
+            opcode,
+            #[cfg(feature = "deflate")]
+            deflated: Default::default(),
+        }
+    }
+
+    /// The plain frame.
+    pub fn frame(&self) -> &Arc<[u8]> {
+        &self.frame
+    }
+
+    /// The message's opcode and payload.
+    pub fn payload(&self) -> (OpCode, &[u8]) {
+        (self.opcode, &self.frame[self.header_len..])
+    }
+
+    /// The frame compressed for a connection that keeps no context and
+    /// inflates with a window of `bits`, made on the first call; `None`
+    /// when compressing does not make it smaller.
+    #[cfg(feature = "deflate")]
+    pub(crate) fn deflated(&mut self, bits: u8, level: u32) -> Option<Arc<[u8]>> {
+        let slot = &mut self.deflated[usize::from(bits.clamp(9, 15) - 9)];
+        let (opcode, payload) = (self.opcode, &self.frame[self.header_len..]);
+        slot.get_or_insert_with(|| {
+            crate::deflate::with_scratch(|compressed| {
+                if !crate::deflate::compress_shared(bits, level, payload, compressed) {
+                    return None;
+                }
+                let (header, n) = frame_header(true, true, opcode, None, compressed.len());
+                let mut frame = Vec::with_capacity(n + compressed.len());
+                frame.extend_from_slice(&header[..n]);
+                frame.extend_from_slice(compressed);
+                Some(frame.into())
+            })
+        })
+        .clone()
     }
 }
 
 /// The encoded header of one frame, and its length.
 fn frame_header(
     fin: bool,
+    rsv1: bool,
     opcode: OpCode,
     mask: Option<[u8; 4]>,
     len: usize,
@@ -714,6 +845,7 @@ fn frame_header(
     let mut bytes = [0; MAX_HEADER_LEN];
     let n = FrameHeader {
         fin,
+        rsv1,
         opcode,
         mask,
         payload_len: len as u64,
@@ -732,7 +864,7 @@ pub fn encode_frame(
     mask: Option<[u8; 4]>,
     payload: &[u8],
 ) {
-    let (header, n) = frame_header(fin, opcode, mask, payload.len());
+    let (header, n) = frame_header(fin, false, opcode, mask, payload.len());
     out.extend_from_slice(&header[..n]);
     let at = out.len();
     out.extend_from_slice(payload);
@@ -753,12 +885,22 @@ mod tests {
         Ping(Vec<u8>),
         Pong(Vec<u8>),
         Close(u16, String),
+        Compressed(bool, Vec<u8>),
         Error(ProtocolError),
     }
 
     /// Feeds `input` cut at `cuts` to a server-role reader.
     fn run(input: &[u8], cuts: &[usize], limits: Limits) -> Vec<Owned> {
-        let mut reader = MessageReader::new(Role::Server);
+        run_with(MessageReader::new(Role::Server), input, cuts, limits)
+    }
+
+    /// Feeds `input` cut at `cuts` to `reader`.
+    fn run_with(
+        mut reader: MessageReader,
+        input: &[u8],
+        cuts: &[usize],
+        limits: Limits,
+    ) -> Vec<Owned> {
         let mut events = Vec::new();
         let mut bounds = vec![0];
         bounds.extend(cuts.iter().copied().filter(|&c| c > 0 && c < input.len()));
@@ -780,6 +922,9 @@ mod tests {
                                 code.0,
                                 String::from_utf8(reason.as_bytes().to_vec()).unwrap(),
                             ),
+                            Event::Compressed { text, payload } => {
+                                Owned::Compressed(text, payload.into_owned())
+                            }
                         }));
                         pos += step.consumed;
                     }
@@ -828,6 +973,55 @@ mod tests {
             &input,
             &[Owned::Text("one".into()), Owned::Binary(b"two".to_vec())],
         );
+    }
+
+    /// A masked frame with RSV1 set.
+    fn masked_rsv1(fin: bool, op: OpCode, payload: &[u8]) -> Vec<u8> {
+        let mut frame = masked(fin, op, payload);
+        frame[0] |= 0x40;
+        frame
+    }
+
+    #[test]
+    fn rsv1_marks_compressed_messages_only_where_allowed() {
+        let whole = masked_rsv1(true, OpCode::Text, b"\xf2\x48");
+        let mut split = masked_rsv1(false, OpCode::Binary, b"ab");
+        split.extend(masked(true, OpCode::Continuation, b"cd"));
+        // Without permessage-deflate, RSV1 is an error (1002).
+        assert_eq!(
+            run(&whole, &[], Limits::default()),
+            [Owned::Error(ProtocolError::ReservedBitsSet)]
+        );
+        let mut allowed = MessageReader::new(Role::Server);
+        allowed.allow_compressed();
+        let mut input = whole.clone();
+        input.extend(&split);
+        input.extend(masked(true, OpCode::Text, b"plain"));
+        for cut in 0..input.len() {
+            let mut reader = MessageReader::new(Role::Server);
+            reader.allow_compressed();
+            assert_eq!(
+                run_with(reader, &input, &[cut], Limits::default()),
+                [
+                    // Not checked as UTF-8: it is still compressed.
+                    Owned::Compressed(true, b"\xf2\x48".to_vec()),
+                    Owned::Compressed(false, b"abcd".to_vec()),
+                    Owned::Text("plain".into()),
+                ],
+                "cut at {cut}"
+            );
+        }
+        // Even then, RSV1 on a continuation or a control frame is an error.
+        let mut on_continuation = masked(false, OpCode::Text, b"a");
+        on_continuation.extend(masked_rsv1(true, OpCode::Continuation, b"b"));
+        for bad in [on_continuation, masked_rsv1(true, OpCode::Ping, b"")] {
+            let mut reader = MessageReader::new(Role::Server);
+            reader.allow_compressed();
+            assert_eq!(
+                run_with(reader, &bad, &[], Limits::default()).last(),
+                Some(&Owned::Error(ProtocolError::ReservedBitsSet))
+            );
+        }
     }
 
     #[test]

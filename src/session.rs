@@ -31,7 +31,6 @@
 //! done ("corking"): sixteen pipelined replies cost one `writev`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Backpressure, Config};
@@ -39,7 +38,8 @@ use crate::error::{CloseCode, HandshakeError, PingTooLong, ProtocolError};
 use crate::frame::{OpCode, Role};
 use crate::handshake::{self, AcceptKey, Parsed, Request, Response};
 use crate::protocol::{
-    close_payload, Event, Incoming, Message, MessageReader, Outbox, MAX_CONTROL_PAYLOAD,
+    close_payload, Event, Incoming, Message, MessageReader, Outbox, SharedFrame,
+    MAX_CONTROL_PAYLOAD,
 };
 
 /// The longest timeout a [`Config`] may set: connection timestamps are
@@ -107,6 +107,40 @@ pub enum Answer<D> {
     },
     /// Send this response and close.
     Respond(Response),
+}
+
+/// The extensions an accepted upgrade takes up: permessage-deflate, with
+/// the feature, or none.
+#[derive(Debug, Clone, Copy)]
+struct Agreed {
+    #[cfg(feature = "deflate")]
+    deflate: Option<crate::deflate::Agreement>,
+}
+
+impl Agreed {
+    fn from_request(_req: &Request<'_>) -> Self {
+        Agreed {
+            #[cfg(feature = "deflate")]
+            deflate: _req.deflate,
+        }
+    }
+
+    /// The response's `Sec-WebSocket-Extensions` value, if any.
+    fn response(&self) -> Option<String> {
+        #[cfg(feature = "deflate")]
+        return self.deflate.map(|a| a.response());
+        #[cfg(not(feature = "deflate"))]
+        None
+    }
+}
+
+/// Settles permessage-deflate before the application sees the request.
+#[cfg(feature = "deflate")]
+fn negotiate_deflate<'a>(mut req: Request<'a>, config: &Config) -> Request<'a> {
+    if let Some(deflate) = &config.deflate {
+        req.deflate = crate::deflate::negotiate(req.deflate_offers(), deflate);
+    }
+    req
 }
 
 /// What a read delivers to the application.
@@ -195,6 +229,9 @@ struct Open<D> {
     /// The socket refused output, or a send was dropped: tell the
     /// application when the queue is empty.
     drain_wanted: bool,
+    /// permessage-deflate, when negotiated.
+    #[cfg(feature = "deflate")]
+    deflate: Option<Box<crate::deflate::Context>>,
 }
 
 /// The code and reason `on_close` reports.
@@ -337,8 +374,16 @@ impl<D> Session<D> {
                     delivery: None,
                 });
             }
-            Ok(Parsed::Upgrade(req, end) | Parsed::Http(req, end)) => {
-                (answer(&req, *peer), req.accept_key(), end - held)
+            Ok(Parsed::Upgrade(req, end)) => {
+                #[cfg(feature = "deflate")]
+                let req = negotiate_deflate(req, config);
+                let agreed = Agreed::from_request(&req);
+                let key = req.accept_key();
+                ((answer(&req, *peer), agreed), key, end - held)
+            }
+            Ok(Parsed::Http(req, end)) => {
+                let agreed = Agreed::from_request(&req);
+                ((answer(&req, *peer), agreed), None, end - held)
             }
             Err(err) => {
                 self.respond(now, &Response::for_error(&err), with_body);
@@ -353,13 +398,13 @@ impl<D> Session<D> {
     fn apply(
         &mut self,
         now: Time,
-        answer: Answer<D>,
+        (answer, agreed): (Answer<D>, Agreed),
         key: Option<AcceptKey>,
         with_body: bool,
     ) -> Option<Delivery<'static>> {
         match (answer, key) {
             (Answer::Accept { protocol, data }, Some(key)) => {
-                self.accept(now, &key, protocol.as_deref(), data);
+                self.accept(now, &key, protocol.as_deref(), agreed, data);
                 Some(Delivery::Opened)
             }
             // Only an upgrade can be accepted; a plain request gets 426.
@@ -375,9 +420,23 @@ impl<D> Session<D> {
         }
     }
 
-    fn accept(&mut self, now: Time, key: &AcceptKey, protocol: Option<&str>, data: D) {
-        self.out
-            .push_owned(handshake::accept_response(key, protocol));
+    fn accept(
+        &mut self,
+        now: Time,
+        key: &AcceptKey,
+        protocol: Option<&str>,
+        agreed: Agreed,
+        data: D,
+    ) {
+        let extensions = agreed.response();
+        self.out.push_owned(handshake::accept_response(
+            key,
+            protocol,
+            extensions.as_deref(),
+        ));
+        if extensions.is_some() {
+            self.reader.allow_compressed();
+        }
         self.state = State::Open(Open {
             data,
             keepalive: Keepalive::Quiet {
@@ -385,6 +444,10 @@ impl<D> Session<D> {
             },
             last_message: now.stamp(),
             drain_wanted: false,
+            #[cfg(feature = "deflate")]
+            deflate: agreed
+                .deflate
+                .map(|a| Box::new(crate::deflate::Context::new(a))),
         });
     }
 
@@ -416,6 +479,18 @@ impl<D> Session<D> {
                 return Err(ReadError::Protocol(err));
             }
         };
+        let event = match step.event {
+            Some(Event::Compressed { text, payload }) => {
+                match self.inflate(config, text, &payload) {
+                    Ok(event) => event,
+                    Err(err) => {
+                        self.fail(now, &err);
+                        return Err(ReadError::Protocol(err));
+                    }
+                }
+            }
+            event => event,
+        };
         // A message still arriving is not idleness: a long upload counts.
         if let State::Open(open) = &mut self.state {
             if self.reader.is_mid_message() {
@@ -424,8 +499,48 @@ impl<D> Session<D> {
         }
         Ok(Step {
             consumed: step.consumed,
-            delivery: self.on_event(now, config, step.event),
+            delivery: self.on_event(now, config, event),
         })
+    }
+
+    /// Inflates a compressed message (RFC 7692 §7.2.2) into a gathered
+    /// one, its size capped and its text checked. After our close frame
+    /// it is discarded unread, as any message is.
+    #[cfg(feature = "deflate")]
+    fn inflate(
+        &mut self,
+        config: &Config,
+        text: bool,
+        payload: &[u8],
+    ) -> Result<Option<Event<'static>>, ProtocolError> {
+        let State::Open(Open {
+            deflate: Some(deflate),
+            ..
+        }) = &mut self.state
+        else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::new();
+        deflate.inflate(payload, config.limits.max_message_size, &mut bytes)?;
+        let incoming = if text {
+            Incoming::GatheredText(
+                String::from_utf8(bytes).map_err(|_| ProtocolError::InvalidUtf8)?,
+            )
+        } else {
+            Incoming::GatheredBinary(bytes)
+        };
+        Ok(Some(Event::Message(incoming)))
+    }
+
+    /// Without the feature the reader never lets RSV1 through.
+    #[cfg(not(feature = "deflate"))]
+    fn inflate(
+        &mut self,
+        _config: &Config,
+        _text: bool,
+        _payload: &[u8],
+    ) -> Result<Option<Event<'static>>, ProtocolError> {
+        Err(ProtocolError::ReservedBitsSet)
     }
 
     /// Acts on what the reader produced: a message for the application, or
@@ -468,6 +583,8 @@ impl<D> Session<D> {
                 self.peer_closed(now, code, reason);
                 None
             }
+            // Inflated by read_frames before it gets here.
+            _ => None,
         }
     }
 
@@ -547,22 +664,114 @@ impl<D> Session<D> {
 
     /// Queues a data message, unless the connection is not open or its
     /// output is over [`Config::max_write_buffer`].
+    /// Compressed when permessage-deflate is in force and the message is
+    /// at least [`DeflateConfig::min_size`](crate::deflate::DeflateConfig::min_size) long.
     pub fn send(&mut self, now: Time, config: &Config, msg: Message<'_>) -> SendStatus {
+        self.send_message(now, config, msg, true)
+    }
+
+    /// Queues a data message as [`Session::send`] does, but never
+    /// compressed: for data that is compressed already, or secret data
+    /// next to attacker-chosen text (the CRIME and BREACH attacks).
+    pub fn send_uncompressed(
+        &mut self,
+        now: Time,
+        config: &Config,
+        msg: Message<'_>,
+    ) -> SendStatus {
+        self.send_message(now, config, msg, false)
+    }
+
+    fn send_message(
+        &mut self,
+        now: Time,
+        config: &Config,
+        msg: Message<'_>,
+        compress: bool,
+    ) -> SendStatus {
         let payload = msg.as_bytes();
         if let Err(refused) = self.admit(now, config, payload.len()) {
             return refused;
         }
-        self.out.push(msg.opcode(), payload);
+        if !(compress && self.push_compressed(config, msg.opcode(), payload)) {
+            self.out.push(msg.opcode(), payload);
+        }
         SendStatus::Queued
     }
 
-    /// Queues a frame encoded once for many connections (a broadcast), by
-    /// reference, under the same rules as [`Session::send`].
-    pub fn send_shared(&mut self, now: Time, config: &Config, frame: &Arc<[u8]>) -> SendStatus {
-        if let Err(refused) = self.admit(now, config, frame.len()) {
+    /// Queues `msg` compressed if deflate is in force and it is worth it;
+    /// `false` if it must go plain.
+    #[cfg(feature = "deflate")]
+    fn push_compressed(&mut self, config: &Config, opcode: OpCode, payload: &[u8]) -> bool {
+        let (
+            State::Open(Open {
+                deflate: Some(deflate),
+                ..
+            }),
+            Some(settings),
+        ) = (&mut self.state, &config.deflate)
+        else {
+            return false;
+        };
+        if payload.len() < settings.min_size {
+            return false;
+        }
+        crate::deflate::with_scratch(|compressed| {
+            if !deflate.compress(settings.level, payload, compressed) {
+                return false;
+            }
+            self.out.push_frame(true, opcode, compressed);
+            true
+        })
+    }
+
+    #[cfg(not(feature = "deflate"))]
+    fn push_compressed(&mut self, _config: &Config, _opcode: OpCode, _payload: &[u8]) -> bool {
+        false
+    }
+
+    /// Queues a message encoded once for many connections (a broadcast)
+    /// under the same rules as [`Session::send`]: the plain frame by
+    /// reference, or with deflate a compressed frame, made once per
+    /// window size and shared too, unless this connection keeps context.
+    pub fn send_shared(
+        &mut self,
+        now: Time,
+        config: &Config,
+        frame: &mut SharedFrame,
+    ) -> SendStatus {
+        if let Err(refused) = self.admit(now, config, frame.frame().len()) {
             return refused;
         }
-        self.out.push_shared(frame.clone());
+        #[cfg(feature = "deflate")]
+        if let (
+            State::Open(Open {
+                deflate: Some(deflate),
+                ..
+            }),
+            Some(settings),
+        ) = (&self.state, &config.deflate)
+        {
+            let (opcode, payload) = frame.payload();
+            if payload.len() >= settings.min_size {
+                match deflate.shared_window() {
+                    Some(bits) => {
+                        if let Some(compressed) = frame.deflated(bits, settings.level) {
+                            self.out.push_shared(compressed);
+                            return SendStatus::Queued;
+                        }
+                    }
+                    // It keeps context, so only its own compressor can
+                    // compress for it.
+                    None => {
+                        if self.push_compressed(config, opcode, payload) {
+                            return SendStatus::Queued;
+                        }
+                    }
+                }
+            }
+        }
+        self.out.push_shared(frame.frame().clone());
         SendStatus::Queued
     }
 
@@ -814,6 +1023,15 @@ impl<D> Session<D> {
             }
             State::Ended(ending) => ending.as_mut().map(|e| &mut e.data),
             State::ReadingRequest(_) | State::Answering { .. } => None,
+        }
+    }
+
+    /// The permessage-deflate agreement in force, while open.
+    #[cfg(feature = "deflate")]
+    pub fn deflate(&self) -> Option<&crate::deflate::Agreement> {
+        match &self.state {
+            State::Open(open) => open.deflate.as_deref().map(|d| d.agreement()),
+            _ => None,
         }
     }
 
@@ -1275,5 +1493,228 @@ mod tests {
             s.poll_timeout(start + secs(10), &config),
             Some(start + secs(20))
         );
+    }
+
+    #[cfg(feature = "deflate")]
+    mod deflate {
+        use super::*;
+        use crate::deflate::{self, DeflateConfig};
+        use flate2::{Compress, Compression, Decompress};
+
+        const OFFER: &str =
+            "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n";
+
+        fn upgrade_with(extensions: &str) -> Vec<u8> {
+            let head = std::str::from_utf8(UPGRADE).unwrap();
+            head.replace("\r\n\r\n", &format!("\r\n{extensions}"))
+                .into_bytes()
+        }
+
+        fn lean() -> Config {
+            Config::default().deflate(Some(DeflateConfig::default()))
+        }
+
+        /// A masked client frame with RSV1, holding `text` compressed.
+        fn compressed_frame(text: &[u8]) -> Vec<u8> {
+            let mut payload = Vec::new();
+            deflate::compress(
+                &mut Compress::new(Compression::new(6), false),
+                text,
+                &mut payload,
+            );
+            let mut frame = masked(OpCode::Text, &payload);
+            frame[0] |= 0x40;
+            frame
+        }
+
+        fn open_with(config: &Config, extensions: &str) -> (Session<u32>, String) {
+            let mut s = Session::new(ms(0), peer());
+            assert_eq!(
+                feed(&mut s, ms(0), config, &upgrade_with(extensions)),
+                ["open"]
+            );
+            let response = String::from_utf8(written(&mut s)).unwrap();
+            (s, response)
+        }
+
+        #[test]
+        fn the_agreement_is_answered_and_messages_flow_both_ways() {
+            let config = lean();
+            let (mut s, response) = open_with(&config, OFFER);
+            assert!(response.contains(
+                "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"
+            ));
+            let text =
+                "hello hello hello hello hello hello hello hello hello hello hello".repeat(3);
+            // In: two compressed messages, each a stream of its own, then a plain one.
+            let mut input = compressed_frame(text.as_bytes());
+            input.extend(compressed_frame(b"short"));
+            input.extend(masked(OpCode::Text, b"plain"));
+            assert_eq!(
+                feed(&mut s, ms(1), &config, &input),
+                [
+                    format!("Text({text:?})"),
+                    "Text(\"short\")".into(),
+                    "Text(\"plain\")".into()
+                ]
+            );
+            // Out: long messages compressed (RSV1), short ones plain.
+            assert_eq!(
+                s.send(ms(1), &config, Message::Text(&text)),
+                SendStatus::Queued
+            );
+            assert_eq!(
+                s.send(ms(1), &config, Message::Text("hi")),
+                SendStatus::Queued
+            );
+            assert_eq!(
+                s.send_uncompressed(ms(1), &config, Message::Text(&text)),
+                SendStatus::Queued
+            );
+            let out = written(&mut s);
+            assert_eq!(out[0], 0xC1, "FIN, RSV1, text");
+            let n = 2 + usize::from(out[1] & 0x7f);
+            assert!(n - 2 < text.len() / 4, "compressed to {}", n - 2);
+            let mut back = Vec::new();
+            let mut inflater = Decompress::new(false);
+            deflate::inflate(&mut inflater, &out[2..n], 1 << 20, &mut back).unwrap();
+            assert_eq!(back, text.as_bytes());
+            let rest = frames(&out[n..]);
+            assert_eq!(
+                rest,
+                [
+                    (OpCode::Text, b"hi".to_vec()),
+                    (OpCode::Text, text.clone().into_bytes())
+                ]
+            );
+            assert_eq!(out[n] & 0x40, 0, "plain frames have no RSV1");
+        }
+
+        #[test]
+        fn without_an_agreement_rsv1_is_a_protocol_error() {
+            // Deflate on, but the client offered nothing.
+            let (mut s, response) = open_with(&lean(), "\r\n");
+            assert!(!response.contains("Sec-WebSocket-Extensions"));
+            let got = feed(&mut s, ms(1), &lean(), &compressed_frame(b"hi"));
+            assert_eq!(
+                got,
+                ["error: protocol error: reserved bits set with no extension negotiated"]
+            );
+            assert_eq!(
+                frames(&written(&mut s)),
+                [close_frame(
+                    1002,
+                    "reserved bits set with no extension negotiated"
+                )]
+            );
+            // Deflate off: the offer is declined.
+            let (_, response) = open_with(&Config::default(), OFFER);
+            assert!(!response.contains("Sec-WebSocket-Extensions"));
+        }
+
+        #[test]
+        fn bombs_close_with_1009_and_garbage_with_1007() {
+            let config = lean().limits(crate::Limits::default().max_message_size(4096));
+            let (mut s, _) = open_with(&config, OFFER);
+            let mut bomb = Vec::new();
+            deflate::compress(
+                &mut Compress::new(Compression::best(), false),
+                &[b'a'; 100_000],
+                &mut bomb,
+            );
+            let mut frame = masked(OpCode::Binary, &bomb);
+            frame[0] |= 0x40;
+            assert!(frame.len() < 4096);
+            let got = feed(&mut s, ms(1), &config, &frame);
+            assert_eq!(got, ["error: protocol error: compressed message inflates to over the 4096-byte limit"]);
+            assert_eq!(frames(&written(&mut s))[0].1[..2], 1009u16.to_be_bytes());
+
+            let (mut s, _) = open_with(&config, OFFER);
+            let mut frame = masked(OpCode::Binary, &[0xff, 0xff, 0xff]);
+            frame[0] |= 0x40;
+            let got = feed(&mut s, ms(1), &config, &frame);
+            assert_eq!(
+                got,
+                ["error: protocol error: compressed message is not valid DEFLATE data"]
+            );
+            assert_eq!(frames(&written(&mut s))[0].1[..2], 1007u16.to_be_bytes());
+
+            // Valid DEFLATE, invalid UTF-8 once inflated.
+            let (mut s, _) = open_with(&config, OFFER);
+            let got = feed(
+                &mut s,
+                ms(1),
+                &config,
+                &compressed_frame(b"\xff\xfe not text"),
+            );
+            assert_eq!(got, ["error: protocol error: text is not valid UTF-8"]);
+        }
+
+        #[test]
+        fn context_takeover_keeps_each_direction_s_window() {
+            let config = Config::default().deflate(Some(
+                DeflateConfig::default()
+                    .server_context_takeover(true)
+                    .client_context_takeover(true),
+            ));
+            let (mut s, response) = open_with(&config, OFFER);
+            assert!(response.contains(
+                "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=15\r\n"
+            ));
+            // The client's second message refers back into its first.
+            let mut client = Compress::new(Compression::new(6), false);
+            let line = b"the quick brown fox jumps over the lazy dog, again and again and again";
+            let mut input = Vec::new();
+            for _ in 0..2 {
+                let mut payload = Vec::new();
+                deflate::compress(&mut client, line, &mut payload);
+                let mut frame = masked(OpCode::Text, &payload);
+                frame[0] |= 0x40;
+                input.extend(frame);
+            }
+            let want = format!("Text({:?})", std::str::from_utf8(line).unwrap());
+            assert_eq!(feed(&mut s, ms(1), &config, &input), [want.clone(), want]);
+            // Our second copy is smaller: it refers back into the first.
+            for _ in 0..2 {
+                assert_eq!(
+                    s.send(ms(1), &config, Message::Binary(line)),
+                    SendStatus::Queued
+                );
+            }
+            let out = written(&mut s);
+            let first = 2 + usize::from(out[1] & 0x7f);
+            let second = &out[first..];
+            assert!(second.len() < first / 2, "{} then {}", first, second.len());
+            let mut inflater = Decompress::new(false);
+            for payload in [&out[2..first], &second[2..]] {
+                let mut back = Vec::new();
+                deflate::inflate(&mut inflater, payload, 1 << 20, &mut back).unwrap();
+                assert_eq!(back, line);
+            }
+        }
+
+        #[test]
+        fn a_broadcast_is_compressed_once_for_every_lean_subscriber() {
+            let config = lean();
+            let text = "everyone: the meeting moved to room 4, see you there at noon".repeat(4);
+            let mut shared = SharedFrame::encode(Message::Text(&text));
+            let (mut a, _) = open_with(&config, OFFER);
+            let (mut b, _) = open_with(&config, OFFER);
+            let (mut plain, _) = open_with(&config, "\r\n");
+            for s in [&mut a, &mut b, &mut plain] {
+                assert_eq!(
+                    s.send_shared(ms(1), &config, &mut shared),
+                    SendStatus::Queued
+                );
+            }
+            // One compressed frame was made, and both queues hold it.
+            let made = shared.deflated(15, 6).unwrap();
+            assert_eq!(std::sync::Arc::strong_count(&made), 4);
+            let (a, b, plain) = (written(&mut a), written(&mut b), written(&mut plain));
+            assert_eq!(a, b);
+            assert_eq!(a[0], 0xC1);
+            assert!(a.len() < text.len() / 3);
+            assert_eq!(frames(&plain), [(OpCode::Text, text.into_bytes())]);
+        }
     }
 }

@@ -16,6 +16,7 @@ use crate::broadcast::Publish;
 use crate::conn::{interrupted, would_block, Connection};
 use crate::error::CloseCode;
 use crate::handler::{Handler, Shared};
+use crate::protocol::SharedFrame;
 use crate::session::{SendStatus, Time};
 use crate::timer::TimerWheel;
 
@@ -334,6 +335,9 @@ impl<H: Handler> Worker<H> {
             now,
             ..
         } = &self.shared;
+        // Compressed forms, if any subscriber wants one, are made once
+        // here for all of this worker's subscribers.
+        let mut frame = SharedFrame::from_frame(publish.frame.clone());
         for &key in topics.subscribers(&publish.topic) {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
@@ -342,7 +346,7 @@ impl<H: Handler> Worker<H> {
             // A queue that was empty is not in the batch yet; one that was
             // not is in it already, or waits for the socket to be writable.
             let first = !session.wants_write();
-            let status = session.send_shared(*now, config, &publish.frame);
+            let status = session.send_shared(*now, config, &mut frame);
             stats.sent(status, publish.frame.len());
             if first && status == SendStatus::Queued {
                 self.delivered.push(key);

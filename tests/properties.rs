@@ -91,8 +91,8 @@ proptest! {
     }
 
     #[test]
-    fn header_encode_parse_round_trip(len in any::<u64>(), fin: bool, mask in any::<Option<[u8; 4]>>()) {
-        let header = FrameHeader { fin, opcode: OpCode::Binary, mask, payload_len: len >> 1 };
+    fn header_encode_parse_round_trip(len in any::<u64>(), fin: bool, rsv1: bool, mask in any::<Option<[u8; 4]>>()) {
+        let header = FrameHeader { fin, rsv1, opcode: OpCode::Binary, mask, payload_len: len >> 1 };
         let mut bytes = [0u8; MAX_HEADER_LEN];
         let n = header.encode(&mut bytes);
         let role = if mask.is_some() { Role::Server } else { Role::Client };

@@ -285,7 +285,7 @@ fuzz_target!(|data: &[u8]| {
                         } else {
                             None
                         };
-                        let response = accept_response(&key, protocol.as_deref());
+                        let response = accept_response(&key, protocol.as_deref(), None);
                         (Answer::Accept { protocol, data: () }, true, response)
                     }
                     (1, None) => {

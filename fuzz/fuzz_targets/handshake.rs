@@ -66,13 +66,13 @@ fuzz_target!(|data: &[u8]| {
                 .expect("an upgrade has a key");
             assert_eq!(key, AcceptKey::for_key(sent));
             assert_eq!(key.as_str().len(), 28);
-            let res = String::from_utf8(accept_response(&key, None)).unwrap();
+            let res = String::from_utf8(accept_response(&key, None, None)).unwrap();
             assert!(res.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
             assert!(res.contains(&format!("\r\nSec-WebSocket-Accept: {}\r\n", key.as_str())));
             assert!(res.ends_with("\r\n\r\n"));
             if let Some(protocol) = req.protocols().next() {
                 assert!(!protocol.is_empty() && !protocol.contains(','));
-                let res = String::from_utf8(accept_response(&key, Some(protocol))).unwrap();
+                let res = String::from_utf8(accept_response(&key, Some(protocol), None)).unwrap();
                 assert!(res.contains(&format!("\r\nSec-WebSocket-Protocol: {protocol}\r\n")));
                 assert!(res.ends_with("\r\n\r\n"));
             }

@@ -158,7 +158,7 @@ fuzz_target!(|data: &[u8]| {
         out.extend(pending);
     }
     assert_eq!(deliveries, [None, Some(payload.to_vec())]);
-    let response = accept_response(&AcceptKey::for_key(KEY), None);
+    let response = accept_response(&AcceptKey::for_key(KEY), None, None);
     let frames = out.strip_prefix(&response[..]).expect("a 101 first");
     let mut client = MessageReader::new(Role::Client);
     let mut frames = frames.to_vec();

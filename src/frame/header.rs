@@ -4,7 +4,8 @@ use super::OpCode;
 use crate::error::ProtocolError;
 
 const FIN: u8 = 0x80;
-const RSV: u8 = 0x70;
+const RSV1: u8 = 0x40;
+const RSV23: u8 = 0x30;
 const OPCODE: u8 = 0x0F;
 const MASKED: u8 = 0x80;
 const LEN7: u8 = 0x7F;
@@ -29,6 +30,9 @@ pub enum Role {
 pub struct FrameHeader {
     /// The final fragment of a message.
     pub fin: bool,
+    /// RSV1: with permessage-deflate, set on the first frame of a
+    /// compressed message (RFC 7692 §6). An error unless negotiated.
+    pub rsv1: bool,
     /// The opcode.
     pub opcode: OpCode,
     /// The masking key, if the frame is masked.
@@ -44,10 +48,14 @@ impl FrameHeader {
     /// consumed then. On success returns the header and its length in bytes.
     pub fn parse(buf: &[u8], role: Role) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
         let [b0, b1, ..] = *buf else { return Ok(None) };
-        // RFC 6455 §5.2: RSV bits MUST be 0 unless an extension defines them.
-        if b0 & RSV != 0 {
+        // RFC 6455 §5.2: RSV bits MUST be 0 unless an extension defines
+        // them. RSV1 is left to the reader, which knows whether
+        // permessage-deflate (RFC 7692) gave it a meaning; no extension
+        // here defines RSV2 or RSV3.
+        if b0 & RSV23 != 0 {
             return Err(ProtocolError::ReservedBitsSet);
         }
+        let rsv1 = b0 & RSV1 != 0;
         let fin = b0 & FIN != 0;
         let opcode = OpCode::from_u8(b0 & OPCODE)?;
         let masked = b1 & MASKED != 0;
@@ -105,6 +113,7 @@ impl FrameHeader {
         Ok(Some((
             FrameHeader {
                 fin,
+                rsv1,
                 opcode,
                 mask,
                 payload_len,
@@ -115,7 +124,8 @@ impl FrameHeader {
 
     /// Writes the header into `out` and returns how many bytes it took.
     pub fn encode(&self, out: &mut [u8; MAX_HEADER_LEN]) -> usize {
-        out[0] = if self.fin { FIN } else { 0 } | self.opcode.as_u8();
+        out[0] =
+            if self.fin { FIN } else { 0 } | if self.rsv1 { RSV1 } else { 0 } | self.opcode.as_u8();
         let mask_bit = if self.mask.is_some() { MASKED } else { 0 };
         let mut at = match self.payload_len {
             len @ 0..=125 => {
@@ -198,6 +208,7 @@ mod tests {
             for mask in [None, Some([9, 8, 7, 6])] {
                 let header = FrameHeader {
                     fin: len % 2 == 0,
+                    rsv1: len % 3 == 0,
                     opcode: OpCode::Binary,
                     mask,
                     payload_len: len,
@@ -218,7 +229,8 @@ mod tests {
     fn rejects_protocol_violations() {
         use ProtocolError::*;
         let cases: &[(&[u8], Role, ProtocolError)] = &[
-            (&[0xC1, 0x80], Role::Server, ReservedBitsSet),
+            (&[0xA1, 0x80], Role::Server, ReservedBitsSet),
+            (&[0x91, 0x80], Role::Server, ReservedBitsSet),
             (&[0x83, 0x80], Role::Server, InvalidOpCode(3)),
             (&[0x8B, 0x80], Role::Server, InvalidOpCode(0xB)),
             (&[0x09, 0x80], Role::Server, FragmentedControlFrame),
