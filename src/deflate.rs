@@ -15,8 +15,8 @@
 //!   then a stream of its own, so one inflater per thread serves too.
 //!
 //! Since a worker is one thread, "per thread" is "per worker": the shared
-//! codec is a thread-local, reached only from [`Context`]. A connection
-//! that negotiated deflate holds a [`Context`] of a few bytes, plus its own
+//! codec is a thread-local, reached only from `Context`. A connection
+//! that negotiated deflate holds a `Context` of a few bytes, plus its own
 //! compressor or inflater only where [`DeflateConfig`] allows context
 //! takeover, which trades that memory for a better ratio.
 //!
@@ -69,10 +69,17 @@ pub struct DeflateConfig {
     /// bits, when it offers `client_max_window_bits` and keeps context.
     /// Default 15.
     pub client_max_window_bits: u8,
-    /// The zlib compression level, 0 (store) to 9 (smallest). Default 6.
+    /// The zlib compression level, 0 (store) to 9 (smallest). Default 1:
+    /// on chat-like JSON it compresses 1 KiB in about 6 µs to 42% of its
+    /// size, where level 6 takes about 19 µs for 33%, and 16 KiB about four
+    /// times faster than level 6 (see docs/DEFLATE.md).
     pub level: u32,
-    /// Messages shorter than this many bytes are sent uncompressed: below
-    /// it DEFLATE rarely saves more than its own overhead. Default 64.
+    /// Messages shorter than this many bytes are sent uncompressed, since
+    /// below it DEFLATE rarely saves more than its own overhead; so are
+    /// longer ones that compression does not shrink, where no context is
+    /// kept. RFC 7692 §6 lets any message go either way. 0 compresses every
+    /// message, shrunk or not. Default 256: a 100-byte chat line shrinks
+    /// by about 15% for about 3 µs of CPU, a 1 KiB one by about 58%.
     pub min_size: usize,
 }
 
@@ -83,8 +90,8 @@ impl Default for DeflateConfig {
             client_context_takeover: false,
             server_max_window_bits: MAX_WINDOW_BITS,
             client_max_window_bits: MAX_WINDOW_BITS,
-            level: 6,
-            min_size: 64,
+            level: 1,
+            min_size: 256,
         }
     }
 }
@@ -353,10 +360,15 @@ impl Context {
     /// Compresses one message onto `out`. Returns `false`, with `out` as it
     /// was, when that would not make it smaller and no context is kept, so
     /// the message can go plain instead.
-    pub(crate) fn compress(&mut self, level: u32, payload: &[u8], out: &mut Vec<u8>) -> bool {
-        let bits = self.agreement.our_window();
+    pub(crate) fn compress(
+        &mut self,
+        config: &DeflateConfig,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let (bits, level) = (self.agreement.our_window(), config.level);
         if self.agreement.server_no_context_takeover {
-            return compress_shared(bits, level, payload, out);
+            return compress_shared(bits, config, payload, out);
         }
         let deflater = self.deflater.get_or_insert_with(|| {
             Compress::new_with_window_bits(Compression::new(level), false, bits)
@@ -413,8 +425,15 @@ pub(crate) fn with_scratch<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
 }
 
 /// Compresses with this thread's compressor for `bits`, then resets it.
-/// Returns `false`, with `out` as it was, when the result is no smaller.
-pub(crate) fn compress_shared(bits: u8, level: u32, payload: &[u8], out: &mut Vec<u8>) -> bool {
+/// Returns `false`, with `out` as it was, when the result is no smaller
+/// and `min_size` allows plain messages.
+pub(crate) fn compress_shared(
+    bits: u8,
+    config: &DeflateConfig,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) -> bool {
+    let level = config.level;
     SHARED.with(|shared| {
         let slot = &mut shared.borrow_mut().deflaters[(bits - MIN_WINDOW_BITS) as usize];
         if slot.as_ref().is_none_or(|(at, _)| *at != level) {
@@ -425,7 +444,7 @@ pub(crate) fn compress_shared(bits: u8, level: u32, payload: &[u8], out: &mut Ve
         let start = out.len();
         compress(deflater, payload, out);
         deflater.reset();
-        if out.len() - start >= payload.len() {
+        if config.min_size > 0 && out.len() - start >= payload.len() {
             out.truncate(start);
             return false;
         }
@@ -734,10 +753,13 @@ mod tests {
         let noise: Vec<u8> = (0..200u32)
             .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
             .collect();
-        assert!(!agreed.compress(6, &noise, &mut out));
+        let config = DeflateConfig::default();
+        assert!(!agreed.compress(&config, &noise, &mut out));
         assert_eq!(out, [7]);
+        // Unless every message is to be compressed.
+        assert!(agreed.compress(&config.min_size(0), &noise, &mut vec![]));
         let text = b"the same words, the same words, the same words again".repeat(4);
-        assert!(agreed.compress(6, &text, &mut out));
+        assert!(agreed.compress(&config, &text, &mut out));
         let mut back = Vec::new();
         agreed.inflate(&out[1..], 1000, &mut back).unwrap();
         assert_eq!(back, text);

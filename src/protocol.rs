@@ -815,12 +815,16 @@ impl SharedFrame {
     /// inflates with a window of `bits`, made on the first call; `None`
     /// when compressing does not make it smaller.
     #[cfg(feature = "deflate")]
-    pub(crate) fn deflated(&mut self, bits: u8, level: u32) -> Option<Arc<[u8]>> {
+    pub(crate) fn deflated(
+        &mut self,
+        bits: u8,
+        config: &crate::deflate::DeflateConfig,
+    ) -> Option<Arc<[u8]>> {
         let slot = &mut self.deflated[usize::from(bits.clamp(9, 15) - 9)];
         let (opcode, payload) = (self.opcode, &self.frame[self.header_len..]);
         slot.get_or_insert_with(|| {
             crate::deflate::with_scratch(|compressed| {
-                if !crate::deflate::compress_shared(bits, level, payload, compressed) {
+                if !crate::deflate::compress_shared(bits, config, payload, compressed) {
                     return None;
                 }
                 let (header, n) = frame_header(true, true, opcode, None, compressed.len());

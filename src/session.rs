@@ -665,7 +665,7 @@ impl<D> Session<D> {
     /// Queues a data message, unless the connection is not open or its
     /// output is over [`Config::max_write_buffer`].
     /// Compressed when permessage-deflate is in force and the message is
-    /// at least [`DeflateConfig::min_size`](crate::deflate::DeflateConfig::min_size) long.
+    /// at least `DeflateConfig::min_size` long (the `deflate` feature).
     pub fn send(&mut self, now: Time, config: &Config, msg: Message<'_>) -> SendStatus {
         self.send_message(now, config, msg, true)
     }
@@ -717,7 +717,7 @@ impl<D> Session<D> {
             return false;
         }
         crate::deflate::with_scratch(|compressed| {
-            if !deflate.compress(settings.level, payload, compressed) {
+            if !deflate.compress(settings, payload, compressed) {
                 return false;
             }
             self.out.push_frame(true, opcode, compressed);
@@ -756,7 +756,7 @@ impl<D> Session<D> {
             if payload.len() >= settings.min_size {
                 match deflate.shared_window() {
                     Some(bits) => {
-                        if let Some(compressed) = frame.deflated(bits, settings.level) {
+                        if let Some(compressed) = frame.deflated(bits, settings) {
                             self.out.push_shared(compressed);
                             return SendStatus::Queued;
                         }
@@ -1511,7 +1511,7 @@ mod tests {
         }
 
         fn lean() -> Config {
-            Config::default().deflate(Some(DeflateConfig::default()))
+            Config::default().deflate(Some(DeflateConfig::default().min_size(64)))
         }
 
         /// A masked client frame with RSV1, holding `text` compressed.
@@ -1654,6 +1654,7 @@ mod tests {
         fn context_takeover_keeps_each_direction_s_window() {
             let config = Config::default().deflate(Some(
                 DeflateConfig::default()
+                    .min_size(64)
                     .server_context_takeover(true)
                     .client_context_takeover(true),
             ));
@@ -1708,7 +1709,9 @@ mod tests {
                 );
             }
             // One compressed frame was made, and both queues hold it.
-            let made = shared.deflated(15, 6).unwrap();
+            let made = shared
+                .deflated(15, config.deflate.as_ref().unwrap())
+                .unwrap();
             assert_eq!(std::sync::Arc::strong_count(&made), 4);
             let (a, b, plain) = (written(&mut a), written(&mut b), written(&mut plain));
             assert_eq!(a, b);
