@@ -6,7 +6,10 @@
 //! then open <http://127.0.0.1:8080/>. Flags: `--addr HOST:PORT`,
 //! `--workers N`, `--ping-interval SECS`, `--idle-timeout SECS`,
 //! `--any-origin` (skip the Origin check), `--trusted-proxy IP` (believe
-//! its X-Forwarded-For / X-Real-IP; repeatable).
+//! its X-Forwarded-For / X-Real-IP; repeatable). Built with
+//! `--features deflate`, `--deflate` compresses for every browser, which
+//! offers permessage-deflate by itself:
+//! `cargo run --release --features deflate --example chat -- --deflate`.
 //!
 //! How it works: every room is a topic. A connection subscribes to its
 //! room when it opens, and each message it sends is published to the room,

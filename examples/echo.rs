@@ -4,6 +4,10 @@
 //! cargo run --release --example echo -- --addr 127.0.0.1:9001 --workers 2
 //! ```
 //!
+//! With `--features deflate`, `--deflate` takes up permessage-deflate
+//! offers (no context kept between messages), and `--deflate-takeover`
+//! keeps context both ways.
+//!
 //! Ctrl-C or SIGTERM shuts it down gracefully: every client gets close 1001
 //! and the counters are printed.
 

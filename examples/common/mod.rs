@@ -6,12 +6,26 @@ use std::time::Duration;
 
 use wsloop::{Config, Handler, Server, ShutdownHandle};
 
+/// The permessage-deflate mode asked for on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deflate {
+    Off,
+    Lean,
+    Takeover,
+}
+
 /// Flags every example takes.
 pub struct Args {
     pub addr: String,
     pub workers: usize,
     pub ping_interval: Option<Duration>,
     pub idle_timeout: Option<Duration>,
+    /// `--deflate`: take up permessage-deflate offers, in the lean mode,
+    /// or with `--deflate-takeover` keeping context both ways.
+    pub deflate: Deflate,
+    /// `--deflate-min-size N`: messages shorter than N bytes go plain;
+    /// 0 compresses every message.
+    pub deflate_min_size: Option<usize>,
     /// Flags this module does not know, as (name, value) pairs.
     pub extra: Vec<(String, Option<String>)>,
 }
@@ -25,6 +39,8 @@ impl Args {
             workers: 0,
             ping_interval: None,
             idle_timeout: None,
+            deflate: Deflate::Off,
+            deflate_min_size: None,
             extra: Vec::new(),
         };
         let mut it = std::env::args().skip(1).peekable();
@@ -35,8 +51,13 @@ impl Args {
                 "--workers" => args.workers = number(&value("--workers")?)?,
                 "--ping-interval" => args.ping_interval = Some(seconds(&value("--ping-interval")?)?),
                 "--idle-timeout" => args.idle_timeout = Some(seconds(&value("--idle-timeout")?)?),
+                "--deflate" => args.deflate = Deflate::Lean,
+                "--deflate-takeover" => args.deflate = Deflate::Takeover,
+                "--deflate-min-size" => {
+                    args.deflate_min_size = Some(number(&value("--deflate-min-size")?)?)
+                }
                 "-h" | "--help" => return Err(format!(
-                    "flags: --addr HOST:PORT (default {default_addr}) --workers N --ping-interval SECS --idle-timeout SECS"
+                    "flags: --addr HOST:PORT (default {default_addr}) --workers N --ping-interval SECS --idle-timeout SECS --deflate --deflate-takeover --deflate-min-size N"
                 )),
                 other if other.starts_with("--") => {
                     let takes_value = it.peek().is_some_and(|v| !v.starts_with("--"));
@@ -45,6 +66,9 @@ impl Args {
                 }
                 other => return Err(format!("unexpected argument {other:?}")),
             }
+        }
+        if args.deflate != Deflate::Off && !cfg!(feature = "deflate") {
+            return Err("--deflate needs the deflate feature: cargo run --release --features deflate --example NAME -- --deflate".into());
         }
         Ok(args)
     }
@@ -56,6 +80,23 @@ impl Args {
             config.ping_interval = self.ping_interval;
         }
         config.idle_timeout = self.idle_timeout;
+        #[cfg(feature = "deflate")]
+        {
+            use wsloop::deflate::DeflateConfig;
+            let mut deflate = DeflateConfig::default();
+            if let Some(n) = self.deflate_min_size {
+                deflate = deflate.min_size(n);
+            }
+            config.deflate = match self.deflate {
+                Deflate::Off => None,
+                Deflate::Lean => Some(deflate),
+                Deflate::Takeover => Some(
+                    deflate
+                        .server_context_takeover(true)
+                        .client_context_takeover(true),
+                ),
+            };
+        }
         config
     }
 }
