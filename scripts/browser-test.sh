@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the chat example and drives it from headless Chromium with
-# playwright-core. Installs Debian's chromium and playwright-core (under
+# playwright-core, plain and then with --deflate. Installs Debian's chromium and playwright-core (under
 # target/browser) when they are missing.
 #
 #   bash scripts/browser-test.sh
@@ -17,4 +17,10 @@ fi
 cargo build --release --example chat
 start_example chat "open http://" --addr 127.0.0.1:0 --workers 2
 node tests/browser/chat.test.cjs "http://$ADDR/"
+stop_example
+
+# Again with permessage-deflate, which Chromium offers by itself.
+cargo build --release --features deflate --example chat
+start_example chat "open http://" --addr 127.0.0.1:0 --workers 2 --deflate
+EXPECT_DEFLATE=1 node tests/browser/chat.test.cjs "http://$ADDR/"
 stop_example

@@ -12,6 +12,14 @@ need_apt() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
 }
 
+# need_venv_module MODULE PACKAGE: makes target/venv, and installs PACKAGE
+# there if its Python cannot import MODULE.
+need_venv_module() {
+    [ -x target/venv/bin/python ] || python3 -m venv target/venv
+    target/venv/bin/python -c "import $1" 2>/dev/null ||
+        target/venv/bin/pip install --quiet --disable-pip-version-check "$2"
+}
+
 # start_example NAME MARKER ARGS...: starts target/release/examples/NAME and
 # waits for the line "NAME: MARKER..." that carries its address; sets ADDR
 # (host:port) and EXAMPLE_PID. The log is target/NAME.log.

@@ -13,9 +13,7 @@ source scripts/lib.sh
 
 need_apt nginx nginx-light
 venv=target/venv
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/python" -c 'import websockets' 2>/dev/null ||
-    "$venv/bin/pip" install --quiet --disable-pip-version-check websockets
+need_venv_module websockets websockets
 
 cargo build --release --example chat
 dir=$PWD/target/nginx

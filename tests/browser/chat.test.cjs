@@ -2,6 +2,9 @@
 //
 //   node tests/browser/chat.test.cjs http://127.0.0.1:PORT/
 //
+// With EXPECT_DEFLATE=1 (the chat run with --deflate) it also checks that
+// Chromium negotiated permessage-deflate; without, that it did not.
+//
 // Needs playwright-core (scripts/browser-test.sh installs it under
 // target/browser) and Debian's chromium at /usr/bin/chromium.
 "use strict";
@@ -52,6 +55,20 @@ async function main() {
     await bob.click("#join");
     await bob.waitForSelector("#status.open", { timeout: 10000 });
     await seeLine(alice, "* bob joined");
+
+    // The extension the 101 response agreed, as the page's WebSocket saw it.
+    const extensions = await bob.evaluate(() => socket.extensions);
+    if (process.env.EXPECT_DEFLATE === "1") {
+      assert.match(extensions, /^permessage-deflate(;|$)/, `extensions: ${extensions}`);
+    } else {
+      assert.strictEqual(extensions, "", "no extension without --deflate");
+    }
+
+    // A long line (compressed when deflate is on) arrives as text.
+    const long = "the quick brown fox jumps over the lazy dog ".repeat(8).trim();
+    await bob.fill("#message", long);
+    await bob.press("#message", "Enter");
+    await seeLine(alice, "bob: " + long);
 
     // Enter sends; both see it, the sender included.
     await bob.fill("#message", "hello from bob");

@@ -38,6 +38,8 @@ pub struct Client {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     pub fin: bool,
+    /// RSV1: a compressed message's first frame, with permessage-deflate.
+    pub rsv1: bool,
     pub opcode: OpCode,
     pub payload: Vec<u8>,
 }
@@ -72,11 +74,18 @@ impl Client {
 
     /// Connects and completes a WebSocket upgrade on `path`.
     pub fn open(addr: SocketAddr, path: &str) -> Client {
+        Client::open_with(addr, path, "").0
+    }
+
+    /// Connects and completes an upgrade with `headers` (each line ending
+    /// in CRLF) added to the request; returns the response head too.
+    pub fn open_with(addr: SocketAddr, path: &str, headers: &str) -> (Client, String) {
         let mut client = Client::connect(addr);
-        client.send_raw(upgrade_request(path).as_bytes());
+        let request = upgrade_request(path).replace("\r\n\r\n", &format!("\r\n{headers}\r\n"));
+        client.send_raw(request.as_bytes());
         let head = client.read_head();
         assert!(head.starts_with("HTTP/1.1 101 "), "upgrade refused: {head}");
-        client
+        (client, head)
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
@@ -144,6 +153,7 @@ impl Client {
                     self.buf.drain(..n + len);
                     return Some(Frame {
                         fin: header.fin,
+                        rsv1: header.rsv1,
                         opcode: header.opcode,
                         payload,
                     });
