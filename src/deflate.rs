@@ -316,8 +316,10 @@ fn accept(offer: &Offer, config: &DeflateConfig) -> Option<Agreement> {
 #[derive(Debug)]
 pub(crate) struct Context {
     agreement: Agreement,
-    deflater: Option<Compress>,
-    inflater: Option<Decompress>,
+    /// Boxed apart (about 300 bytes before zlib's own allocations), so a
+    /// connection that keeps no context holds only the agreement.
+    deflater: Option<Box<Compress>>,
+    inflater: Option<Box<Decompress>>,
 }
 
 /// What a thread shares among its connections: compressors by window size,
@@ -371,7 +373,11 @@ impl Context {
             return compress_shared(bits, config, payload, out);
         }
         let deflater = self.deflater.get_or_insert_with(|| {
-            Compress::new_with_window_bits(Compression::new(level), false, bits)
+            Box::new(Compress::new_with_window_bits(
+                Compression::new(level),
+                false,
+                bits,
+            ))
         });
         compress(deflater, payload, out);
         true
@@ -395,7 +401,7 @@ impl Context {
         let bits = self.agreement.their_window();
         let inflater = self
             .inflater
-            .get_or_insert_with(|| Decompress::new_with_window_bits(false, bits));
+            .get_or_insert_with(|| Box::new(Decompress::new_with_window_bits(false, bits)));
         let result = inflate(inflater, payload, max, out);
         if result.is_err() {
             // The stream is broken; the connection is failing anyway.
