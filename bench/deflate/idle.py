@@ -6,6 +6,8 @@ Servers, each started fresh per run:
   wsloop plain      echo example, no --deflate (the client's offer declined)
   wsloop lean       echo --deflate: no context kept, codec per worker
   wsloop takeover   echo --deflate-takeover: context kept both ways
+  wsloop takeover w12  the same with 12-bit windows (4 KiB), as Python's
+                       websockets uses by default
   python websockets its own echo server, compression at its defaults
 
 A connection counts as idle once it has sent one compressible 1 KiB text
@@ -53,7 +55,12 @@ def rss_kib(pid):
 
 def start(name):
     if name.startswith("wsloop"):
-        flag = {"wsloop plain": [], "wsloop lean": ["--deflate"], "wsloop takeover": ["--deflate-takeover"]}[name]
+        flag = {
+            "wsloop plain": [],
+            "wsloop lean": ["--deflate"],
+            "wsloop takeover": ["--deflate-takeover"],
+            "wsloop takeover w12": ["--deflate-takeover", "--deflate-window", "12"],
+        }[name]
         cmd = [ECHO, "--addr", "127.0.0.1:0", "--workers", "2", *flag]
     else:
         cmd = [sys.executable, "-c", PY_SERVER]
@@ -108,7 +115,7 @@ async def main():
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    names = ["wsloop plain", "wsloop lean", "wsloop takeover", "python websockets"]
+    names = ["wsloop plain", "wsloop lean", "wsloop takeover", "wsloop takeover w12", "python websockets"]
     results = {name: [] for name in names}
     offers = {}
     for _ in range(args.runs):

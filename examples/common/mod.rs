@@ -26,6 +26,8 @@ pub struct Args {
     /// `--deflate-min-size N`: messages shorter than N bytes go plain;
     /// 0 compresses every message.
     pub deflate_min_size: Option<usize>,
+    /// `--deflate-window BITS`: the largest window either side may use.
+    pub deflate_window: Option<u8>,
     /// Flags this module does not know, as (name, value) pairs.
     pub extra: Vec<(String, Option<String>)>,
 }
@@ -41,6 +43,7 @@ impl Args {
             idle_timeout: None,
             deflate: Deflate::Off,
             deflate_min_size: None,
+            deflate_window: None,
             extra: Vec::new(),
         };
         let mut it = std::env::args().skip(1).peekable();
@@ -53,11 +56,15 @@ impl Args {
                 "--idle-timeout" => args.idle_timeout = Some(seconds(&value("--idle-timeout")?)?),
                 "--deflate" => args.deflate = Deflate::Lean,
                 "--deflate-takeover" => args.deflate = Deflate::Takeover,
+                "--deflate-window" => {
+                    let bits = number(&value("--deflate-window")?)?;
+                    args.deflate_window = Some(u8::try_from(bits).map_err(|_| format!("not a window size: {bits}"))?)
+                }
                 "--deflate-min-size" => {
                     args.deflate_min_size = Some(number(&value("--deflate-min-size")?)?)
                 }
                 "-h" | "--help" => return Err(format!(
-                    "flags: --addr HOST:PORT (default {default_addr}) --workers N --ping-interval SECS --idle-timeout SECS --deflate --deflate-takeover --deflate-min-size N"
+                    "flags: --addr HOST:PORT (default {default_addr}) --workers N --ping-interval SECS --idle-timeout SECS --deflate --deflate-takeover --deflate-min-size N --deflate-window BITS"
                 )),
                 other if other.starts_with("--") => {
                     let takes_value = it.peek().is_some_and(|v| !v.starts_with("--"));
@@ -86,6 +93,11 @@ impl Args {
             let mut deflate = DeflateConfig::default();
             if let Some(n) = self.deflate_min_size {
                 deflate = deflate.min_size(n);
+            }
+            if let Some(bits) = self.deflate_window {
+                deflate = deflate
+                    .server_max_window_bits(bits)
+                    .client_max_window_bits(bits);
             }
             config.deflate = match self.deflate {
                 Deflate::Off => None,
