@@ -26,6 +26,12 @@
 //! on its own. [`session`] holds a connection's whole life, from the request
 //! head to the close record that [`Handler::on_close`] reports.
 //!
+//! # Compression
+//! With the cargo feature `deflate`, `Config::deflate` takes up
+//! permessage-deflate (RFC 7692) offers; see the `deflate` module. By
+//! default each message is compressed on its own in both directions, so
+//! one compressor and one inflater per worker serve all its connections.
+//!
 //! # Example
 //! An echo server:
 //! ```no_run
