@@ -1591,6 +1591,41 @@ mod tests {
         }
 
         #[test]
+        fn a_compressed_message_in_fragments_is_read_across_every_split() {
+            let config = lean();
+            let text = "fragments of one compressed message, split anywhere at all; ".repeat(6);
+            let mut compressed = Vec::new();
+            deflate::compress(
+                &mut Compress::new(Compression::new(6), false),
+                text.as_bytes(),
+                &mut compressed,
+            );
+            // Three frames: RSV1 on the first only.
+            let thirds = [&compressed[..10], &compressed[10..30], &compressed[30..]];
+            let mut input = Vec::new();
+            for (i, part) in thirds.iter().enumerate() {
+                let op = if i == 0 {
+                    OpCode::Text
+                } else {
+                    OpCode::Continuation
+                };
+                let mut frame = Vec::new();
+                encode_frame(&mut frame, i == 2, op, Some([9, 8, 7, 6]), part);
+                if i == 0 {
+                    frame[0] |= 0x40;
+                }
+                input.extend(frame);
+            }
+            let want = [format!("Text({text:?})")];
+            for cut in 0..=input.len() {
+                let (mut s, _) = open_with(&config, OFFER);
+                let mut got = feed(&mut s, ms(1), &config, &input[..cut]);
+                got.extend(feed(&mut s, ms(1), &config, &input[cut..]));
+                assert_eq!(got, want, "cut at {cut}");
+            }
+        }
+
+        #[test]
         fn without_an_agreement_rsv1_is_a_protocol_error() {
             // Deflate on, but the client offered nothing.
             let (mut s, response) = open_with(&lean(), "\r\n");
