@@ -11,11 +11,15 @@
 //! on one worker, or one [`Broadcaster`] used from one thread. Messages
 //! from different publishers may interleave differently at different
 //! subscribers.
+//!
+//! Beyond one process, a [`Bridge`] sees every message published here and
+//! which topics have subscribers here; the `wsloop-redis` crate is one,
+//! carrying topics between servers through Redis pub/sub.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 
 use mio::Waker;
 
@@ -85,16 +89,20 @@ impl Topics {
         true
     }
 
-    /// Drops every subscription of a closing connection.
-    pub fn remove_conn(&mut self, key: usize) {
+    /// Drops every subscription of a closing connection; returns the
+    /// topics that have no subscriber here any more.
+    pub fn remove_conn(&mut self, key: usize) -> Vec<Arc<str>> {
+        let mut emptied = Vec::new();
         for topic in self.by_conn.remove(&key).unwrap_or_default() {
             if let Some(subs) = self.by_topic.get_mut(&topic) {
                 subs.retain(|&k| k != key);
                 if subs.is_empty() {
                     self.by_topic.remove(&topic);
+                    emptied.push(topic);
                 }
             }
         }
+        emptied
     }
 
     /// The connections subscribed to a topic.
@@ -112,11 +120,35 @@ pub(crate) struct Remote {
     pub pending: AtomicBool,
 }
 
-/// What the workers and the handles share: the shutdown flag and each
-/// worker's inbox.
+/// Carries a server's topics beyond its process: it is told of every
+/// message published here and of which topics have subscribers here, and
+/// delivers what other processes publish through
+/// [`Broadcaster::publish_local`]. Install one with
+/// [`Server::set_bridge`](crate::Server::set_bridge).
+///
+/// Both methods are called on worker threads (and on threads using a
+/// [`Broadcaster`]): they must not block, so a bridge hands the work to a
+/// thread of its own.
+pub trait Bridge: Send + Sync + 'static {
+    /// A message was published on this server, by a handler or a
+    /// [`Broadcaster::publish`]. Local subscribers get it anyway; the
+    /// bridge takes it to the other servers. Calls for one topic from one
+    /// publisher come in the order of publishing.
+    fn published(&self, topic: &str, msg: Message<'_>);
+
+    /// `topic` gained its first subscriber on this server (`true`), or
+    /// lost its last (`false`). Calls come in order, one at a time.
+    fn interest(&self, topic: &str, subscribed: bool);
+}
+
+/// What the workers and the handles share: the shutdown flag, each
+/// worker's inbox, and the bridge with what it is told of.
 pub(crate) struct Hub {
     pub shutdown: AtomicBool,
     pub remotes: Vec<Remote>,
+    pub bridge: OnceLock<Arc<dyn Bridge>>,
+    /// For each topic with subscribers here, on how many workers.
+    pub interest: Mutex<HashMap<Arc<str>, usize>>,
 }
 
 impl fmt::Debug for Hub {
@@ -149,6 +181,51 @@ impl Hub {
             let _ = remote.waker.wake();
         }
     }
+
+    /// A worker's first subscriber to `topic` arrived (`gained`) or its
+    /// last left. The bridge hears when the whole server's count crosses
+    /// zero. Calls are made under the lock, so they come in order.
+    pub fn worker_interest(&self, topic: &str, gained: bool) {
+        let mut interest = self.interest.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = if gained {
+            let count = interest.entry(topic.into()).or_default();
+            *count += 1;
+            *count == 1
+        } else {
+            match interest.get_mut(topic) {
+                Some(count) if *count > 1 => {
+                    *count -= 1;
+                    false
+                }
+                Some(_) => interest.remove(topic).is_some(),
+                None => false,
+            }
+        };
+        if let (true, Some(bridge)) = (changed, self.bridge.get()) {
+            bridge.interest(topic, gained);
+        }
+    }
+
+    /// Tells the bridge, if any, of a message published here.
+    pub fn bridge_published(&self, topic: &str, msg: Message<'_>) {
+        if let Some(bridge) = self.bridge.get() {
+            bridge.published(topic, msg);
+        }
+    }
+
+    /// Installs the bridge, and tells it of every topic with subscribers
+    /// already. False if one was installed before.
+    pub fn set_bridge(&self, bridge: Arc<dyn Bridge>) -> bool {
+        let interest = self.interest.lock().unwrap_or_else(|e| e.into_inner());
+        if self.bridge.set(bridge).is_err() {
+            return false;
+        }
+        let bridge = self.bridge.get().expect("set above");
+        for topic in interest.keys() {
+            bridge.interest(topic, true);
+        }
+        true
+    }
 }
 
 /// Publishes to topics from outside any handler, from any thread.
@@ -158,8 +235,16 @@ pub struct Broadcaster {
 }
 
 impl Broadcaster {
-    /// Sends `msg` to every subscriber of `topic` on every worker.
+    /// Sends `msg` to every subscriber of `topic` on every worker, and to
+    /// the bridge, if any.
     pub fn publish(&self, topic: &str, msg: Message<'_>) {
+        self.publish_local(topic, msg);
+        self.hub.bridge_published(topic, msg);
+    }
+
+    /// Sends `msg` to every subscriber of `topic` on this server only, not
+    /// to the bridge: how a bridge delivers what other servers published.
+    pub fn publish_local(&self, topic: &str, msg: Message<'_>) {
         self.hub.send(&Publish::new(topic, msg), None);
     }
 }
@@ -180,8 +265,8 @@ mod tests {
         assert!(topics.unsubscribe(1, "a"));
         assert!(!topics.unsubscribe(1, "a"));
         assert_eq!(topics.subscribers("a"), [2]);
-        topics.remove_conn(1);
-        topics.remove_conn(2);
+        assert!(topics.remove_conn(1).iter().map(|t| &**t).eq(["b"]));
+        assert!(topics.remove_conn(2).iter().map(|t| &**t).eq(["a"]));
         assert_eq!(topics.subscribers("b"), [] as [usize; 0]);
         assert!(topics.by_topic.is_empty() && topics.by_conn.is_empty());
     }

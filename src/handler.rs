@@ -228,20 +228,30 @@ impl<D> Conn<'_, D> {
     /// Subscribes this connection to a topic; false if it already was.
     /// Subscriptions end with the connection.
     pub fn subscribe(&mut self, topic: &str) -> bool {
-        self.shared.topics.subscribe(self.id.0, topic)
+        let added = self.shared.topics.subscribe(self.id.0, topic);
+        if added && self.shared.topics.subscribers(topic).len() == 1 {
+            self.shared.hub.worker_interest(topic, true);
+        }
+        added
     }
 
     /// Unsubscribes from a topic; false if it was not subscribed.
     pub fn unsubscribe(&mut self, topic: &str) -> bool {
-        self.shared.topics.unsubscribe(self.id.0, topic)
+        let removed = self.shared.topics.unsubscribe(self.id.0, topic);
+        if removed && self.shared.topics.subscribers(topic).is_empty() {
+            self.shared.hub.worker_interest(topic, false);
+        }
+        removed
     }
 
     /// Sends `msg` to every subscriber of `topic` on every worker, this
-    /// connection included if it is subscribed. The frame is encoded once.
-    /// Delivery on this worker happens when the callback returns.
+    /// connection included if it is subscribed, and to the bridge, if any.
+    /// The frame is encoded once. Delivery on this worker happens when the
+    /// callback returns.
     pub fn publish(&mut self, topic: &str, msg: Message<'_>) {
         let publish = Publish::new(topic, msg);
         self.shared.hub.send(&publish, Some(self.shared.worker));
         self.shared.published.push(publish);
+        self.shared.hub.bridge_published(topic, msg);
     }
 }

@@ -88,7 +88,7 @@ mod timer;
 pub mod utf8;
 mod worker;
 
-pub use broadcast::Broadcaster;
+pub use broadcast::{Bridge, Broadcaster};
 pub use config::{Backpressure, Config};
 pub use error::{CloseCode, ConfigError, HandshakeError, PingTooLong, ProtocolError};
 pub use handler::{Conn, ConnId, Handler, Upgrade};

@@ -5,13 +5,13 @@
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::broadcast::{Broadcaster, Hub, Publish, Remote, Topics};
+use crate::broadcast::{Bridge, Broadcaster, Hub, Publish, Remote, Topics};
 use crate::config::Config;
 use crate::handler::{Handler, Shared};
 use crate::session::Time;
@@ -116,6 +116,14 @@ impl Server {
         }
     }
 
+    /// Installs a [`Bridge`] that carries this server's topics to other
+    /// processes. It is told at once of every topic that has subscribers
+    /// already. Returns false, leaving the first in place, if a bridge was
+    /// installed before.
+    pub fn set_bridge(&self, bridge: Arc<dyn Bridge>) -> bool {
+        self.hub.set_bridge(bridge)
+    }
+
     /// The counters of every worker, summed.
     pub fn counters(&self) -> Counters {
         let mut total = Counters::default();
@@ -174,6 +182,8 @@ fn bind_workers(
     let hub = Arc::new(Hub {
         shutdown: AtomicBool::new(false),
         remotes,
+        bridge: OnceLock::new(),
+        interest: Mutex::default(),
     });
     Ok((local_addr, parts, hub))
 }

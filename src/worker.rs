@@ -292,7 +292,9 @@ impl<H: Handler> Worker<H> {
             });
             // After the callback, so that a subscription made in it cannot
             // pass to the next connection that gets this key.
-            self.shared.topics.remove_conn(key);
+            for topic in self.shared.topics.remove_conn(key) {
+                self.shared.hub.worker_interest(&topic, false);
+            }
         }
         self.shared.stats.removed();
     }
