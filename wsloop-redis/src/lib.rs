@@ -1,0 +1,535 @@
+//! Topics across wsloop servers through Redis pub/sub.
+//!
+//! A chat that outgrows one machine runs several wsloop processes behind a
+//! proxy. [`RedisBridge`] makes a topic span all of them: what a handler
+//! publishes on one server reaches the topic's subscribers on every server
+//! started with the same Redis URL and prefix.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # struct Chat;
+//! # impl wsloop::Handler for Chat {
+//! #     type Data = ();
+//! #     fn on_message(&mut self, _: &mut wsloop::Conn<'_>, _: wsloop::Message<'_>) {}
+//! # }
+//! let server = wsloop::Server::bind("127.0.0.1:8080", wsloop::Config::default(), || Chat)?;
+//! let bridge = wsloop_redis::RedisBridge::start(&server, "redis://127.0.0.1:6379/", Default::default())?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Delivery
+//! - **Each subscriber gets each message once.** A message published on a
+//!   server is delivered to that server's subscribers at once, as without
+//!   Redis, and sent to Redis tagged with the server's random node id.
+//!   Every server delivers what Redis brings it, except its own messages,
+//!   which it already delivered (Socket.IO's adapter works the same way).
+//!   Local delivery so needs no round trip through Redis, and goes on
+//!   when Redis is away.
+//! - **Order** is kept per publisher and topic: one thread publishes to
+//!   Redis in the order of publishing, Redis keeps the order on each
+//!   connection, and one thread hands over what arrives in that order.
+//! - **At most once across servers.** While Redis cannot be reached,
+//!   messages for other servers are dropped and counted, and so are
+//!   messages over the bounded queue to the publishing thread. Nothing
+//!   waits to be replayed: a chat line from minutes ago is worth less than
+//!   a server that never blocks.
+//!
+//! # Subscriptions follow demand
+//! A server subscribes to the channel `<prefix>:<topic>` when the topic
+//! gets its first subscriber on that server, and unsubscribes when the
+//! last one leaves, all on one Redis connection per server (plus one to
+//! publish). `PUBSUB CHANNELS` shows exactly the topics someone listens
+//! to, per server.
+//!
+//! # Faults
+//! If Redis goes away, local delivery goes on. Both threads reconnect with
+//! a backoff from 50 ms to 2 s, and the subscriber subscribes again to
+//! every topic wanted. [`RedisBridge::counters`] tells what was published,
+//! received, dropped and reconnected, and what arrived malformed (which is
+//! dropped, never a panic).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use wsloop::{Bridge, Broadcaster, Message, Server};
+
+/// How the bridge connects and queues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BridgeConfig {
+    /// Channels are `<prefix>:<topic>`. Servers that share a prefix share
+    /// topics. Default `"wsloop"`.
+    pub prefix: String,
+    /// Most messages waiting for the publishing thread; more are dropped
+    /// and counted. Default 4,096.
+    pub queue: usize,
+    /// The first wait before reconnecting, doubled after each failure up
+    /// to `max_backoff`. Default 50 ms.
+    pub min_backoff: Duration,
+    /// The longest wait between reconnection attempts. Default 2 s.
+    pub max_backoff: Duration,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        BridgeConfig {
+            prefix: "wsloop".into(),
+            queue: 4096,
+            min_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+impl BridgeConfig {
+    /// Sets [`BridgeConfig::prefix`].
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Sets [`BridgeConfig::queue`].
+    pub fn queue(mut self, queue: usize) -> Self {
+        self.queue = queue;
+        self
+    }
+}
+
+/// What the bridge has done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BridgeCounters {
+    /// Messages published to Redis.
+    pub published: u64,
+    /// Messages from other servers handed to local subscribers.
+    pub received: u64,
+    /// Messages for other servers that were dropped: Redis was away or the
+    /// queue was full.
+    pub dropped: u64,
+    /// Connections to Redis made again after one was lost.
+    pub reconnects: u64,
+    /// Messages from Redis that were not in the bridge's format, dropped.
+    pub malformed: u64,
+}
+
+impl fmt::Display for BridgeCounters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "redis: {} published, {} received, {} dropped, {} reconnects, {} malformed",
+            self.published, self.received, self.dropped, self.reconnects, self.malformed
+        )
+    }
+}
+
+/// Why the bridge did not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BridgeError {
+    /// The URL is not a Redis URL.
+    InvalidUrl(redis::RedisError),
+    /// The server already has a bridge.
+    AlreadyBridged,
+}
+
+impl fmt::Display for BridgeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BridgeError::InvalidUrl(e) => write!(f, "not a Redis URL: {e}"),
+            BridgeError::AlreadyBridged => f.write_str("the server already has a bridge"),
+        }
+    }
+}
+
+impl std::error::Error for BridgeError {}
+
+/// The first bytes of every message: the publishing node, then the kind.
+const NODE_LEN: usize = 8;
+const TEXT: u8 = 1;
+const BINARY: u8 = 2;
+
+/// What the publishing thread is asked to do.
+enum Outgoing {
+    Publish {
+        channel: String,
+        payload: Vec<u8>,
+    },
+    /// Wake the subscribing thread: the wanted topics changed, or stop.
+    Poke,
+}
+
+#[derive(Default)]
+struct Counters {
+    published: AtomicU64,
+    received: AtomicU64,
+    dropped: AtomicU64,
+    reconnects: AtomicU64,
+    malformed: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What the server's workers and the bridge's two threads share.
+struct Inner {
+    node: u64,
+    prefix: String,
+    outgoing: SyncSender<Outgoing>,
+    /// Topics with subscribers on this server.
+    wanted: Mutex<BTreeSet<String>>,
+    changed: AtomicBool,
+    stop: AtomicBool,
+    counters: Counters,
+}
+
+impl Inner {
+    fn channel(&self, topic: &str) -> String {
+        format!("{}:{topic}", self.prefix)
+    }
+
+    /// The channel on which the publisher wakes this node's subscriber.
+    fn control_channel(&self) -> String {
+        format!("{}\u{0}control:{:016x}", self.prefix, self.node)
+    }
+
+    fn poke(&self) {
+        // A full queue wakes the subscriber soon anyway.
+        let _ = self.outgoing.try_send(Outgoing::Poke);
+    }
+}
+
+impl Bridge for Inner {
+    fn published(&self, topic: &str, msg: Message<'_>) {
+        let (kind, bytes) = match msg {
+            Message::Text(text) => (TEXT, text.as_bytes()),
+            Message::Binary(bytes) => (BINARY, bytes),
+            _ => return,
+        };
+        let mut payload = Vec::with_capacity(NODE_LEN + 1 + bytes.len());
+        payload.extend_from_slice(&self.node.to_be_bytes());
+        payload.push(kind);
+        payload.extend_from_slice(bytes);
+        let channel = self.channel(topic);
+        match self
+            .outgoing
+            .try_send(Outgoing::Publish { channel, payload })
+        {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                bump(&self.counters.dropped)
+            }
+        }
+    }
+
+    fn interest(&self, topic: &str, subscribed: bool) {
+        let mut wanted = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        if subscribed {
+            wanted.insert(topic.to_owned());
+        } else {
+            wanted.remove(topic);
+        }
+        self.changed.store(true, Ordering::Release);
+        self.poke();
+    }
+}
+
+/// A running bridge between one server and Redis. Dropping it stops its
+/// threads; the server keeps running on its own.
+pub struct RedisBridge {
+    inner: Arc<Inner>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl fmt::Debug for RedisBridge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBridge")
+            .field("node", &format_args!("{:016x}", self.inner.node))
+            .field("prefix", &self.inner.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBridge {
+    /// Connects `server`'s topics to Redis at `url` (`redis://HOST:PORT/`).
+    /// Returns at once: the threads connect, and reconnect, on their own,
+    /// so a Redis that is down at start is not an error.
+    pub fn start(
+        server: &Server,
+        url: &str,
+        config: BridgeConfig,
+    ) -> Result<RedisBridge, BridgeError> {
+        let client = redis::Client::open(url).map_err(BridgeError::InvalidUrl)?;
+        let (outgoing, queue) = mpsc::sync_channel(config.queue.max(1));
+        let inner = Arc::new(Inner {
+            node: node_id(),
+            prefix: config.prefix.clone(),
+            outgoing,
+            wanted: Mutex::default(),
+            changed: AtomicBool::new(true),
+            stop: AtomicBool::new(false),
+            counters: Counters::default(),
+        });
+        if !server.set_bridge(inner.clone()) {
+            return Err(BridgeError::AlreadyBridged);
+        }
+        let backoff = Backoff::new(config.min_backoff, config.max_backoff);
+        let publisher = {
+            let (inner, client, backoff) = (inner.clone(), client.clone(), backoff.clone());
+            std::thread::Builder::new()
+                .name("wsloop-redis-pub".into())
+                .spawn(move || publish_loop(&inner, &client, queue, backoff))
+                .expect("a thread can be spawned at start-up")
+        };
+        let subscriber = {
+            let (inner, broadcaster) = (inner.clone(), server.broadcaster());
+            std::thread::Builder::new()
+                .name("wsloop-redis-sub".into())
+                .spawn(move || subscribe_loop(&inner, &client, &broadcaster, backoff))
+                .expect("a thread can be spawned at start-up")
+        };
+        Ok(RedisBridge {
+            inner,
+            threads: vec![publisher, subscriber],
+        })
+    }
+
+    /// What the bridge has done so far.
+    pub fn counters(&self) -> BridgeCounters {
+        let c = &self.inner.counters;
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        BridgeCounters {
+            published: get(&c.published),
+            received: get(&c.received),
+            dropped: get(&c.dropped),
+            reconnects: get(&c.reconnects),
+            malformed: get(&c.malformed),
+        }
+    }
+
+    /// This server's random node id, which tags what it publishes.
+    pub fn node_id(&self) -> u64 {
+        self.inner.node
+    }
+}
+
+impl Drop for RedisBridge {
+    fn drop(&mut self) {
+        self.inner.stop.store(true, Ordering::Release);
+        // Blocking: the publisher drains the queue whether Redis is there
+        // or not, so this waits at most for the queue.
+        let _ = self.inner.outgoing.send(Outgoing::Poke);
+        // The subscriber may be blocked on a Redis that is away; it is not
+        // waited for, and ends when its connection does.
+        if let Some(publisher) = self.threads.drain(..).next() {
+            let _ = publisher.join();
+        }
+    }
+}
+
+/// A node id unlikely to repeat: the time and process id, hashed with
+/// std's random keys.
+fn node_id() -> u64 {
+    use std::hash::BuildHasher;
+    let now = std::time::SystemTime::now();
+    std::collections::hash_map::RandomState::new().hash_one((now, std::process::id()))
+}
+
+/// Waits between connection attempts, doubling to a cap.
+#[derive(Debug, Clone)]
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+    not_before: Option<Instant>,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        Backoff {
+            min,
+            max,
+            next: min,
+            not_before: None,
+        }
+    }
+
+    fn ready(&self) -> bool {
+        self.not_before.is_none_or(|t| Instant::now() >= t)
+    }
+
+    fn failed(&mut self) {
+        self.not_before = Some(Instant::now() + self.next);
+        self.next = (self.next * 2).min(self.max);
+    }
+
+    fn succeeded(&mut self) {
+        self.next = self.min;
+        self.not_before = None;
+    }
+
+    fn sleep(&self) {
+        if let Some(t) = self.not_before {
+            std::thread::sleep(t.saturating_duration_since(Instant::now()));
+        }
+    }
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Publishes what the workers queue, in order. Without a connection, a
+/// message is dropped and counted rather than held.
+fn publish_loop(
+    inner: &Inner,
+    client: &redis::Client,
+    queue: Receiver<Outgoing>,
+    mut backoff: Backoff,
+) {
+    let mut conn: Option<redis::Connection> = None;
+    let mut ever_connected = false;
+    for item in queue {
+        if inner.stop.load(Ordering::Acquire) {
+            // Wake the subscriber so it sees the flag too.
+            if let Some(conn) = conn.as_mut() {
+                let _ = publish(conn, &inner.control_channel(), b"");
+            }
+            return;
+        }
+        if conn.is_none() && backoff.ready() {
+            match client.get_connection_with_timeout(CONNECT_TIMEOUT) {
+                Ok(c) => {
+                    if ever_connected {
+                        bump(&inner.counters.reconnects);
+                    }
+                    ever_connected = true;
+                    backoff.succeeded();
+                    conn = Some(c);
+                }
+                Err(_) => backoff.failed(),
+            }
+        }
+        let sent = match (&item, conn.as_mut()) {
+            (Outgoing::Publish { channel, payload }, Some(c)) => {
+                publish(c, channel, payload).is_ok()
+            }
+            (Outgoing::Poke, Some(c)) => publish(c, &inner.control_channel(), b"").is_ok(),
+            (_, None) => false,
+        };
+        if !sent && conn.is_some() {
+            conn = None;
+            backoff.failed();
+        }
+        if let Outgoing::Publish { .. } = item {
+            bump(if sent {
+                &inner.counters.published
+            } else {
+                &inner.counters.dropped
+            });
+        }
+    }
+}
+
+fn publish(conn: &mut redis::Connection, channel: &str, payload: &[u8]) -> redis::RedisResult<i64> {
+    redis::cmd("PUBLISH").arg(channel).arg(payload).query(conn)
+}
+
+/// Keeps one subscription connection: subscribes to what this server
+/// wants, and hands over what other servers publish.
+fn subscribe_loop(
+    inner: &Inner,
+    client: &redis::Client,
+    broadcaster: &Broadcaster,
+    mut backoff: Backoff,
+) {
+    let mut ever_connected = false;
+    while !inner.stop.load(Ordering::Acquire) {
+        backoff.sleep();
+        let Ok(mut conn) = client.get_connection_with_timeout(CONNECT_TIMEOUT) else {
+            backoff.failed();
+            continue;
+        };
+        if ever_connected {
+            bump(&inner.counters.reconnects);
+        }
+        ever_connected = true;
+        backoff.succeeded();
+        // Every wanted topic is subscribed afresh on a new connection.
+        inner.changed.store(true, Ordering::Release);
+        if listen(inner, &mut conn, broadcaster).is_err() {
+            backoff.failed();
+        }
+    }
+}
+
+/// Serves one subscription connection until it fails or the bridge stops.
+fn listen(
+    inner: &Inner,
+    conn: &mut redis::Connection,
+    broadcaster: &Broadcaster,
+) -> redis::RedisResult<()> {
+    let mut pubsub = conn.as_pubsub();
+    pubsub.subscribe(inner.control_channel())?;
+    let mut subscribed = BTreeSet::new();
+    loop {
+        if inner.stop.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if inner.changed.swap(false, Ordering::AcqRel) {
+            let wanted = inner
+                .wanted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            for topic in wanted.difference(&subscribed) {
+                pubsub.subscribe(inner.channel(topic))?;
+            }
+            for topic in subscribed.difference(&wanted) {
+                pubsub.unsubscribe(inner.channel(topic))?;
+            }
+            subscribed = wanted;
+        }
+        let msg = pubsub.get_message()?;
+        let Some(topic) = msg
+            .get_channel_name()
+            .strip_prefix(&inner.prefix)
+            .and_then(|rest| rest.strip_prefix(':'))
+        else {
+            continue; // the control channel: go round and look again
+        };
+        match deliver(inner.node, topic, msg.get_payload_bytes(), broadcaster) {
+            Delivered::Local => {}
+            Delivered::Remote => bump(&inner.counters.received),
+            Delivered::Malformed => bump(&inner.counters.malformed),
+        }
+    }
+}
+
+enum Delivered {
+    /// Our own message, delivered here when it was published.
+    Local,
+    Remote,
+    Malformed,
+}
+
+/// Hands a message from Redis to local subscribers, unless it is ours.
+fn deliver(node: u64, topic: &str, payload: &[u8], broadcaster: &Broadcaster) -> Delivered {
+    let Some((head, body)) = payload.split_at_checked(NODE_LEN + 1) else {
+        return Delivered::Malformed;
+    };
+    let from = u64::from_be_bytes(head[..NODE_LEN].try_into().expect("8 bytes"));
+    let msg = match (head[NODE_LEN], std::str::from_utf8(body)) {
+        (TEXT, Ok(text)) => Message::Text(text),
+        (BINARY, _) => Message::Binary(body),
+        _ => return Delivered::Malformed,
+    };
+    if from == node {
+        return Delivered::Local;
+    }
+    broadcaster.publish_local(topic, msg);
+    Delivered::Remote
+}
