@@ -6,7 +6,9 @@
 //! then open <http://127.0.0.1:8080/>. Flags: `--addr HOST:PORT`,
 //! `--workers N`, `--ping-interval SECS`, `--idle-timeout SECS`,
 //! `--any-origin` (skip the Origin check), `--trusted-proxy IP` (believe
-//! its X-Forwarded-For / X-Real-IP; repeatable). Built with
+//! its X-Forwarded-For / X-Real-IP; repeatable), `--redis
+//! redis://HOST:PORT/` (rooms span every chat process started with the same
+//! URL; see the README's "Scaling out"). Built with
 //! `--features deflate`, `--deflate` compresses for every browser, which
 //! offers permessage-deflate by itself:
 //! `cargo run --release --features deflate --example chat -- --deflate`.
@@ -19,6 +21,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use wsloop::{CloseCode, Config, Conn, Handler, Limits, Message, Request, Response, Upgrade};
+use wsloop_redis::{BridgeConfig, RedisBridge};
 
 mod common;
 
@@ -163,9 +166,11 @@ fn main() -> ExitCode {
         ),
     );
     let mut check_origin = true;
+    let mut redis = None;
     for (flag, value) in &args.extra {
         match (flag.as_str(), value) {
             ("--any-origin", None) => check_origin = false,
+            ("--redis", Some(url)) => redis = Some(url.clone()),
             ("--trusted-proxy", Some(ip)) => match ip.parse() {
                 Ok(ip) => config.trusted_proxies.push(ip),
                 Err(_) => {
@@ -180,5 +185,32 @@ fn main() -> ExitCode {
         }
     }
     let factory = move || Chat { check_origin };
-    common::serve("chat", "open http://", &args.addr, config, factory)
+    common::serve_with(
+        "chat",
+        "open http://",
+        &args.addr,
+        config,
+        factory,
+        |server| {
+            // Rooms span every chat process started with the same Redis URL.
+            let Some(url) = redis else {
+                return Ok(Bridged(None));
+            };
+            let bridge = RedisBridge::start(server, &url, BridgeConfig::default())
+                .map_err(|e| format!("--redis {url}: {e}"))?;
+            Ok(Bridged(Some(bridge)))
+        },
+    )
+}
+
+/// The Redis bridge, if any, whose counters are printed at exit.
+struct Bridged(Option<RedisBridge>);
+
+impl std::fmt::Display for Bridged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(bridge) => write!(f, "chat: {}", bridge.counters()),
+            None => Ok(()),
+        }
+    }
 }

@@ -145,10 +145,36 @@ where
     H: Handler + 'static,
     F: Fn() -> H + Send + Sync + 'static,
 {
+    serve_with(name, banner, addr, config, factory, |_| Ok(String::new()))
+}
+
+/// [`serve`], with `setup` run on the bound server before the banner; an
+/// error from it stops the example. What it returns lives until exit, and
+/// is printed after the counters unless it prints as nothing.
+pub fn serve_with<H, F, T>(
+    name: &str,
+    banner: &str,
+    addr: &str,
+    config: Config,
+    factory: F,
+    setup: impl FnOnce(&Server) -> Result<T, String>,
+) -> ExitCode
+where
+    H: Handler + 'static,
+    F: Fn() -> H + Send + Sync + 'static,
+    T: std::fmt::Display,
+{
     let server = match Server::bind(addr, config, factory) {
         Ok(server) => server,
         Err(e) => {
             eprintln!("{name}: cannot listen on {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let kept = match setup(&server) {
+        Ok(kept) => kept,
+        Err(e) => {
+            eprintln!("{name}: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -158,6 +184,10 @@ where
     match server.join() {
         Ok(counters) => {
             println!("{name}: shut down\n{counters}");
+            let report = kept.to_string();
+            if !report.is_empty() {
+                println!("{report}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
