@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the chat example and drives it from headless Chromium with
-# playwright-core, plain and then with --deflate. Installs Debian's chromium and playwright-core (under
+# playwright-core, plain, then with --deflate, then as two servers
+# sharing a Redis (installs Debian's redis-server when missing). Installs Debian's chromium and playwright-core (under
 # target/browser) when they are missing.
 #
 #   bash scripts/browser-test.sh
@@ -24,3 +25,34 @@ cargo build --release --features deflate --example chat
 start_example chat "open http://" --addr 127.0.0.1:0 --workers 2 --deflate
 EXPECT_DEFLATE=1 node tests/browser/chat.test.cjs "http://$ADDR/"
 stop_example
+
+# Two pages on two chat servers sharing a Redis of this script's own.
+need_apt redis-server redis-server
+redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no >target/redis-browser.log 2>&1 &
+redis_pid=$!
+trap 'kill $redis_pid 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+    redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
+    sleep 0.1
+done
+./target/release/examples/chat --addr 127.0.0.1:0 --redis "redis://127.0.0.1:$redis_port/" >target/chat-a.log 2>&1 &
+chat_a=$!
+./target/release/examples/chat --addr 127.0.0.1:0 --redis "redis://127.0.0.1:$redis_port/" >target/chat-b.log 2>&1 &
+chat_b=$!
+trap 'kill $redis_pid $chat_a $chat_b 2>/dev/null || true' EXIT
+addr_of() {
+    for _ in $(seq 100); do
+        local addr
+        addr=$(sed -n 's|^chat: open http://\([^/ ]*\).*|\1|p' "$1" | head -n 1)
+        [ -n "$addr" ] && { echo "$addr"; return 0; }
+        sleep 0.1
+    done
+    cat "$1" >&2
+    return 1
+}
+node tests/browser/cluster.test.cjs "http://$(addr_of target/chat-a.log)/" "http://$(addr_of target/chat-b.log)/"
+kill -TERM "$chat_a" "$chat_b"
+wait "$chat_a" "$chat_b"
+kill "$redis_pid"
+trap - EXIT
