@@ -2,9 +2,10 @@
 # The chat example behind Debian's nginx, configured from docs/nginx.conf
 # with a 3 s proxy_read_timeout. First a control (server pings every 10 s:
 # nginx must drop an idle connection), then the real run (pings every 1 s:
-# it must survive). Last, docs/nginx-two-locations.conf, whose page
-# location speaks HTTP/1.0 to the chat, as nginx does by default. Installs
-# nginx and Python's websockets when missing.
+# it must survive). Then docs/nginx-two-locations.conf, whose page
+# location speaks HTTP/1.0 to the chat, as nginx does by default. Last,
+# docs/nginx-cluster.conf over two chat servers sharing a Redis. Installs
+# nginx, redis-server and Python's websockets when missing.
 #
 #   bash scripts/nginx-test.sh
 set -euo pipefail
@@ -49,3 +50,47 @@ run_phase() {
 run_phase drop 10 docs/nginx.conf
 run_phase keep 1 docs/nginx.conf
 run_phase http10 1 docs/nginx-two-locations.conf
+
+# Two chat servers behind docs/nginx-cluster.conf, sharing a Redis.
+need_apt redis-server redis-server
+free_port() { "$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+redis_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no >"$dir/redis.log" 2>&1 &
+pids=($!)
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+    redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
+    sleep 0.1
+done
+addrs=()
+for node in a b; do
+    log="$dir/chat-$node.log"
+    ./target/release/examples/chat --addr 127.0.0.1:0 --redis "redis://127.0.0.1:$redis_port/" >"$log" 2>&1 &
+    pids+=($!)
+    addr=""
+    for _ in $(seq 100); do
+        addr=$(sed -n 's|^chat: open http://\([^/ ]*\).*|\1|p' "$log" | head -n 1)
+        [ -n "$addr" ] && break
+        sleep 0.1
+    done
+    [ -n "$addr" ] || { cat "$log"; exit 1; }
+    addrs+=("$addr")
+done
+sed -e "s|server 127.0.0.1:8081;|server ${addrs[0]};|" -e "s|server 127.0.0.1:8082;|server ${addrs[1]};|" \
+    -e "s|listen 127.0.0.1:8000;|listen 127.0.0.1:$nginx_port;|" \
+    docs/nginx-cluster.conf >"$dir/nginx.conf"
+"$nginx_bin" -p "$dir" -c "$dir/nginx.conf" -g "pid $dir/nginx.pid; error_log $dir/error.log;"
+status=0
+"$venv/bin/python" tests/nginx/nginx_test.py cluster "127.0.0.1:$nginx_port" "$dir/chat-a.log,$dir/chat-b.log" ||
+    status=$?
+"$nginx_bin" -p "$dir" -c "$dir/nginx.conf" -g "pid $dir/nginx.pid; error_log $dir/error.log;" -s stop
+# Both chats must exit cleanly on SIGTERM.
+kill -TERM "${pids[1]}" "${pids[2]}"
+wait "${pids[1]}" || status=$?
+wait "${pids[2]}" || status=$?
+kill "${pids[0]}"
+trap - EXIT
+if [ "$status" -ne 0 ]; then
+    cat "$dir/chat-a.log" "$dir/chat-b.log" "$dir/error.log" >&2 || true
+    exit "$status"
+fi

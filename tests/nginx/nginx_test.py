@@ -6,7 +6,9 @@ PHASE "drop": the server pings less often than nginx's proxy_read_timeout,
 so nginx must close an idle connection (the control). PHASE "keep": the
 server pings more often, so the idle connection must survive. PHASE
 "http10": nginx forwards the page over HTTP/1.0 (its default); the page, a
-HEAD request and a chat round trip must all work.
+HEAD request and a chat round trip must all work. PHASE "cluster": nginx
+spreads clients over two chat servers that share a Redis (CHAT_LOG is then
+both logs, comma-separated); a room must span both.
 """
 import asyncio
 import sys
@@ -68,8 +70,31 @@ def head_has_no_body(addr):
         assert res.read() == b"", "HEAD answered with a body"
 
 
+async def cluster(addr, logs):
+    """Six members through nginx, spread round robin over two servers."""
+    origin = f"http://{addr}"
+    members = []
+    for i in range(6):
+        ws = await connect(f"ws://{addr}/ws?room=cluster&name=c{i}", origin=origin, ping_interval=None)
+        members.append(ws)
+        # Everyone so far hears the newcomer, whichever server they are on.
+        for ws in members:
+            await expect(ws, f"* c{i} joined")
+    await members[0].send("hello all")
+    for ws in members:
+        await expect(ws, "c0: hello all")
+    for ws in members:
+        await ws.close()
+    joined = [open(log).read().count("joined cluster") for log in logs]
+    assert all(n > 0 for n in joined), f"not spread over both servers: {joined}"
+    print(f"nginx test: a room across two servers behind nginx, members per server {joined}")
+
+
 def main():
     phase, addr, chat_log = sys.argv[1:4]
+    if phase == "cluster":
+        asyncio.run(cluster(addr, chat_log.split(",")))
+        return
     page_loads(addr)
     asyncio.run(chat_round_trip(addr, "alice"))
     if phase == "http10":
