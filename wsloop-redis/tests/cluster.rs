@@ -416,3 +416,38 @@ fn a_node_subscribes_to_a_room_only_while_someone_there_is_in_it() {
     a.stop();
     b.stop();
 }
+
+#[test]
+fn malformed_messages_from_redis_are_counted_and_dropped() {
+    let redis = Redis::start();
+    let a = Chat::start(&redis.url());
+    let mut member = Member::join(a.addr, "lobby", "m");
+    wait_for("a to subscribe", || redis.numsub("wsloop:lobby") == 1);
+    let mut conn = redis.client().get_connection().unwrap();
+    let other_node = 7u64.to_be_bytes();
+    let bad: [Vec<u8>; 4] = [
+        b"short".to_vec(),                             // no node id and kind
+        [&other_node[..], &[9], b"kind 9"].concat(),   // an unknown kind
+        [&other_node[..], &[1], b"\xff\xfe"].concat(), // text that is not UTF-8
+        Vec::new(),
+    ];
+    for payload in &bad {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("wsloop:lobby")
+            .arg(payload)
+            .query(&mut conn)
+            .unwrap();
+    }
+    // A well-formed one from another node still arrives, after them.
+    let good = [&other_node[..], &[1], b"x: from elsewhere"].concat();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("wsloop:lobby")
+        .arg(good)
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(member.line(), "x: from elsewhere");
+    drop(member);
+    let counters = a.stop();
+    assert_eq!(counters["malformed"], 4, "{counters:?}");
+    assert_eq!(counters["received"], 1, "{counters:?}");
+}
