@@ -23,16 +23,17 @@
 //! cargo run --release --features deflate --example broadcast_bench -- --deflate --size 1024
 //! ```
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use mio::net::TcpStream as MioStream;
-use mio::{Events, Interest, Poll, Token};
-use wsloop::frame::{FrameHeader, OpCode, Role};
+use common::fanout::{collect, median, open};
+use wsloop::frame::OpCode;
 
 use wsloop::protocol::encode_frame;
 use wsloop::{Config, Conn, Handler, Message, Request, Server, Upgrade};
+
+mod common;
 
 /// Subscribers join `/sub?i=N`; the publisher is `/pub?mode=topic|each&n=S`.
 struct Fanout {
@@ -113,31 +114,6 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// Opens a WebSocket on `path` with a blocking std socket, offering
-/// permessage-deflate if `offer`.
-fn open(addr: SocketAddr, path: &str, offer: bool) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    let extensions = if offer {
-        "Sec-WebSocket-Extensions: permessage-deflate\r\n"
-    } else {
-        ""
-    };
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extensions}\r\n"
-    );
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).expect("upgrade response");
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "upgrade refused");
-    let agreed = String::from_utf8_lossy(&head).contains("permessage-deflate");
-    assert_eq!(agreed, offer, "permessage-deflate negotiated: {agreed}");
-    stream
-}
-
 /// CPU time of the server's worker threads (named `wsloop-N`), from
 /// /proc/self/task, in seconds.
 fn worker_cpu() -> f64 {
@@ -178,59 +154,6 @@ fn chat_text(size: usize) -> Vec<u8> {
     text.into_bytes()
 }
 
-/// Reads every subscriber until each has `expect` data frames; returns the
-/// time it took from `start`.
-fn collect(subs: Vec<TcpStream>, expect: usize, start: Instant) -> Duration {
-    let mut poll = Poll::new().unwrap();
-    let mut socks: Vec<(MioStream, Vec<u8>, usize)> = subs
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| {
-            s.set_nonblocking(true).unwrap();
-            let mut m = MioStream::from_std(s);
-            poll.registry()
-                .register(&mut m, Token(i), Interest::READABLE)
-                .unwrap();
-            (m, Vec::new(), 0)
-        })
-        .collect();
-    let mut done = 0;
-    let mut events = Events::with_capacity(1024);
-    let mut chunk = vec![0u8; 64 * 1024];
-    while done < socks.len() {
-        poll.poll(&mut events, Some(Duration::from_secs(30)))
-            .unwrap();
-        assert!(!events.is_empty(), "no progress for 30 s");
-        for event in events.iter() {
-            let (sock, buf, got) = &mut socks[event.token().0];
-            loop {
-                match sock.read(&mut chunk) {
-                    Ok(0) => panic!("subscriber closed early"),
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) => panic!("{e}"),
-                }
-            }
-            let before = *got;
-            let mut at = 0;
-            while let Some((h, n)) = FrameHeader::parse(&buf[at..], Role::Client).unwrap() {
-                let end = at + n + h.payload_len as usize;
-                if end > buf.len() {
-                    break;
-                }
-                assert!(matches!(h.opcode, OpCode::Binary | OpCode::Text));
-                *got += 1;
-                at = end;
-            }
-            buf.drain(..at);
-            if before < expect && *got >= expect {
-                done += 1;
-            }
-        }
-    }
-    start.elapsed()
-}
-
 /// One run: returns messages delivered per second, and the workers' CPU
 /// seconds per delivered message. Subscribers offer permessage-deflate if
 /// `offer`.
@@ -254,16 +177,12 @@ fn run(addr: SocketAddr, args: &Args, mode: &str, offer: bool) -> (f64, f64) {
         publisher.write_all(&wire).unwrap();
         publisher
     });
-    let elapsed = collect(subs, args.messages, start);
+    collect(subs, args.messages);
+    let elapsed = start.elapsed();
     let cpu = worker_cpu() - cpu;
     drop(writer.join().unwrap());
     let delivered = (args.subscribers * args.messages) as f64;
     (delivered / elapsed.as_secs_f64(), cpu / delivered)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Topic against per-subscriber publishing, plain frames.

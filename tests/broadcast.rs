@@ -6,25 +6,10 @@ mod util;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use util::{start, Client};
+use util::{start, Client, Room};
 use wsloop::frame::OpCode;
 
 use wsloop::{CloseCode, Conn, Handler, Message, Request, Upgrade};
-
-/// Everyone is in one room; every message goes to the room.
-struct Room;
-
-impl Handler for Room {
-    type Data = ();
-
-    fn on_open(&mut self, conn: &mut Conn<'_>) {
-        conn.subscribe("room");
-    }
-
-    fn on_message(&mut self, conn: &mut Conn<'_>, msg: Message<'_>) {
-        conn.publish("room", msg);
-    }
-}
 
 const CLIENTS: usize = 200;
 const EACH: usize = 5;

@@ -5,27 +5,12 @@
 mod util;
 
 use flate2::{Compress, Compression, Decompress};
-use util::{start, Client};
+use util::{start, Client, Room};
 use wsloop::deflate::{self, DeflateConfig};
 use wsloop::frame::OpCode;
-use wsloop::{Config, Conn, Handler, Message};
+use wsloop::Config;
 
 const OFFER: &str = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
-
-/// Everyone in one room; every message goes to the room.
-struct Room;
-
-impl Handler for Room {
-    type Data = ();
-
-    fn on_open(&mut self, conn: &mut Conn<'_>) {
-        conn.subscribe("room");
-    }
-
-    fn on_message(&mut self, conn: &mut Conn<'_>, msg: Message<'_>) {
-        conn.publish("room", msg);
-    }
-}
 
 fn inflate(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -33,14 +18,18 @@ fn inflate(payload: &[u8]) -> Vec<u8> {
     out
 }
 
-fn compressed(text: &str) -> Vec<u8> {
-    let mut out = Vec::new();
+/// A masked text frame with RSV1, holding `text` compressed.
+fn compressed_frame(text: &str) -> Vec<u8> {
+    let mut payload = Vec::new();
     deflate::compress(
         &mut Compress::new(Compression::new(6), false),
         text.as_bytes(),
-        &mut out,
+        &mut payload,
     );
-    out
+    let mut frame = Vec::new();
+    wsloop::protocol::encode_frame(&mut frame, true, OpCode::Text, Some([1, 2, 3, 4]), &payload);
+    frame[0] |= 0x40;
+    frame
 }
 
 #[test]
@@ -64,16 +53,7 @@ fn a_room_gets_compressed_frames_where_negotiated_and_plain_ones_elsewhere() {
     // One member sends compressed, another plain; all get all, in order.
     for (i, line) in lines.iter().enumerate() {
         if i % 2 == 0 {
-            let mut frame = Vec::new();
-            wsloop::protocol::encode_frame(
-                &mut frame,
-                true,
-                OpCode::Text,
-                Some([1, 2, 3, 4]),
-                &compressed(line),
-            );
-            frame[0] |= 0x40;
-            compressing[0].send_raw(&frame);
+            compressing[0].send_raw(&compressed_frame(line));
         } else {
             plain[0].send_text(line);
         }
@@ -94,16 +74,7 @@ fn a_room_gets_compressed_frames_where_negotiated_and_plain_ones_elsewhere() {
         }
     }
     // RSV1 from a member that did not negotiate is a protocol error.
-    let mut frame = Vec::new();
-    wsloop::protocol::encode_frame(
-        &mut frame,
-        true,
-        OpCode::Text,
-        Some([1, 2, 3, 4]),
-        &compressed("hi"),
-    );
-    frame[0] |= 0x40;
-    plain[1].send_raw(&frame);
+    plain[1].send_raw(&compressed_frame("hi"));
     assert_eq!(plain[1].expect_close(), Some(1002));
     drop(server);
 }

@@ -1,6 +1,8 @@
 //! Flag parsing and signal handling shared by the examples.
 #![allow(dead_code)]
 
+pub mod fanout;
+
 use std::process::ExitCode;
 use std::time::Duration;
 

@@ -8,11 +8,8 @@
 // Needs playwright-core (scripts/browser-test.sh installs it under
 // target/browser) and Debian's chromium at /usr/bin/chromium.
 "use strict";
-const path = require("path");
 const assert = require("assert");
-
-const modules = process.env.PLAYWRIGHT_DIR || path.join(__dirname, "../../target/browser/node_modules");
-const { chromium } = require(path.join(modules, "playwright-core"));
+const { launch, seeLine } = require("./lib.cjs");
 
 const base = process.argv[2];
 if (!base) {
@@ -20,24 +17,8 @@ if (!base) {
   process.exit(2);
 }
 
-// Waits until #log of `page` has a line whose text is exactly `text`.
-async function seeLine(page, text) {
-  await page.waitForFunction(
-    (want) => [...document.querySelectorAll("#log div")].some((d) => d.textContent === want),
-    text,
-    { timeout: 10000 },
-  );
-}
-
 async function main() {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: [
-      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
-  });
+  const browser = await launch();
   try {
     const context = await browser.newContext();
 

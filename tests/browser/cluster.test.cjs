@@ -5,10 +5,7 @@
 // Needs playwright-core (scripts/browser-test.sh installs it under
 // target/browser) and Debian's chromium at /usr/bin/chromium.
 "use strict";
-const path = require("path");
-
-const modules = process.env.PLAYWRIGHT_DIR || path.join(__dirname, "../../target/browser/node_modules");
-const { chromium } = require(path.join(modules, "playwright-core"));
+const { launch, seeLine } = require("./lib.cjs");
 
 const [a, b] = process.argv.slice(2);
 if (!a || !b) {
@@ -16,20 +13,8 @@ if (!a || !b) {
   process.exit(2);
 }
 
-async function seeLine(page, text) {
-  await page.waitForFunction(
-    (want) => [...document.querySelectorAll("#log div")].some((d) => d.textContent === want),
-    text,
-    { timeout: 10000 },
-  );
-}
-
 async function main() {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
-  });
+  const browser = await launch();
   try {
     const context = await browser.newContext();
     const alice = await context.newPage();

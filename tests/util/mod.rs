@@ -225,6 +225,21 @@ impl Handler for Echo {
     }
 }
 
+/// Everyone is in one room; every message goes to the room.
+pub struct Room;
+
+impl Handler for Room {
+    type Data = ();
+
+    fn on_open(&mut self, conn: &mut wsloop::Conn<'_>) {
+        conn.subscribe("room");
+    }
+
+    fn on_message(&mut self, conn: &mut wsloop::Conn<'_>, msg: wsloop::Message<'_>) {
+        conn.publish("room", msg);
+    }
+}
+
 /// Polls `done` until it holds; fails the test after the watchdog.
 pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
@@ -254,7 +269,7 @@ pub fn spawn_example(name: &str, args: &[&str]) -> (Child, BufReader<ChildStdout
         .join(name);
     assert!(
         path.exists(),
-        "{} missing: run the whole `cargo test`, which builds examples",
+        "{} missing: build the examples first (the whole `cargo test` does, or `cargo build --example NAME`)",
         path.display()
     );
     let mut child = Command::new(&path)

@@ -58,6 +58,10 @@ use std::time::{Duration, Instant};
 
 use wsloop::{Bridge, Broadcaster, Message, Server};
 
+/// The Redis client this crate uses, for callers that want to talk to the
+/// same Redis (the benchmark checks subscriptions with it).
+pub use redis;
+
 /// How the bridge connects and queues.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

@@ -3,18 +3,19 @@
 //! missing). The chat example must be built first: `cargo build --example
 //! chat` (scripts/redis-test.sh and .ci/run do it).
 
+// The core's test helpers: example start-up and waiting with a watchdog.
+#[path = "../../tests/util/mod.rs"]
+mod util;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use tungstenite::{Message, WebSocket};
-
-/// How long any wait may take before the test fails.
-const WATCHDOG: Duration = Duration::from_secs(20);
+use util::{wait_for, WATCHDOG};
 
 /// A redis-server of the test's own, killed on drop.
 struct Redis {
@@ -91,14 +92,6 @@ impl Drop for Redis {
     }
 }
 
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < WATCHDOG, "gave up waiting for {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// One chat process with `--redis`.
 struct Chat {
     child: Child,
@@ -108,42 +101,8 @@ struct Chat {
 
 impl Chat {
     fn start(redis_url: &str) -> Chat {
-        let exe = std::env::current_exe().unwrap();
-        let path: PathBuf = exe
-            .parent()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .join("examples")
-            .join("chat");
-        assert!(
-            path.exists(),
-            "{} missing: run `cargo build --example chat` first",
-            path.display()
-        );
-        let mut child = Command::new(&path)
-            .args([
-                "--addr",
-                "127.0.0.1:0",
-                "--workers",
-                "2",
-                "--redis",
-                redis_url,
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let addr = line
-            .trim()
-            .rsplit("://")
-            .next()
-            .unwrap()
-            .trim_end_matches('/')
-            .parse()
-            .unwrap_or_else(|_| panic!("no address in {line:?}"));
+        let (child, stdout, addr) =
+            util::spawn_example("chat", &["--workers", "2", "--redis", redis_url]);
         Chat {
             child,
             stdout,

@@ -2,7 +2,7 @@
 //! against the same on one.
 //!
 //! ```text
-//! cargo run --release -p wsloop-redis --example cluster_bench
+//! cargo run --release --example cluster_bench
 //! ```
 //!
 //! It starts its own redis-server (Debian's; it must be installed) on a
@@ -23,12 +23,18 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream as MioStream;
-use mio::{Events, Interest, Poll, Token};
+use common::fanout::{collect, median};
 use wsloop::frame::{FrameHeader, OpCode, Role};
 use wsloop::protocol::encode_frame;
 use wsloop::{Config, Conn, Handler, Message, Server};
-use wsloop_redis::{BridgeConfig, RedisBridge};
+use wsloop_redis::{redis, BridgeConfig, RedisBridge};
+
+mod common;
+
+/// Opens a WebSocket on `/`.
+fn open(addr: SocketAddr) -> TcpStream {
+    common::fanout::open(addr, "/", false)
+}
 
 struct Room;
 
@@ -53,22 +59,6 @@ fn node(redis_url: &str) -> (Server, RedisBridge) {
     let bridge = RedisBridge::start(&server, redis_url, BridgeConfig::default().queue(1 << 16))
         .expect("bridge");
     (server, bridge)
-}
-
-fn open(addr: SocketAddr) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_nodelay(true).unwrap();
-    stream.write_all(
-        b"GET / HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    ).unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).expect("upgrade response");
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "upgrade refused");
-    stream
 }
 
 fn frame(payload: &[u8]) -> Vec<u8> {
@@ -155,56 +145,6 @@ fn latency(a: SocketAddr, b: SocketAddr, redis: &redis::Client, rounds: usize) {
     }
 }
 
-/// Reads every subscriber until each has `expect` frames.
-fn collect(subs: Vec<TcpStream>, expect: usize) {
-    let mut poll = Poll::new().unwrap();
-    let mut socks: Vec<(MioStream, Vec<u8>, usize)> = subs
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| {
-            s.set_nonblocking(true).unwrap();
-            let mut m = MioStream::from_std(s);
-            poll.registry()
-                .register(&mut m, Token(i), Interest::READABLE)
-                .unwrap();
-            (m, Vec::new(), 0)
-        })
-        .collect();
-    let mut done = 0;
-    let mut events = Events::with_capacity(1024);
-    let mut chunk = vec![0u8; 64 * 1024];
-    while done < socks.len() {
-        poll.poll(&mut events, Some(Duration::from_secs(30)))
-            .unwrap();
-        assert!(!events.is_empty(), "no progress for 30 s");
-        for event in events.iter() {
-            let (sock, buf, got) = &mut socks[event.token().0];
-            loop {
-                match sock.read(&mut chunk) {
-                    Ok(0) => panic!("subscriber closed early"),
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) => panic!("{e}"),
-                }
-            }
-            let before = *got;
-            let mut at = 0;
-            while let Some((h, n)) = FrameHeader::parse(&buf[at..], Role::Client).unwrap() {
-                let end = at + n + h.payload_len as usize;
-                if end > buf.len() {
-                    break;
-                }
-                *got += 1;
-                at = end;
-            }
-            buf.drain(..at);
-            if before < expect && *got >= expect {
-                done += 1;
-            }
-        }
-    }
-}
-
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let rest = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
@@ -251,11 +191,6 @@ fn fanout(
         (subscribers * messages) as f64 / elapsed,
         redis_cpu / elapsed,
     )
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 struct RedisServer(Child);
