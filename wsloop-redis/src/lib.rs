@@ -48,6 +48,9 @@
 //! received, dropped and reconnected, and what arrived malformed (which is
 //! dropped, never a panic).
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
