@@ -478,6 +478,12 @@ pub fn compress(deflater: &mut Compress, payload: &[u8], out: &mut Vec<u8>) {
     }
     if out[start..].ends_with(&TAIL) {
         out.truncate(out.len() - TAIL.len());
+    } else if out.len() == start {
+        // zlib writes nothing when there is nothing new to flush: an empty
+        // message right after another, with context kept. The receiver
+        // still appends the tail, so the message must be an empty stored
+        // block's first byte, as RFC 7692 §7.2.3.6 shows.
+        out.push(0x00);
     }
 }
 
@@ -709,6 +715,20 @@ mod tests {
                     "{bits} {len}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn empty_messages_in_a_row_keep_the_stream_in_step() {
+        // With context kept, zlib has nothing to flush for a second empty
+        // message; it must still go out as one byte.
+        let mut c = Compress::new(Compression::new(6), false);
+        let mut d = fresh_inflater();
+        for text in [&b""[..], b"", b"", b"after the empty ones", b""] {
+            let mut out = Vec::new();
+            compress(&mut c, text, &mut out);
+            assert!(!out.is_empty());
+            assert_eq!(inflate_all(&mut d, &out, 100).unwrap(), text);
         }
     }
 
