@@ -466,9 +466,9 @@ pub fn compress(deflater: &mut Compress, payload: &[u8], out: &mut Vec<u8>) {
     loop {
         let used = (deflater.total_in() - base) as usize;
         out.reserve(payload.len() - used + 64);
-        // Only fails on a stream error, which a sync flush on a valid
-        // stream cannot cause.
-        let _ = deflater.compress_vec(&payload[used..], out, FlushCompress::Sync);
+        deflater
+            .compress_vec(&payload[used..], out, FlushCompress::Sync)
+            .expect("a sync flush on a stream of our own cannot fail");
         let used = (deflater.total_in() - base) as usize;
         // The flush is complete when all input is taken and zlib stopped
         // with output room to spare.
@@ -495,14 +495,23 @@ pub fn inflate(
     max: usize,
     out: &mut Vec<u8>,
 ) -> Result<(), ProtocolError> {
+    // Nothing at all: what zlib writes for an empty message with nothing
+    // new to flush. The inflater is left as it is, as the sender's
+    // compressor was.
+    if payload.is_empty() {
+        return Ok(());
+    }
     let start = out.len();
-    'inputs: for input in [payload, &TAIL[..]] {
+    'inputs: for (pass, input) in [payload, &TAIL[..]].into_iter().enumerate() {
         let base = inflater.total_in();
         loop {
             let used = (inflater.total_in() - base) as usize;
             let produced = out.len() - start;
             // Room for what is allowed and one byte more, to see an overrun.
-            let room = (max + 1 - produced).min(produced.max(input.len() * 4).max(1024));
+            let room = max
+                .saturating_add(1)
+                .saturating_sub(produced)
+                .min(produced.max(input.len() * 4).max(1024));
             out.reserve_exact(room);
             let spare = out.capacity() - out.len();
             let status = inflater
@@ -514,10 +523,15 @@ pub fn inflate(
             }
             let used_now = (inflater.total_in() - base) as usize;
             if status == Status::StreamEnd {
-                // A final block (BFINAL) ends the stream; what follows is
-                // the start of the empty block a sender appends (RFC 7692
-                // §7.2.1), and is ignored. The next message starts afresh.
+                // A final block (BFINAL) ends the stream. All that may
+                // follow is the first byte of the empty block a sender
+                // appends (RFC 7692 §7.2.1, §7.2.3.4). The next message
+                // starts afresh.
                 inflater.reset(false);
+                let rest = if pass == 0 { &input[used_now..] } else { &[] };
+                if rest.len() > 1 || rest.first().is_some_and(|&b| b != 0) {
+                    return Err(ProtocolError::InvalidCompressedData);
+                }
                 break 'inputs;
             }
             let room_left = out.capacity() - out.len();
@@ -719,6 +733,26 @@ mod tests {
     }
 
     #[test]
+    fn an_unlimited_message_size_does_not_overflow() {
+        let mut d = fresh_inflater();
+        let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        assert_eq!(inflate_all(&mut d, &hello, usize::MAX).unwrap(), b"Hello");
+    }
+
+    #[test]
+    fn an_empty_payload_is_an_empty_message_and_leaves_the_window_alone() {
+        let mut d = fresh_inflater();
+        let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        assert_eq!(inflate_all(&mut d, &hello, 100).unwrap(), b"Hello");
+        assert_eq!(inflate_all(&mut d, &[], 100).unwrap(), b"");
+        // §7.2.3.2's back-reference still finds the first "Hello".
+        assert_eq!(
+            inflate_all(&mut d, &[0xf2, 0x00, 0x11, 0x00, 0x00], 100).unwrap(),
+            b"Hello"
+        );
+    }
+
+    #[test]
     fn empty_messages_in_a_row_keep_the_stream_in_step() {
         // With context kept, zlib has nothing to flush for a second empty
         // message; it must still go out as one byte.
@@ -757,6 +791,8 @@ mod tests {
             &[0xff, 0xff, 0xff][..],             // block type 3 (reserved)
             &[0x02, 0xff, 0xff, 0xff, 0xff][..], // a fixed block with garbage codes
             &[0x00, 0x05, 0x00, 0x00, 0x00][..], // stored block, LEN and NLEN disagree
+            &[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00, 0x42][..], // bytes after BFINAL
+            &[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x01][..], // not the empty block
         ] {
             let mut d = fresh_inflater();
             assert_eq!(

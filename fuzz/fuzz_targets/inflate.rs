@@ -13,13 +13,24 @@ use wsloop::deflate::{compress, inflate};
 use wsloop::ProtocolError;
 
 /// zlib on the whole message at once, with room for `max` + 1 bytes: the
-/// reference reading.
+/// reference reading. After a final block only the empty block's first
+/// byte may follow (RFC 7692 §7.2.3.4); an empty payload is an empty
+/// message.
 fn reference(payload: &[u8], bits: u8, max: usize) -> Option<Vec<u8>> {
+    if payload.is_empty() {
+        return Some(Vec::new());
+    }
     let mut input = payload.to_vec();
     input.extend_from_slice(&[0, 0, 0xff, 0xff]);
     let mut d = Decompress::new_with_window_bits(false, bits);
     let mut out = Vec::with_capacity(max + 1);
     let status = d.decompress_vec(&input, &mut out, FlushDecompress::Sync).ok()?;
+    if status == Status::StreamEnd {
+        let rest = payload.get(d.total_in() as usize..).unwrap_or_default();
+        if rest.len() > 1 || rest.first().is_some_and(|&b| b != 0) {
+            return None;
+        }
+    }
     // Stopped early with input left and room left: zlib would want more.
     let stuck = status != Status::StreamEnd
         && (d.total_in() as usize) < input.len()
