@@ -44,7 +44,11 @@
 //! # Faults
 //! If Redis goes away, local delivery goes on. Both threads reconnect with
 //! a backoff from 50 ms to 2 s, and the subscriber subscribes again to
-//! every topic wanted. [`RedisBridge::counters`] tells what was published,
+//! every topic wanted. Every command has a 2 s timeout and the subscriber
+//! PINGs a silent connection every 5 s, so a Redis that stops answering
+//! without closing the connection is given up on too. A change in the
+//! wanted topics wakes the subscriber through a control channel at once,
+//! or within its 100 ms read timeout if that message is lost. [`RedisBridge::counters`] tells what was published,
 //! received, dropped and reconnected, and what arrived malformed (which is
 //! dropped, never a panic).
 
@@ -53,7 +57,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -75,6 +79,9 @@ pub struct BridgeConfig {
     /// Most messages waiting for the publishing thread; more are dropped
     /// and counted. Default 4,096.
     pub queue: usize,
+    /// Most payload bytes waiting for the publishing thread, whatever the
+    /// count; more are dropped and counted. Default 8 MiB.
+    pub queue_bytes: usize,
     /// The first wait before reconnecting, doubled after each failure up
     /// to `max_backoff`. Default 50 ms.
     pub min_backoff: Duration,
@@ -87,6 +94,7 @@ impl Default for BridgeConfig {
         BridgeConfig {
             prefix: "wsloop".into(),
             queue: 4096,
+            queue_bytes: 8 << 20,
             min_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(2),
         }
@@ -103,6 +111,12 @@ impl BridgeConfig {
     /// Sets [`BridgeConfig::queue`].
     pub fn queue(mut self, queue: usize) -> Self {
         self.queue = queue;
+        self
+    }
+
+    /// Sets [`BridgeConfig::queue_bytes`].
+    pub fn queue_bytes(mut self, bytes: usize) -> Self {
+        self.queue_bytes = bytes;
         self
     }
 }
@@ -188,6 +202,9 @@ struct Inner {
     node: u64,
     prefix: String,
     outgoing: SyncSender<Outgoing>,
+    /// Payload bytes in the queue, and the most it may hold.
+    queued_bytes: AtomicUsize,
+    queue_bytes: usize,
     /// Topics with subscribers on this server.
     wanted: Mutex<BTreeSet<String>>,
     changed: AtomicBool,
@@ -222,15 +239,19 @@ impl Bridge for Inner {
         payload.extend_from_slice(&self.node.to_be_bytes());
         payload.push(kind);
         payload.extend_from_slice(bytes);
+        let len = payload.len();
+        if self.queued_bytes.fetch_add(len, Ordering::AcqRel) + len > self.queue_bytes {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            bump(&self.counters.dropped);
+            return;
+        }
         let channel = self.channel(topic);
-        match self
-            .outgoing
-            .try_send(Outgoing::Publish { channel, payload })
+        let item = Outgoing::Publish { channel, payload };
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            self.outgoing.try_send(item)
         {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                bump(&self.counters.dropped)
-            }
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            bump(&self.counters.dropped);
         }
     }
 
@@ -277,6 +298,8 @@ impl RedisBridge {
             node: node_id(),
             prefix: config.prefix.clone(),
             outgoing,
+            queued_bytes: AtomicUsize::new(0),
+            queue_bytes: config.queue_bytes,
             wanted: Mutex::default(),
             changed: AtomicBool::new(true),
             stop: AtomicBool::new(false),
@@ -328,13 +351,12 @@ impl RedisBridge {
 impl Drop for RedisBridge {
     fn drop(&mut self) {
         self.inner.stop.store(true, Ordering::Release);
-        // Blocking: the publisher drains the queue whether Redis is there
-        // or not, so this waits at most for the queue.
+        // Blocking: the publisher takes items whether Redis is there or
+        // not (every Redis call has a timeout), so this waits at most for
+        // one call. The subscriber sees the flag within one read timeout.
         let _ = self.inner.outgoing.send(Outgoing::Poke);
-        // The subscriber may be blocked on a Redis that is away; it is not
-        // waited for, and ends when its connection does.
-        if let Some(publisher) = self.threads.drain(..).next() {
-            let _ = publisher.join();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
         }
     }
 }
@@ -380,14 +402,39 @@ impl Backoff {
         self.not_before = None;
     }
 
-    fn sleep(&self) {
-        if let Some(t) = self.not_before {
-            std::thread::sleep(t.saturating_duration_since(Instant::now()));
+    /// Waits out the backoff, waking early if `stop` is set.
+    fn sleep(&self, stop: &AtomicBool) {
+        while let Some(left) = self
+            .not_before
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .filter(|left| !left.is_zero())
+        {
+            if stop.load(Ordering::Acquire) {
+                return;
+            }
+            std::thread::sleep(left.min(TICK));
         }
     }
 }
 
+/// The longest a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest any one command may take: a Redis that stops answering
+/// without closing the connection is given up after this.
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the subscriber looks at the wanted topics and the stop flag
+/// while no message comes; a poke on the control channel wakes it sooner.
+const TICK: Duration = Duration::from_millis(100);
+/// How long the subscription may be silent before the subscriber PINGs.
+const PING_AFTER: Duration = Duration::from_secs(5);
+
+/// Connects with the timeouts every command then keeps.
+fn connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
+    let conn = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+    conn.set_read_timeout(Some(IO_TIMEOUT))?;
+    conn.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(conn)
+}
 
 /// Publishes what the workers queue, in order. Without a connection, a
 /// message is dropped and counted rather than held.
@@ -399,16 +446,18 @@ fn publish_loop(
 ) {
     let mut conn: Option<redis::Connection> = None;
     let mut ever_connected = false;
-    for item in queue {
+    for item in queue.iter() {
         if inner.stop.load(Ordering::Acquire) {
-            // Wake the subscriber so it sees the flag too.
-            if let Some(conn) = conn.as_mut() {
-                let _ = publish(conn, &inner.control_channel(), b"");
+            // What still waits is dropped, and counted.
+            for left in std::iter::once(item).chain(queue.try_iter()) {
+                if let Outgoing::Publish { .. } = left {
+                    bump(&inner.counters.dropped);
+                }
             }
             return;
         }
         if conn.is_none() && backoff.ready() {
-            match client.get_connection_with_timeout(CONNECT_TIMEOUT) {
+            match connect(client) {
                 Ok(c) => {
                     if ever_connected {
                         bump(&inner.counters.reconnects);
@@ -431,7 +480,10 @@ fn publish_loop(
             conn = None;
             backoff.failed();
         }
-        if let Outgoing::Publish { .. } = item {
+        if let Outgoing::Publish { payload, .. } = &item {
+            inner
+                .queued_bytes
+                .fetch_sub(payload.len(), Ordering::AcqRel);
             bump(if sent {
                 &inner.counters.published
             } else {
@@ -455,8 +507,8 @@ fn subscribe_loop(
 ) {
     let mut ever_connected = false;
     while !inner.stop.load(Ordering::Acquire) {
-        backoff.sleep();
-        let Ok(mut conn) = client.get_connection_with_timeout(CONNECT_TIMEOUT) else {
+        backoff.sleep(&inner.stop);
+        let Ok(mut conn) = connect(client) else {
             backoff.failed();
             continue;
         };
@@ -482,11 +534,19 @@ fn listen(
     let mut pubsub = conn.as_pubsub();
     pubsub.subscribe(inner.control_channel())?;
     let mut subscribed = BTreeSet::new();
+    let mut heard = Instant::now();
+    // Commands get IO_TIMEOUT for their replies; waiting for messages
+    // gets TICK, so that the loop comes round often.
+    let mut ticking = false;
     loop {
         if inner.stop.load(Ordering::Acquire) {
             return Ok(());
         }
         if inner.changed.swap(false, Ordering::AcqRel) {
+            if ticking {
+                pubsub.set_read_timeout(Some(IO_TIMEOUT))?;
+                ticking = false;
+            }
             let wanted = inner
                 .wanted
                 .lock()
@@ -500,13 +560,36 @@ fn listen(
             }
             subscribed = wanted;
         }
-        let msg = pubsub.get_message()?;
-        let Some(topic) = msg
-            .get_channel_name()
+        if !ticking {
+            pubsub.set_read_timeout(Some(TICK))?;
+            ticking = true;
+        }
+        let msg = match pubsub.get_message() {
+            Ok(msg) => msg,
+            Err(e) if e.is_timeout() => {
+                // Silent for long: make sure Redis is still there.
+                if heard.elapsed() >= PING_AFTER {
+                    pubsub.set_read_timeout(Some(IO_TIMEOUT))?;
+                    ticking = false;
+                    pubsub.ping::<redis::Value>()?;
+                    heard = Instant::now();
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        heard = Instant::now();
+        let channel = msg.get_channel_name();
+        let Some(topic) = channel
             .strip_prefix(&inner.prefix)
             .and_then(|rest| rest.strip_prefix(':'))
         else {
-            continue; // the control channel: go round and look again
+            // The control channel wakes us to look again; anything else
+            // was not ours to get.
+            if channel != inner.control_channel() {
+                bump(&inner.counters.malformed);
+            }
+            continue;
         };
         match deliver(inner.node, topic, msg.get_payload_bytes(), broadcaster) {
             Delivered::Local => {}
@@ -539,4 +622,65 @@ fn deliver(node: u64, topic: &str, payload: &[u8], broadcaster: &Broadcaster) ->
     }
     broadcaster.publish_local(topic, msg);
     Delivered::Remote
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bridge(queue: usize, queue_bytes: usize) -> (Inner, Receiver<Outgoing>) {
+        let (outgoing, receiver) = mpsc::sync_channel(queue);
+        let inner = Inner {
+            node: 1,
+            prefix: "p".into(),
+            outgoing,
+            queued_bytes: AtomicUsize::new(0),
+            queue_bytes,
+            wanted: Mutex::default(),
+            changed: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            counters: Counters::default(),
+        };
+        (inner, receiver)
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_messages_and_in_bytes() {
+        // 9 bytes of header per message: 100 bytes hold one 50-byte message.
+        let (inner, receiver) = bridge(10, 100);
+        inner.published("t", Message::Binary(&[0; 50]));
+        inner.published("t", Message::Binary(&[0; 50]));
+        assert_eq!(inner.counters.dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(inner.queued_bytes.load(Ordering::Relaxed), 59);
+        let Ok(Outgoing::Publish { channel, payload }) = receiver.try_recv() else {
+            panic!("one message queued");
+        };
+        assert_eq!((channel.as_str(), payload.len()), ("p:t", 59));
+        assert_eq!(payload[..9], [0, 0, 0, 0, 0, 0, 0, 1, BINARY]);
+
+        let (inner, _receiver) = bridge(1, 1 << 20);
+        inner.published("t", Message::Text("a"));
+        inner.published("t", Message::Text("b"));
+        assert_eq!(inner.counters.dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(inner.queued_bytes.load(Ordering::Relaxed), 10);
+    }
+
+    #[test]
+    fn the_wanted_topics_follow_interest() {
+        let (inner, _receiver) = bridge(1, 100);
+        let wanted = |topic: &str, on: bool| {
+            inner.interest(topic, on);
+            inner
+                .wanted
+                .lock()
+                .unwrap()
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(wanted("a", true), ["a"]);
+        assert_eq!(wanted("b", true), ["a", "b"]);
+        assert_eq!(wanted("a", false), ["b"]);
+        assert!(inner.changed.load(Ordering::Relaxed));
+    }
 }
