@@ -41,6 +41,14 @@ const STORM: usize = 1000;
 const FLOOD: usize = 10_000;
 /// The chat's MAX_LINE is 2,000 bytes; this frame is over it.
 const OVERSIZED: usize = 100_000;
+/// The bad frames: what the report calls them, the tally's keys for
+/// sent and for closed as documented, and the close code that must come.
+const BAD_FRAMES: [(&str, &str, &str, u16); 4] = [
+    ("oversized frames", "oversized", "oversized 1009", 1009),
+    ("unmasked frames", "unmasked", "unmasked 1002", 1002),
+    ("invalid UTF-8 text", "bad utf8", "bad utf8 1007", 1007),
+    ("reserved opcodes", "reserved", "reserved 1002", 1002),
+];
 
 struct Opts {
     addr: SocketAddr,
@@ -450,26 +458,13 @@ fn main() {
             tally.get("ping flood 1000")
         ),
     );
-    row(
-        "oversized frames",
-        tally.get("oversized"),
-        format!("{} closed with 1009", tally.get("oversized 1009")),
-    );
-    row(
-        "unmasked frames",
-        tally.get("unmasked"),
-        format!("{} closed with 1002", tally.get("unmasked 1002")),
-    );
-    row(
-        "invalid UTF-8 text",
-        tally.get("bad utf8"),
-        format!("{} closed with 1007", tally.get("bad utf8 1007")),
-    );
-    row(
-        "reserved opcodes",
-        tally.get("reserved"),
-        format!("{} closed with 1002", tally.get("reserved 1002")),
-    );
+    for (label, sent, closed, code) in BAD_FRAMES {
+        row(
+            label,
+            tally.get(sent),
+            format!("{} closed with {code}", tally.get(closed)),
+        );
+    }
     row(
         "slowloris heads",
         tally.get("slowloris"),
@@ -485,10 +480,9 @@ fn main() {
 
     // The outcomes.
     let same = |a: &str, b: &str| assert_eq!(tally.get(a), tally.get(b), "{b} of {a}");
-    same("oversized", "oversized 1009");
-    same("unmasked", "unmasked 1002");
-    same("bad utf8", "bad utf8 1007");
-    same("reserved", "reserved 1002");
+    for (_, sent, closed, _) in BAD_FRAMES {
+        same(sent, closed);
+    }
     same("ping flood", "ping flood 1000");
     same("slowloris", "slowloris dropped");
     assert_eq!(
@@ -712,13 +706,7 @@ fn ping_flood(addr: SocketAddr, tally: &Tally) {
 
 /// One of each bad frame; each must be closed with its code.
 fn bad_frames(addr: SocketAddr, tally: &Tally) {
-    let cases: [(&'static str, &'static str, u16); 4] = [
-        ("oversized", "oversized 1009", 1009),
-        ("unmasked", "unmasked 1002", 1002),
-        ("bad utf8", "bad utf8 1007", 1007),
-        ("reserved", "reserved 1002", 1002),
-    ];
-    for (what, outcome, code) in cases {
+    for (_, what, outcome, code) in BAD_FRAMES {
         let Ok(mut raw) = Raw::open(addr, "bad", "bad") else {
             continue;
         };
