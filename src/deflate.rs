@@ -46,6 +46,21 @@ const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 const MIN_WINDOW_BITS: u8 = 9;
 const MAX_WINDOW_BITS: u8 = 15;
 
+/// How many window sizes a thread or a broadcast keeps a compressor or a
+/// frame for, one each.
+pub(crate) const WINDOW_SIZES: usize = (MAX_WINDOW_BITS - MIN_WINDOW_BITS + 1) as usize;
+
+/// The place of a window size among the `WINDOW_SIZES`.
+pub(crate) fn window_slot(bits: u8) -> usize {
+    usize::from(bits.clamp(MIN_WINDOW_BITS, MAX_WINDOW_BITS) - MIN_WINDOW_BITS)
+}
+
+/// A raw-DEFLATE compressor (no zlib header) at `level` with a window of
+/// `bits`.
+fn deflater(level: u32, bits: u8) -> Compress {
+    Compress::new_with_window_bits(Compression::new(level), false, bits)
+}
+
 /// How the server takes up permessage-deflate, in
 /// [`Config::deflate`](crate::Config::deflate). The default is the lean
 /// mode: no context kept between messages in either direction.
@@ -325,7 +340,7 @@ pub(crate) struct Context {
 /// What a thread shares among its connections: compressors by window size,
 /// made on first use, and one inflater.
 struct Shared {
-    deflaters: [Option<(u32, Compress)>; (MAX_WINDOW_BITS - MIN_WINDOW_BITS + 1) as usize],
+    deflaters: [Option<(u32, Compress)>; WINDOW_SIZES],
     inflater: Decompress,
 }
 
@@ -368,18 +383,14 @@ impl Context {
         payload: &[u8],
         out: &mut Vec<u8>,
     ) -> bool {
-        let (bits, level) = (self.agreement.our_window(), config.level);
+        let bits = self.agreement.our_window();
         if self.agreement.server_no_context_takeover {
             return compress_shared(bits, config, payload, out);
         }
-        let deflater = self.deflater.get_or_insert_with(|| {
-            Box::new(Compress::new_with_window_bits(
-                Compression::new(level),
-                false,
-                bits,
-            ))
-        });
-        compress(deflater, payload, out);
+        let own = self
+            .deflater
+            .get_or_insert_with(|| Box::new(deflater(config.level, bits)));
+        compress(own, payload, out);
         true
     }
 
@@ -441,10 +452,9 @@ pub(crate) fn compress_shared(
 ) -> bool {
     let level = config.level;
     SHARED.with(|shared| {
-        let slot = &mut shared.borrow_mut().deflaters[(bits - MIN_WINDOW_BITS) as usize];
+        let slot = &mut shared.borrow_mut().deflaters[window_slot(bits)];
         if slot.as_ref().is_none_or(|(at, _)| *at != level) {
-            let fresh = Compress::new_with_window_bits(Compression::new(level), false, bits);
-            *slot = Some((level, fresh));
+            *slot = Some((level, deflater(level, bits)));
         }
         let (_, deflater) = slot.as_mut().expect("filled above");
         let start = out.len();

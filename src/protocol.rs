@@ -774,7 +774,7 @@ pub struct SharedFrame {
     /// By window bits 9 to 15: not tried yet, or the frame (`None` where
     /// compressing did not make it smaller).
     #[cfg(feature = "deflate")]
-    deflated: [Option<Option<Arc<[u8]>>>; 7],
+    deflated: [Option<Option<Arc<[u8]>>>; crate::deflate::WINDOW_SIZES],
 }
 
 impl SharedFrame {
@@ -820,7 +820,7 @@ impl SharedFrame {
         bits: u8,
         config: &crate::deflate::DeflateConfig,
     ) -> Option<Arc<[u8]>> {
-        let slot = &mut self.deflated[usize::from(bits.clamp(9, 15) - 9)];
+        let slot = &mut self.deflated[crate::deflate::window_slot(bits)];
         let (opcode, payload) = (self.opcode, &self.frame[self.header_len..]);
         slot.get_or_insert_with(|| {
             crate::deflate::with_scratch(|compressed| {
