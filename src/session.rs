@@ -134,6 +134,49 @@ impl Agreed {
     }
 }
 
+/// The connection's deflate state and settings when a message of `len`
+/// bytes is to be compressed: deflate is in force and the message is at
+/// least `min_size` long.
+#[cfg(feature = "deflate")]
+fn compressor<'a, D>(
+    state: &'a mut State<D>,
+    config: &'a Config,
+    len: usize,
+) -> Option<(
+    &'a mut crate::deflate::Context,
+    &'a crate::deflate::DeflateConfig,
+)> {
+    match (state, &config.deflate) {
+        (
+            State::Open(Open {
+                deflate: Some(deflate),
+                ..
+            }),
+            Some(settings),
+        ) if len >= settings.min_size => Some((deflate, settings)),
+        _ => None,
+    }
+}
+
+/// Compresses a message with the connection's context and queues the
+/// frame; `false`, with nothing queued, if it is to go plain.
+#[cfg(feature = "deflate")]
+fn push_deflated(
+    out: &mut Outbox,
+    deflate: &mut crate::deflate::Context,
+    settings: &crate::deflate::DeflateConfig,
+    opcode: OpCode,
+    payload: &[u8],
+) -> bool {
+    crate::deflate::with_scratch(|compressed| {
+        if !deflate.compress(settings, payload, compressed) {
+            return false;
+        }
+        out.push_frame(true, opcode, compressed);
+        true
+    })
+}
+
 /// Settles permessage-deflate before the application sees the request.
 #[cfg(feature = "deflate")]
 fn negotiate_deflate<'a>(mut req: Request<'a>, config: &Config) -> Request<'a> {
@@ -703,25 +746,8 @@ impl<D> Session<D> {
     /// `false` if it must go plain.
     #[cfg(feature = "deflate")]
     fn push_compressed(&mut self, config: &Config, opcode: OpCode, payload: &[u8]) -> bool {
-        let (
-            State::Open(Open {
-                deflate: Some(deflate),
-                ..
-            }),
-            Some(settings),
-        ) = (&mut self.state, &config.deflate)
-        else {
-            return false;
-        };
-        if payload.len() < settings.min_size {
-            return false;
-        }
-        crate::deflate::with_scratch(|compressed| {
-            if !deflate.compress(settings, payload, compressed) {
-                return false;
-            }
-            self.out.push_frame(true, opcode, compressed);
-            true
+        compressor(&mut self.state, config, payload.len()).is_some_and(|(deflate, settings)| {
+            push_deflated(&mut self.out, deflate, settings, opcode, payload)
         })
     }
 
@@ -744,30 +770,20 @@ impl<D> Session<D> {
             return refused;
         }
         #[cfg(feature = "deflate")]
-        if let (
-            State::Open(Open {
-                deflate: Some(deflate),
-                ..
-            }),
-            Some(settings),
-        ) = (&self.state, &config.deflate)
         {
             let (opcode, payload) = frame.payload();
-            if payload.len() >= settings.min_size {
-                match deflate.shared_window() {
-                    Some(bits) => {
-                        if let Some(compressed) = frame.deflated(bits, settings) {
-                            self.out.push_shared(compressed);
-                            return SendStatus::Queued;
-                        }
-                    }
+            if let Some((deflate, settings)) = compressor(&mut self.state, config, payload.len()) {
+                let queued = match deflate.shared_window() {
+                    Some(bits) => frame
+                        .deflated(bits, settings)
+                        .map(|compressed| self.out.push_shared(compressed))
+                        .is_some(),
                     // It keeps context, so only its own compressor can
                     // compress for it.
-                    None => {
-                        if self.push_compressed(config, opcode, payload) {
-                            return SendStatus::Queued;
-                        }
-                    }
+                    None => push_deflated(&mut self.out, deflate, settings, opcode, payload),
+                };
+                if queued {
+                    return SendStatus::Queued;
                 }
             }
         }
