@@ -191,18 +191,21 @@ impl<D> Conn<'_, D> {
     /// Sends a message of either kind. It is queued and written when the
     /// callback's event is done, together with everything else sent in it.
     pub fn send(&mut self, msg: Message<'_>) -> SendStatus {
-        let status = self.session.send(self.shared.now, &self.shared.config, msg);
-        self.shared.stats.sent(status, msg.as_bytes().len());
-        status
+        self.queue(msg, true)
     }
 
     /// Sends a message never compressed, even with permessage-deflate in
     /// force: for data compressed already, or secrets sent next to text an
     /// attacker chooses (the CRIME and BREACH attacks).
     pub fn send_uncompressed(&mut self, msg: Message<'_>) -> SendStatus {
-        let status = self
-            .session
-            .send_uncompressed(self.shared.now, &self.shared.config, msg);
+        self.queue(msg, false)
+    }
+
+    /// Queues a message, compressed where deflate allows and `compress`
+    /// asks, and counts it.
+    fn queue(&mut self, msg: Message<'_>, compress: bool) -> SendStatus {
+        let (now, config) = (self.shared.now, &self.shared.config);
+        let status = self.session.send_message(now, config, msg, compress);
         self.shared.stats.sent(status, msg.as_bytes().len());
         status
     }

@@ -725,7 +725,9 @@ impl<D> Session<D> {
         self.send_message(now, config, msg, false)
     }
 
-    fn send_message(
+    /// [`Session::send`] or, without `compress`,
+    /// [`Session::send_uncompressed`].
+    pub(crate) fn send_message(
         &mut self,
         now: Time,
         config: &Config,
