@@ -369,13 +369,15 @@ fn node_id() -> u64 {
     std::collections::hash_map::RandomState::new().hash_one((now, std::process::id()))
 }
 
-/// Waits between connection attempts, doubling to a cap.
+/// Waits between connection attempts, doubling to a cap, and knows
+/// whether a connection was ever made, so the next one is a reconnect.
 #[derive(Debug, Clone)]
 struct Backoff {
     min: Duration,
     max: Duration,
     next: Duration,
     not_before: Option<Instant>,
+    connected_before: bool,
 }
 
 impl Backoff {
@@ -385,6 +387,7 @@ impl Backoff {
             max,
             next: min,
             not_before: None,
+            connected_before: false,
         }
     }
 
@@ -428,12 +431,33 @@ const TICK: Duration = Duration::from_millis(100);
 /// How long the subscription may be silent before the subscriber PINGs.
 const PING_AFTER: Duration = Duration::from_secs(5);
 
-/// Connects with the timeouts every command then keeps.
-fn connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
-    let conn = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
-    conn.set_read_timeout(Some(IO_TIMEOUT))?;
-    conn.set_write_timeout(Some(IO_TIMEOUT))?;
-    Ok(conn)
+/// Connects with the timeouts every command then keeps. A failure
+/// lengthens the backoff; a success after an earlier connection counts as
+/// a reconnect.
+fn connect(
+    inner: &Inner,
+    client: &redis::Client,
+    backoff: &mut Backoff,
+) -> Option<redis::Connection> {
+    let attempt = || -> redis::RedisResult<redis::Connection> {
+        let conn = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+        conn.set_read_timeout(Some(IO_TIMEOUT))?;
+        conn.set_write_timeout(Some(IO_TIMEOUT))?;
+        Ok(conn)
+    };
+    match attempt() {
+        Ok(conn) => {
+            if std::mem::replace(&mut backoff.connected_before, true) {
+                bump(&inner.counters.reconnects);
+            }
+            backoff.succeeded();
+            Some(conn)
+        }
+        Err(_) => {
+            backoff.failed();
+            None
+        }
+    }
 }
 
 /// Publishes what the workers queue, in order. Without a connection, a
@@ -445,7 +469,6 @@ fn publish_loop(
     mut backoff: Backoff,
 ) {
     let mut conn: Option<redis::Connection> = None;
-    let mut ever_connected = false;
     for item in queue.iter() {
         if inner.stop.load(Ordering::Acquire) {
             // What still waits is dropped, and counted.
@@ -457,17 +480,7 @@ fn publish_loop(
             return;
         }
         if conn.is_none() && backoff.ready() {
-            match connect(client) {
-                Ok(c) => {
-                    if ever_connected {
-                        bump(&inner.counters.reconnects);
-                    }
-                    ever_connected = true;
-                    backoff.succeeded();
-                    conn = Some(c);
-                }
-                Err(_) => backoff.failed(),
-            }
+            conn = connect(inner, client, &mut backoff);
         }
         let sent = match (&item, conn.as_mut()) {
             (Outgoing::Publish { channel, payload }, Some(c)) => {
@@ -505,18 +518,11 @@ fn subscribe_loop(
     broadcaster: &Broadcaster,
     mut backoff: Backoff,
 ) {
-    let mut ever_connected = false;
     while !inner.stop.load(Ordering::Acquire) {
         backoff.sleep(&inner.stop);
-        let Ok(mut conn) = connect(client) else {
-            backoff.failed();
+        let Some(mut conn) = connect(inner, client, &mut backoff) else {
             continue;
         };
-        if ever_connected {
-            bump(&inner.counters.reconnects);
-        }
-        ever_connected = true;
-        backoff.succeeded();
         // Every wanted topic is subscribed afresh on a new connection.
         inner.changed.store(true, Ordering::Release);
         if listen(inner, &mut conn, broadcaster).is_err() {
