@@ -10,7 +10,10 @@
 //! subscriber in the order they were published. A publisher is a handler
 //! on one worker, or one [`Broadcaster`] used from one thread. Messages
 //! from different publishers may interleave differently at different
-//! subscribers.
+//! subscribers, unless the server keeps history
+//! ([`Config::history`](crate::Config::history)): then every message is
+//! numbered under one lock and queued to every worker, its own included,
+//! under the same lock, so every subscriber sees every topic in one order.
 //!
 //! Beyond one process, a [`Bridge`] sees every message published here and
 //! which topics have subscribers here; the `wsloop-redis` crate is one,
@@ -23,6 +26,7 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 
 use mio::Waker;
 
+use crate::history::{Catchup, History, MessageId};
 use crate::protocol::{encode_frame, Message};
 
 /// A message for a topic, as the frame bytes every subscriber receives.
@@ -30,6 +34,8 @@ use crate::protocol::{encode_frame, Message};
 pub(crate) struct Publish {
     pub topic: Arc<str>,
     pub frame: Arc<[u8]>,
+    /// Its id, when the server keeps history.
+    pub id: Option<MessageId>,
 }
 
 impl Publish {
@@ -40,6 +46,26 @@ impl Publish {
         Publish {
             topic: topic.into(),
             frame: frame.into(),
+            id: None,
+        }
+    }
+}
+
+/// One subscription: a connection, and the last message id it has had
+/// from elsewhere (a replay), below which deliveries are skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sub {
+    pub key: usize,
+    pub after: Option<MessageId>,
+}
+
+impl Sub {
+    /// Whether a message with this id is new to the subscriber. Ids of
+    /// another epoch are: the ring was made again since the cursor.
+    pub fn wants(&self, id: Option<MessageId>) -> bool {
+        match (self.after, id) {
+            (Some(after), Some(id)) => id.epoch != after.epoch || id.seq > after.seq,
+            _ => true,
         }
     }
 }
@@ -47,18 +73,19 @@ impl Publish {
 /// One worker's subscriptions, by topic and by connection.
 #[derive(Debug, Default)]
 pub(crate) struct Topics {
-    by_topic: HashMap<Arc<str>, Vec<usize>>,
+    by_topic: HashMap<Arc<str>, Vec<Sub>>,
     by_conn: HashMap<usize, Vec<Arc<str>>>,
 }
 
 impl Topics {
-    /// Subscribes a connection; false if it already was.
-    pub fn subscribe(&mut self, key: usize, topic: &str) -> bool {
+    /// Subscribes a connection, to messages after `after` if given; false
+    /// if it already was.
+    pub fn subscribe(&mut self, key: usize, topic: &str, after: Option<MessageId>) -> bool {
         let subs = self.by_topic.entry(topic.into()).or_default();
-        if subs.contains(&key) {
+        if subs.iter().any(|s| s.key == key) {
             return false;
         }
-        subs.push(key);
+        subs.push(Sub { key, after });
         let name = self
             .by_topic
             .get_key_value(topic)
@@ -73,7 +100,7 @@ impl Topics {
         let Some(subs) = self.by_topic.get_mut(topic) else {
             return false;
         };
-        let Some(at) = subs.iter().position(|&k| k == key) else {
+        let Some(at) = subs.iter().position(|s| s.key == key) else {
             return false;
         };
         subs.swap_remove(at);
@@ -95,7 +122,7 @@ impl Topics {
         let mut emptied = Vec::new();
         for topic in self.by_conn.remove(&key).unwrap_or_default() {
             if let Some(subs) = self.by_topic.get_mut(&topic) {
-                subs.retain(|&k| k != key);
+                subs.retain(|s| s.key != key);
                 if subs.is_empty() {
                     self.by_topic.remove(&topic);
                     emptied.push(topic);
@@ -105,8 +132,8 @@ impl Topics {
         emptied
     }
 
-    /// The connections subscribed to a topic.
-    pub fn subscribers(&self, topic: &str) -> &[usize] {
+    /// The subscriptions to a topic.
+    pub fn subscribers(&self, topic: &str) -> &[Sub] {
         self.by_topic.get(topic).map_or(&[], Vec::as_slice)
     }
 }
@@ -142,10 +169,12 @@ pub trait Bridge: Send + Sync + 'static {
 }
 
 /// What the workers and the handles share: the shutdown flag, each
-/// worker's inbox, and the bridge with what it is told of.
+/// worker's inbox, topic history, and the bridge with what it is told of.
 pub(crate) struct Hub {
     pub shutdown: AtomicBool,
     pub remotes: Vec<Remote>,
+    /// Every topic's numbered messages, when the server keeps history.
+    pub history: Option<Mutex<History>>,
     pub bridge: OnceLock<Arc<dyn Bridge>>,
     /// For each topic with subscribers here, on how many workers.
     pub interest: Mutex<HashMap<Arc<str>, usize>>,
@@ -160,6 +189,40 @@ impl fmt::Debug for Hub {
 }
 
 impl Hub {
+    /// Publishes a message from worker `from` (or from outside any
+    /// worker). Without history it is queued on every other worker and
+    /// returned for `from` to deliver itself. With history it is numbered
+    /// and queued on every worker under the history lock, so that all see
+    /// the same order, and `None` is returned.
+    pub fn publish(&self, topic: &str, msg: Message<'_>, from: Option<usize>) -> Option<Publish> {
+        let Some(history) = &self.history else {
+            let publish = Publish::new(topic, msg);
+            self.send(&publish, from);
+            return from.map(|_| publish);
+        };
+        let mut history = lock(history);
+        let entry = history.record(topic, msg);
+        let publish = Publish {
+            topic: topic.into(),
+            frame: entry.frame().clone(),
+            id: Some(entry.id()),
+        };
+        self.send(&publish, None);
+        None
+    }
+
+    /// What `topic`'s history holds after `after`; without history, nothing,
+    /// and any cursor is a reset.
+    pub fn since(&self, topic: &str, after: Option<MessageId>) -> Catchup {
+        match &self.history {
+            Some(history) => lock(history).since(topic, after),
+            None => Catchup {
+                reset: after.is_some(),
+                ..Catchup::default()
+            },
+        }
+    }
+
     /// Queues a message on every worker but `except`, waking each.
     pub fn send(&self, publish: &Publish, except: Option<usize>) {
         for (i, remote) in self.remotes.iter().enumerate() {
@@ -186,7 +249,7 @@ impl Hub {
     /// last left. The bridge hears when the whole server's count crosses
     /// zero. Calls are made under the lock, so they come in order.
     pub fn worker_interest(&self, topic: &str, gained: bool) {
-        let mut interest = self.interest.lock().unwrap_or_else(|e| e.into_inner());
+        let mut interest = lock(&self.interest);
         let changed = if gained {
             let count = interest.entry(topic.into()).or_default();
             *count += 1;
@@ -216,7 +279,7 @@ impl Hub {
     /// Installs the bridge, and tells it of every topic with subscribers
     /// already. False if one was installed before.
     pub fn set_bridge(&self, bridge: Arc<dyn Bridge>) -> bool {
-        let interest = self.interest.lock().unwrap_or_else(|e| e.into_inner());
+        let interest = lock(&self.interest);
         if self.bridge.set(bridge).is_err() {
             return false;
         }
@@ -226,6 +289,12 @@ impl Hub {
         }
         true
     }
+}
+
+/// Takes a lock that a panicking thread may have poisoned: the data under
+/// these locks stays consistent between statements.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Publishes to topics from outside any handler, from any thread.
@@ -245,7 +314,13 @@ impl Broadcaster {
     /// Sends `msg` to every subscriber of `topic` on this server only, not
     /// to the bridge: how a bridge delivers what other servers published.
     pub fn publish_local(&self, topic: &str, msg: Message<'_>) {
-        self.hub.send(&Publish::new(topic, msg), None);
+        self.hub.publish(topic, msg, None);
+    }
+
+    /// What `topic`'s history holds after `after` (see
+    /// [`Config::history`](crate::Config::history)).
+    pub fn history(&self, topic: &str, after: Option<MessageId>) -> Catchup {
+        self.hub.since(topic, after)
     }
 }
 
@@ -256,19 +331,43 @@ mod tests {
     #[test]
     fn subscriptions_are_kept_both_ways() {
         let mut topics = Topics::default();
-        assert!(topics.subscribe(1, "a"));
-        assert!(!topics.subscribe(1, "a"));
-        assert!(topics.subscribe(2, "a"));
-        assert!(topics.subscribe(1, "b"));
-        assert_eq!(topics.subscribers("a"), [1, 2]);
+        let keys = |topics: &Topics, t| {
+            topics
+                .subscribers(t)
+                .iter()
+                .map(|s| s.key)
+                .collect::<Vec<_>>()
+        };
+        assert!(topics.subscribe(1, "a", None));
+        assert!(!topics.subscribe(1, "a", None));
+        assert!(topics.subscribe(2, "a", None));
+        assert!(topics.subscribe(1, "b", None));
+        assert_eq!(keys(&topics, "a"), [1, 2]);
         assert_eq!(topics.by_conn[&1].len(), 2);
         assert!(topics.unsubscribe(1, "a"));
         assert!(!topics.unsubscribe(1, "a"));
-        assert_eq!(topics.subscribers("a"), [2]);
+        assert_eq!(keys(&topics, "a"), [2]);
         assert!(topics.remove_conn(1).iter().map(|t| &**t).eq(["b"]));
         assert!(topics.remove_conn(2).iter().map(|t| &**t).eq(["a"]));
-        assert_eq!(topics.subscribers("b"), [] as [usize; 0]);
+        assert!(topics.subscribers("b").is_empty());
         assert!(topics.by_topic.is_empty() && topics.by_conn.is_empty());
+    }
+
+    #[test]
+    fn a_resumed_subscription_skips_what_it_was_replayed() {
+        let id = |epoch, seq| Some(MessageId { epoch, seq });
+        let sub = Sub {
+            key: 0,
+            after: id(7, 5),
+        };
+        assert!(!sub.wants(id(7, 4)) && !sub.wants(id(7, 5)));
+        assert!(sub.wants(id(7, 6)));
+        assert!(sub.wants(id(8, 1)), "a new epoch is all new");
+        assert!(Sub {
+            key: 0,
+            after: None
+        }
+        .wants(id(7, 1)));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 use crate::handshake::HandshakeLimits;
+use crate::history::HistoryConfig;
 use crate::protocol::Limits;
 use crate::session::MAX_TIMEOUT;
 
@@ -73,6 +74,15 @@ pub struct Config {
     /// Peers whose `X-Forwarded-For` or `X-Real-IP` header is believed for
     /// the client address. Default empty: the socket address is used.
     pub trusted_proxies: Vec<IpAddr>,
+    /// Topic history: numbered messages kept per topic, for resuming and
+    /// long polls. Default `None`: messages are not numbered, and topics
+    /// keep nothing.
+    pub history: Option<HistoryConfig>,
+    /// Most held requests ([`Reply::Hold`](crate::Reply::Hold)) one client
+    /// address may have on one worker. Default 64: a household or an office
+    /// behind one address, with a tab or two each. Past it the answer is
+    /// 429 at once.
+    pub max_held_per_ip: usize,
     /// permessage-deflate (RFC 7692), with the `deflate` feature. Default
     /// `None`: offers are declined and every frame goes plain. `Some`
     /// takes offers up as the [`DeflateConfig`](crate::deflate::DeflateConfig) says.
@@ -97,6 +107,8 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(5),
             read_buffer_size: 64 * 1024,
             trusted_proxies: Vec::new(),
+            history: None,
+            max_held_per_ip: 64,
             #[cfg(feature = "deflate")]
             deflate: None,
         }
@@ -119,6 +131,8 @@ setters! {
         shutdown_timeout: Duration,
         read_buffer_size: usize,
         trusted_proxies: Vec<IpAddr>,
+        history: Option<HistoryConfig>,
+        max_held_per_ip: usize,
     }
 }
 
@@ -150,6 +164,16 @@ impl Config {
             (
                 "handshake_limits.max_headers",
                 self.handshake_limits.max_headers,
+            ),
+            ("max_held_per_ip", self.max_held_per_ip),
+            ("history.depth", self.history.map_or(1, |h| h.depth)),
+            (
+                "history.max_topic_bytes",
+                self.history.map_or(1, |h| h.max_topic_bytes),
+            ),
+            (
+                "history.max_topics",
+                self.history.map_or(1, |h| h.max_topics),
             ),
         ];
         if let Some(&(field, _)) = counts.iter().find(|(_, n)| *n == 0) {

@@ -7,8 +7,10 @@ use std::net::{Shutdown, SocketAddr};
 
 use mio::net::TcpStream;
 
-use crate::handler::{Conn, ConnId, Handler, Shared};
-use crate::handshake::Request;
+use crate::handler::{
+    Conn, ConnId, Handler, HeldRequest, Pending, Publisher, Reply, Shared, Wake, WakeReason,
+};
+use crate::handshake::{Request, Response};
 use crate::session::{Answer, Delivery, Session, Time};
 
 /// Most pieces handed to one `writev`.
@@ -113,12 +115,36 @@ impl<D> Connection<D> {
         let mut pos = 0;
         while pos < buf.len() {
             let trusted = &shared.config.trusted_proxies;
+            let (held_per_ip, max_held) = (&shared.held_per_ip, shared.config.max_held_per_ip);
+            let mut publisher = Publisher {
+                worker: shared.worker,
+                hub: &shared.hub,
+                published: &mut shared.published,
+            };
+            let stats = &shared.stats;
+            let mut hold = None;
             let answer = |req: &Request<'_>, peer| {
                 let peer = req.client_addr(peer, trusted);
                 if req.is_upgrade() {
-                    Answer::from(handler.on_upgrade(req, peer))
-                } else {
-                    Answer::Respond(handler.on_http(req, peer))
+                    return Answer::from(handler.on_upgrade(req, peer));
+                }
+                stats.http_request();
+                match handler.on_http(req, peer, &mut publisher) {
+                    Reply::Respond(response) => Answer::Respond(response),
+                    Reply::Hold(_) if held_per_ip.get(&peer.ip()) >= Some(&max_held) => {
+                        Answer::Respond(Response::status(429).with_header("Retry-After", "1"))
+                    }
+                    Reply::Hold(h) => {
+                        hold = Some(HeldRequest {
+                            topic: h.topic.into(),
+                            after: h.after,
+                            ip: peer.ip(),
+                        });
+                        Answer::Hold {
+                            data: h.data,
+                            timeout: h.timeout,
+                        }
+                    }
                 }
             };
             let step =
@@ -141,8 +167,73 @@ impl<D> Connection<D> {
                     let msg = incoming.message();
                     self.callback(key, handler, shared, |h, conn| h.on_message(conn, msg));
                 }
+                Some(Delivery::Held) => {
+                    let held = hold.take().expect("a Held delivery follows a Hold reply");
+                    self.hold(key, handler, shared, held);
+                }
             }
         }
+    }
+
+    /// Answers a held request at once if its topic's history can, else
+    /// books it and subscribes it to the topic. A message published
+    /// between the two reaches this worker after this call, so it wakes
+    /// the request.
+    fn hold<H: Handler<Data = D>>(
+        &mut self,
+        key: usize,
+        handler: &mut H,
+        shared: &mut Shared,
+        held: HeldRequest,
+    ) {
+        let catchup = shared.hub.since(&held.topic, held.after);
+        if held.after.is_none() || catchup.reset || !catchup.entries.is_empty() {
+            let wake = Wake {
+                reason: WakeReason::Ready,
+                catchup,
+            };
+            return self.answer_held(key, handler, shared, wake);
+        }
+        shared.stats.hold();
+        *shared.held_per_ip.entry(held.ip).or_default() += 1;
+        shared.subscribe(key, &held.topic, held.after);
+        shared.held.insert(key, held);
+    }
+
+    /// Ends a held request's wait, for `reason`: the handler writes the
+    /// answer from what the topic's history holds after its cursor.
+    pub fn wake<H: Handler<Data = D>>(
+        &mut self,
+        key: usize,
+        handler: &mut H,
+        shared: &mut Shared,
+        reason: WakeReason,
+    ) {
+        let Some(held) = shared.forget_held(key) else {
+            return;
+        };
+        let catchup = shared.hub.since(&held.topic, held.after);
+        self.answer_held(key, handler, shared, Wake { reason, catchup });
+    }
+
+    fn answer_held<H: Handler<Data = D>>(
+        &mut self,
+        key: usize,
+        handler: &mut H,
+        shared: &mut Shared,
+        wake: Wake,
+    ) {
+        let closing = wake.reason == WakeReason::Shutdown;
+        let Some(data) = self.session.held_data_mut() else {
+            return;
+        };
+        let mut pending = Pending {
+            id: ConnId(key),
+            data,
+            shared,
+        };
+        let response = handler.on_wake(&mut pending, wake);
+        self.session.answer_held(shared.now, &response, closing);
     }
 
     /// Lends the handler a [`Conn`] on this connection, if it is upgraded.

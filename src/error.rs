@@ -200,6 +200,16 @@ pub enum HandshakeError {
         /// The configured limit.
         max: usize,
     },
+    /// A body announced over `max_body_bytes`.
+    BodyTooLarge {
+        /// The configured limit.
+        max: usize,
+    },
+    /// A body sent with `Transfer-Encoding` (chunked) instead of
+    /// `Content-Length`, which wsloop does not decode.
+    LengthRequired,
+    /// `Content-Length` is not a number, or two of them differ.
+    InvalidContentLength,
 }
 
 impl HandshakeError {
@@ -215,6 +225,7 @@ impl HandshakeError {
         "key",
         "ws-version",
         "too-large",
+        "body",
     ];
 
     /// This refusal's place in [`HandshakeError::LABELS`].
@@ -229,6 +240,9 @@ impl HandshakeError {
             HandshakeError::InvalidKey => 6,
             HandshakeError::UnsupportedVersion => 7,
             HandshakeError::HeadersTooLarge { .. } | HandshakeError::TooManyHeaders { .. } => 8,
+            HandshakeError::BodyTooLarge { .. }
+            | HandshakeError::LengthRequired
+            | HandshakeError::InvalidContentLength => 9,
         }
     }
 
@@ -238,6 +252,8 @@ impl HandshakeError {
             HandshakeError::MethodNotAllowed => 405,
             HandshakeError::UnsupportedVersion => 426,
             HandshakeError::HeadersTooLarge { .. } | HandshakeError::TooManyHeaders { .. } => 431,
+            HandshakeError::BodyTooLarge { .. } => 413,
+            HandshakeError::LengthRequired => 411,
             _ => 400,
         }
     }
@@ -265,6 +281,15 @@ impl fmt::Display for HandshakeError {
             }
             HandshakeError::TooManyHeaders { max } => {
                 write!(f, "request has more than {max} headers")
+            }
+            HandshakeError::BodyTooLarge { max } => {
+                write!(f, "request body is over the {max}-byte limit")
+            }
+            HandshakeError::LengthRequired => {
+                f.write_str("request body is chunked; send it with Content-Length")
+            }
+            HandshakeError::InvalidContentLength => {
+                f.write_str("Content-Length is not one decimal number")
             }
         }
     }

@@ -1,13 +1,16 @@
 //! The application's side: the [`Handler`] trait, and the [`Conn`] handle
 //! each callback gets to answer on.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::broadcast::{Hub, Publish, Topics};
 use crate::config::Config;
 use crate::error::{CloseCode, PingTooLong};
 use crate::handshake::{Request, Response};
+use crate::history::{Catchup, MessageId};
 use crate::protocol::Message;
 use crate::session::{Answer, SendStatus, Session, Time};
 use crate::stats::Stats;
@@ -61,6 +64,81 @@ impl<D> From<Upgrade<D>> for Answer<D> {
     }
 }
 
+/// The handler's answer to a plain HTTP request: now, or later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reply<D> {
+    /// Answer now.
+    Respond(Response),
+    /// Hold the answer until `topic` has a message after a cursor, or a
+    /// deadline passes: a long poll. [`Handler::on_wake`] then writes it.
+    Hold(Hold<D>),
+}
+
+impl<D> From<Response> for Reply<D> {
+    fn from(response: Response) -> Self {
+        Reply::Respond(response)
+    }
+}
+
+/// A long poll: what a held request waits for.
+///
+/// It is answered at once, through [`Handler::on_wake`] with
+/// [`WakeReason::Ready`], when `after` is `None`, when the topic's history
+/// has messages after it, or when the cursor cannot be continued (a
+/// [reset](Catchup::reset)). Otherwise it waits for the topic's next
+/// message ([`WakeReason::Message`]), at most `timeout`
+/// ([`WakeReason::Deadline`]), or until shutdown
+/// ([`WakeReason::Shutdown`]). History comes from
+/// [`Config::history`](crate::Config::history); without it a wake carries
+/// no messages and any cursor is a reset.
+///
+/// A held request counts against [`Config::max_connections`] as any
+/// connection does, and against [`Config::max_held_per_ip`]: past it the
+/// answer is 429 at once. It ends, freeing everything, when the client
+/// goes away, and a client that sends anything while it waits is
+/// disconnected.
+///
+/// [`Config::max_connections`]: crate::Config::max_connections
+/// [`Config::max_held_per_ip`]: crate::Config::max_held_per_ip
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold<D> {
+    /// The topic whose messages answer the request.
+    pub topic: String,
+    /// The last message the client has; `None` asks for the latest id only.
+    pub after: Option<MessageId>,
+    /// Longest wait. Keep it under the read timeouts of proxies between
+    /// the server and its clients (nginx's `proxy_read_timeout` is 60 s).
+    pub timeout: Duration,
+    /// What the application keeps for the request, handed to
+    /// [`Handler::on_wake`].
+    pub data: D,
+}
+
+/// Why a held request is being answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WakeReason {
+    /// At once: the history had an answer when the request came.
+    Ready,
+    /// A message arrived on the topic.
+    Message,
+    /// The wait reached its timeout.
+    Deadline,
+    /// The server is shutting down; the answer closes the connection.
+    Shutdown,
+}
+
+/// What [`Handler::on_wake`] answers with.
+#[derive(Debug, Clone)]
+pub struct Wake {
+    /// Why now.
+    pub reason: WakeReason,
+    /// What the topic's history holds after the request's cursor (empty at
+    /// a deadline or shutdown with nothing new).
+    pub catchup: Catchup,
+}
+
 /// Identifies a connection within its worker while it is open. Ids are
 /// reused after [`Handler::on_close`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -86,14 +164,32 @@ pub trait Handler {
         Upgrade::accept(Self::Data::default())
     }
 
-    /// Answers a plain HTTP request (no `Upgrade` header), HTTP/1.0 or 1.1.
-    /// The answer to `HEAD` is sent without its body. By default 426,
-    /// telling the client this is a WebSocket endpoint.
-    fn on_http(&mut self, req: &Request<'_>, peer: SocketAddr) -> Response {
-        let _ = (req, peer);
+    /// Answers a plain HTTP request (no `Upgrade` header), HTTP/1.0 or 1.1,
+    /// now or later ([`Reply::Hold`]). Its body, if any, is
+    /// [`Request::body`]. The answer to `HEAD` is sent without its body.
+    /// HTTP/1.1 connections stay open for the next request unless the
+    /// client asked to close. By default 426, telling the client this is a
+    /// WebSocket endpoint.
+    /// `topics` publishes and reads history, as a POST that sends a
+    /// message needs.
+    fn on_http(
+        &mut self,
+        req: &Request<'_>,
+        peer: SocketAddr,
+        topics: &mut Publisher<'_>,
+    ) -> Reply<Self::Data> {
+        let _ = (req, peer, topics);
         Response::status(426)
             .with_header("Upgrade", "websocket")
             .with_header("Sec-WebSocket-Version", "13")
+            .into()
+    }
+
+    /// Writes the answer to a request held by [`Reply::Hold`], once, when
+    /// `wake` says it is time. By default 204 No Content.
+    fn on_wake(&mut self, req: &mut Pending<'_, Self::Data>, wake: Wake) -> Response {
+        let _ = (req, wake);
+        Response::status(204)
     }
 
     /// A connection completed its upgrade.
@@ -134,8 +230,75 @@ pub(crate) struct Shared {
     /// Messages published by handlers on this worker, delivered here once
     /// the current round of events is done.
     pub published: Vec<Publish>,
+    /// Held requests on this worker, by connection key.
+    pub held: HashMap<usize, HeldRequest>,
+    /// Held requests on this worker by client address, for the limit.
+    pub held_per_ip: HashMap<IpAddr, usize>,
     pub hub: Arc<Hub>,
     pub now: Time,
+}
+
+/// What a worker keeps of a held request besides its session: what it
+/// waits for, and whose it is.
+#[derive(Debug)]
+pub(crate) struct HeldRequest {
+    pub topic: Box<str>,
+    pub after: Option<MessageId>,
+    pub ip: IpAddr,
+}
+
+/// Publishes and reads topic history from [`Handler::on_http`], where no
+/// connection is open.
+#[derive(Debug)]
+pub struct Publisher<'a> {
+    pub(crate) worker: usize,
+    pub(crate) hub: &'a Hub,
+    pub(crate) published: &'a mut Vec<Publish>,
+}
+
+impl Publisher<'_> {
+    /// Publishes to a topic, as [`Conn::publish`] does.
+    pub fn publish(&mut self, topic: &str, msg: Message<'_>) {
+        if let Some(local) = self.hub.publish(topic, msg, Some(self.worker)) {
+            self.published.push(local);
+        }
+        self.hub.bridge_published(topic, msg);
+    }
+
+    /// What a topic's history holds after `after`, as [`Conn::history`].
+    pub fn history(&self, topic: &str, after: Option<MessageId>) -> Catchup {
+        self.hub.since(topic, after)
+    }
+}
+
+/// A held request, lent to [`Handler::on_wake`].
+#[derive(Debug)]
+pub struct Pending<'a, D> {
+    pub(crate) id: ConnId,
+    pub(crate) data: &'a mut D,
+    pub(crate) shared: &'a mut Shared,
+}
+
+impl<D> Pending<'_, D> {
+    /// The connection's id within its worker.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// The data [`Reply::Hold`] gave the request.
+    pub fn data(&self) -> &D {
+        self.data
+    }
+
+    /// The data, mutable.
+    pub fn data_mut(&mut self) -> &mut D {
+        self.data
+    }
+
+    /// Publishes to a topic, as [`Conn::publish`] does.
+    pub fn publish(&mut self, topic: &str, msg: Message<'_>) {
+        self.shared.publish(topic, msg);
+    }
 }
 
 /// A handle on one connection, lent to the handler for one callback.
@@ -231,30 +394,88 @@ impl<D> Conn<'_, D> {
     /// Subscribes this connection to a topic; false if it already was.
     /// Subscriptions end with the connection.
     pub fn subscribe(&mut self, topic: &str) -> bool {
-        let added = self.shared.topics.subscribe(self.id.0, topic);
-        if added && self.shared.topics.subscribers(topic).len() == 1 {
-            self.shared.hub.worker_interest(topic, true);
-        }
-        added
+        self.shared.subscribe(self.id.0, topic, None)
+    }
+
+    /// Subscribes to a topic's messages after `after` only: with a cursor
+    /// from [`Conn::history`], after sending what it returned, a client
+    /// that reconnects gets every message once, with none missing. False
+    /// if it was subscribed already.
+    pub fn subscribe_after(&mut self, topic: &str, after: Option<MessageId>) -> bool {
+        self.shared.subscribe(self.id.0, topic, after)
+    }
+
+    /// What `topic`'s history holds after `after` (see
+    /// [`Config::history`](crate::Config::history)). To resume a client:
+    /// tell it of a reset if there is one, send the entries, then
+    /// [`Conn::subscribe_after`] the latest. Messages published meanwhile
+    /// are not lost: they reach this worker after the call and carry
+    /// higher ids.
+    pub fn history(&self, topic: &str, after: Option<MessageId>) -> Catchup {
+        self.shared.hub.since(topic, after)
     }
 
     /// Unsubscribes from a topic; false if it was not subscribed.
     pub fn unsubscribe(&mut self, topic: &str) -> bool {
-        let removed = self.shared.topics.unsubscribe(self.id.0, topic);
-        if removed && self.shared.topics.subscribers(topic).is_empty() {
-            self.shared.hub.worker_interest(topic, false);
-        }
-        removed
+        self.shared.unsubscribe(self.id.0, topic)
     }
 
     /// Sends `msg` to every subscriber of `topic` on every worker, this
     /// connection included if it is subscribed, and to the bridge, if any.
     /// The frame is encoded once. Delivery on this worker happens when the
-    /// callback returns.
+    /// callback returns. With [`Config::history`](crate::Config::history)
+    /// it is numbered and kept first, and every subscriber gets the
+    /// topic's messages in the same order.
     pub fn publish(&mut self, topic: &str, msg: Message<'_>) {
-        let publish = Publish::new(topic, msg);
-        self.shared.hub.send(&publish, Some(self.shared.worker));
-        self.shared.published.push(publish);
-        self.shared.hub.bridge_published(topic, msg);
+        self.shared.publish(topic, msg);
+    }
+}
+
+impl Shared {
+    /// Takes a held request out of the worker's books: its count against
+    /// its address, and its subscription.
+    pub(crate) fn forget_held(&mut self, key: usize) -> Option<HeldRequest> {
+        let held = self.held.remove(&key)?;
+        self.stats.unhold();
+        if let Some(count) = self.held_per_ip.get_mut(&held.ip) {
+            *count -= 1;
+            if *count == 0 {
+                self.held_per_ip.remove(&held.ip);
+            }
+        }
+        self.unsubscribe(key, &held.topic);
+        Some(held)
+    }
+
+    /// Unsubscribes connection `key`; false if it was not subscribed.
+    pub(crate) fn unsubscribe(&mut self, key: usize, topic: &str) -> bool {
+        let removed = self.topics.unsubscribe(key, topic);
+        if removed && self.topics.subscribers(topic).is_empty() {
+            self.hub.worker_interest(topic, false);
+        }
+        removed
+    }
+
+    /// Subscribes connection `key`, to messages after `after` only if given.
+    pub(crate) fn subscribe(&mut self, key: usize, topic: &str, after: Option<MessageId>) -> bool {
+        let added = self.topics.subscribe(key, topic, after);
+        if added && self.topics.subscribers(topic).len() == 1 {
+            self.hub.worker_interest(topic, true);
+        }
+        added
+    }
+
+    /// Publishes from a handler on this worker; see [`Conn::publish`].
+    pub(crate) fn publish(&mut self, topic: &str, msg: Message<'_>) {
+        self.publisher().publish(topic, msg);
+    }
+
+    /// A [`Publisher`] for this worker.
+    pub(crate) fn publisher(&mut self) -> Publisher<'_> {
+        Publisher {
+            worker: self.worker,
+            hub: &self.hub,
+            published: &mut self.published,
+        }
     }
 }

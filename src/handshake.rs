@@ -28,12 +28,17 @@ pub struct HandshakeLimits {
     /// Most header lines. Default 32, ample for browsers and proxies; above
     /// it the answer is 431.
     pub max_headers: usize,
+    /// Most bytes in a plain request's body, which must come with
+    /// `Content-Length`. Default 16 KiB, room for a form or a chat line;
+    /// above it the answer is 413.
+    pub max_body_bytes: usize,
 }
 
 setters! {
     HandshakeLimits {
         max_header_bytes: usize,
         max_headers: usize,
+        max_body_bytes: usize,
     }
 }
 
@@ -42,6 +47,7 @@ impl Default for HandshakeLimits {
         HandshakeLimits {
             max_header_bytes: 8 * 1024,
             max_headers: 32,
+            max_body_bytes: 16 * 1024,
         }
     }
 }
@@ -58,6 +64,7 @@ pub struct Request<'a> {
     pub version: u8,
     headers: Vec<(&'a str, &'a str)>,
     key: Option<&'a str>,
+    body: &'a [u8],
     /// The permessage-deflate agreement the server's config makes of the
     /// offers, set before the application sees the request.
     #[cfg(feature = "deflate")]
@@ -81,6 +88,19 @@ impl<'a> Request<'a> {
             .iter()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
             .map(|&(_, v)| v)
+    }
+
+    /// The body of a plain request: the `Content-Length` bytes after the
+    /// head, empty without that header.
+    pub fn body(&self) -> &'a [u8] {
+        self.body
+    }
+
+    /// Whether the connection stays open for another request after the
+    /// answer: HTTP/1.1 without `Connection: close` (RFC 9112 §9.3).
+    /// HTTP/1.0 connections close after one answer.
+    pub fn keep_alive(&self) -> bool {
+        self.version == 1 && !self.all("connection").any(|v| has_token(v, "close"))
     }
 
     /// The `Origin` header, which browsers send.
@@ -179,8 +199,15 @@ pub enum Parsed<'a> {
     Partial,
     /// A valid WebSocket upgrade, and the length of its head in bytes.
     Upgrade(Request<'a>, usize),
-    /// A request without `Upgrade`, for the handler to answer.
+    /// A request without `Upgrade`, for the handler to answer, and its
+    /// length in bytes, head and body.
     Http(Request<'a>, usize),
+    /// A plain request whose head is complete and valid but whose body is
+    /// still arriving: call again once `total` bytes, head and body, are in.
+    NeedBody {
+        /// The request's whole length.
+        total: usize,
+    },
 }
 
 /// Where the blank line that ends a head ends, searching from `scanned`
@@ -222,10 +249,41 @@ pub fn parse<'a>(
         if request.version == 1 && request.host().is_none() {
             return Err(HandshakeError::MissingHost);
         }
-        return Ok(Parsed::Http(request, end));
+        let total = end + body_len(&request, limits)?;
+        if buf.len() < total {
+            return Ok(Parsed::NeedBody { total });
+        }
+        request.body = &buf[end..total];
+        return Ok(Parsed::Http(request, total));
     }
     request.key = Some(check_upgrade(&request)?);
     Ok(Parsed::Upgrade(request, end))
+}
+
+/// The body's length from `Content-Length`, within the limit. A chunked
+/// body is refused with 411 rather than decoded: every client that sends
+/// a small body can send its length (RFC 9112 §6.3 lets a server do so).
+fn body_len(request: &Request<'_>, limits: &HandshakeLimits) -> Result<usize, HandshakeError> {
+    if request.all("transfer-encoding").next().is_some() {
+        return Err(HandshakeError::LengthRequired);
+    }
+    let mut lengths = request.all("content-length");
+    let Some(first) = lengths.next() else {
+        return Ok(0);
+    };
+    // RFC 9112 §6.3: differing lengths, or one that is not a number, make
+    // the message's end unknowable.
+    let digits = !first.is_empty() && first.bytes().all(|b| b.is_ascii_digit());
+    if lengths.any(|other| other != first) || !digits {
+        return Err(HandshakeError::InvalidContentLength);
+    }
+    // Only digits, so a parse error is an overflow: too large either way.
+    match first.parse::<usize>() {
+        Ok(n) if n <= limits.max_body_bytes => Ok(n),
+        _ => Err(HandshakeError::BodyTooLarge {
+            max: limits.max_body_bytes,
+        }),
+    }
 }
 
 /// Runs httparse over a complete head and borrows its fields.
@@ -262,6 +320,7 @@ fn parse_head<'a>(head: &'a [u8], limits: &HandshakeLimits) -> Result<Request<'a
         version: req.version.unwrap_or_default(),
         headers,
         key: None,
+        body: &[],
         #[cfg(feature = "deflate")]
         deflate: None,
     })
@@ -361,7 +420,9 @@ pub fn accept_response(
 }
 
 /// A small HTTP response: an answer to a plain request or a refusal.
-/// It always carries `Connection: close`; the socket closes after it.
+/// After a refusal, or when the request asked for it, it carries
+/// `Connection: close` and the socket closes after it; otherwise the
+/// connection waits for the client's next request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     /// The status code.
@@ -373,10 +434,14 @@ pub struct Response {
 }
 
 impl Response {
-    /// A response with a status and a plain-text body naming it.
+    /// A response with a status and a plain-text body naming it; none for
+    /// 204 No Content.
     pub fn status(status: u16) -> Self {
-        let mut body = reason(status).as_bytes().to_vec();
-        body.push(b'\n');
+        let mut body = Vec::new();
+        if status != 204 {
+            body.extend_from_slice(reason(status).as_bytes());
+            body.push(b'\n');
+        }
         Response {
             status,
             headers: vec![("Content-Type".into(), "text/plain; charset=utf-8".into())],
@@ -411,26 +476,28 @@ impl Response {
         }
     }
 
-    /// The bytes on the wire.
+    /// The bytes on the wire, closing the connection.
     pub fn to_bytes(&self) -> Vec<u8> {
-        self.encode(true)
+        self.encode(true, false)
     }
 
     /// The bytes on the wire, with the body or without it (the answer to
-    /// a `HEAD` request keeps `Content-Length` and drops the body).
-    pub fn encode(&self, with_body: bool) -> Vec<u8> {
+    /// a `HEAD` request keeps `Content-Length` and drops the body), and
+    /// with `Connection: close` unless the connection is kept open.
+    pub fn encode(&self, with_body: bool, keep_alive: bool) -> Vec<u8> {
         let mut out = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status)).into_bytes();
         for (name, value) in &self.headers {
             out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
         }
-        out.extend_from_slice(
-            format!(
-                "Content-Length: {}\r\nConnection: close\r\n\r\n",
-                self.body.len()
-            )
-            .as_bytes(),
-        );
-        if with_body {
+        // RFC 9110 §8.6: a 204 carries neither a length nor a body.
+        if self.status != 204 {
+            out.extend_from_slice(format!("Content-Length: {}\r\n", self.body.len()).as_bytes());
+        }
+        if !keep_alive {
+            out.extend_from_slice(b"Connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        if with_body && self.status != 204 {
             out.extend_from_slice(&self.body);
         }
         out
@@ -442,11 +509,16 @@ fn reason(status: u16) -> &'static str {
     match status {
         101 => "Switching Protocols",
         200 => "OK",
+        204 => "No Content",
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Content Too Large",
         426 => "Upgrade Required",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
@@ -608,6 +680,81 @@ mod tests {
         assert_eq!(
             parse(b"GET / HTTP/1.1\r\n\r\n", 0, &Default::default()),
             Err(HandshakeError::MissingHost)
+        );
+    }
+
+    #[test]
+    fn a_body_is_read_by_its_content_length_whatever_the_cut() {
+        let req = b"POST /send HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET";
+        let head = req.len() - 8;
+        let limits = HandshakeLimits::default();
+        for cut in head..head + 5 {
+            assert_eq!(
+                parse(&req[..cut], 0, &limits),
+                Ok(Parsed::NeedBody { total: head + 5 })
+            );
+        }
+        let Ok(Parsed::Http(got, n)) = parse(req, 0, &limits) else {
+            panic!()
+        };
+        // What follows the body is the next request's.
+        assert_eq!((got.body(), n), (&b"hello"[..], head + 5));
+        assert!(got.keep_alive());
+    }
+
+    #[test]
+    fn bodies_that_cannot_be_read_are_refused_with_their_status() {
+        use HandshakeError::*;
+        let limits = HandshakeLimits::default().max_body_bytes(10);
+        let post = |headers: &str| format!("POST / HTTP/1.1\r\nHost: x\r\n{headers}\r\n");
+        let cases = [
+            ("Content-Length: 11\r\n", BodyTooLarge { max: 10 }, 413),
+            (
+                "Content-Length: 99999999999999999999999\r\n",
+                BodyTooLarge { max: 10 },
+                413,
+            ),
+            ("Transfer-Encoding: chunked\r\n", LengthRequired, 411),
+            ("Content-Length: -1\r\n", InvalidContentLength, 400),
+            ("Content-Length: 1x\r\n", InvalidContentLength, 400),
+            ("Content-Length:\r\n", InvalidContentLength, 400),
+            (
+                "Content-Length: 2\r\nContent-Length: 3\r\n",
+                InvalidContentLength,
+                400,
+            ),
+        ];
+        for (headers, want, status) in cases {
+            assert_eq!(
+                parse(post(headers).as_bytes(), 0, &limits),
+                Err(want.clone()),
+                "{headers}"
+            );
+            assert_eq!(want.status(), status);
+        }
+        // The same length twice is one length.
+        let twice = post("Content-Length: 2\r\nContent-Length: 2\r\n") + "ok";
+        assert!(matches!(
+            parse(twice.as_bytes(), 0, &limits),
+            Ok(Parsed::Http(..))
+        ));
+    }
+
+    #[test]
+    fn keep_alive_is_http_1_1_without_connection_close() {
+        let keeps = |head: &[u8]| match parse(head, 0, &Default::default()) {
+            Ok(Parsed::Http(req, _)) => req.keep_alive(),
+            other => panic!("{other:?}"),
+        };
+        assert!(keeps(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(!keeps(
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Close\r\n\r\n"
+        ));
+        assert!(!keeps(b"GET / HTTP/1.0\r\n\r\n"));
+        let open = String::from_utf8(Response::status(204).encode(true, true)).unwrap();
+        assert_eq!(
+            open,
+            "HTTP/1.1 204 No Content\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
         );
     }
 

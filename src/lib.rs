@@ -80,6 +80,7 @@ pub mod error;
 pub mod frame;
 mod handler;
 pub mod handshake;
+pub mod history;
 pub mod protocol;
 mod server;
 pub mod session;
@@ -91,8 +92,11 @@ mod worker;
 pub use broadcast::{Bridge, Broadcaster};
 pub use config::{Backpressure, Config};
 pub use error::{CloseCode, ConfigError, HandshakeError, PingTooLong, ProtocolError};
-pub use handler::{Conn, ConnId, Handler, Upgrade};
+pub use handler::{
+    Conn, ConnId, Handler, Hold, Pending, Publisher, Reply, Upgrade, Wake, WakeReason,
+};
 pub use handshake::{HandshakeLimits, Request, Response};
+pub use history::{HistoryConfig, MessageId};
 pub use protocol::{Limits, Message};
 pub use server::{Server, ShutdownHandle};
 pub use session::SendStatus;

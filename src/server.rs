@@ -2,6 +2,7 @@
 //! (SO_REUSEPORT, so the kernel spreads new connections), one thread each,
 //! and a handle to stop them.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +15,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::broadcast::{Bridge, Broadcaster, Hub, Publish, Remote, Topics};
 use crate::config::Config;
 use crate::handler::{Handler, Shared};
+use crate::history::{History, HistoryConfig};
 use crate::session::Time;
 use crate::stats::{Counters, Stats};
 use crate::worker::{Worker, WAKER};
@@ -68,7 +70,7 @@ impl Server {
 
         // Bind everything before starting a thread, so that errors come
         // back from here, and port 0 is resolved once for all workers.
-        let (local_addr, parts, hub) = bind_workers(addr, workers)?;
+        let (local_addr, parts, hub) = bind_workers(addr, workers, config.history)?;
         let mut threads = Vec::with_capacity(workers);
         let mut stats = Vec::with_capacity(workers);
         for (i, (poll, listener, receiver)) in parts.into_iter().enumerate() {
@@ -80,6 +82,8 @@ impl Server {
                 stats: worker_stats,
                 topics: Topics::default(),
                 published: Vec::new(),
+                held: HashMap::new(),
+                held_per_ip: HashMap::new(),
                 hub: hub.clone(),
                 now: Time::from_millis(0),
             };
@@ -162,6 +166,7 @@ type WorkerParts = (Poll, mio::net::TcpListener, mpsc::Receiver<Publish>);
 fn bind_workers(
     addr: SocketAddr,
     workers: usize,
+    history: Option<HistoryConfig>,
 ) -> io::Result<(SocketAddr, Vec<WorkerParts>, Arc<Hub>)> {
     let mut local_addr = addr;
     let mut parts = Vec::with_capacity(workers);
@@ -182,10 +187,23 @@ fn bind_workers(
     let hub = Arc::new(Hub {
         shutdown: AtomicBool::new(false),
         remotes,
+        history: history.map(|config| Mutex::new(History::new(config, epoch_seed()))),
         bridge: OnceLock::new(),
         interest: Mutex::default(),
     });
     Ok((local_addr, parts, hub))
+}
+
+/// Where this process's history epochs start: different from run to run,
+/// so that a cursor from an earlier run is never mistaken for one of this
+/// run's (the clock's nanoseconds and the process id, mixed).
+fn epoch_seed() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mixed =
+        (nanos ^ u64::from(std::process::id()).rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (mixed >> 32) as u32
 }
 
 /// A non-blocking listener with SO_REUSEADDR and SO_REUSEPORT.

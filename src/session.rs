@@ -105,8 +105,27 @@ pub enum Answer<D> {
         /// The connection's user data.
         data: D,
     },
-    /// Send this response and close.
+    /// Send this response; the connection then closes, or waits for the
+    /// next request when the request allows it.
     Respond(Response),
+    /// Hold the answer to a plain request: the connection waits, with
+    /// this data, until [`Session::answer_held`] or the deadline after
+    /// `timeout` ([`Session::held_deadline`]).
+    Hold {
+        /// What the application keeps for the held request.
+        data: D,
+        /// Longest wait for the answer.
+        timeout: Duration,
+    },
+}
+
+/// How a plain request is to be answered: with or without the body, on a
+/// connection kept open or not, and from whom it came.
+#[derive(Debug, Clone, Copy)]
+struct Reply {
+    with_body: bool,
+    keep_alive: bool,
+    peer: SocketAddr,
 }
 
 /// The extensions an accepted upgrade takes up: permessage-deflate, with
@@ -194,6 +213,8 @@ pub enum Delivery<'a> {
     Opened,
     /// A data message, borrowed from the input where it arrived whole.
     Message(Incoming<'a>),
+    /// A plain request's answer is held, as [`Answer::Hold`] asked.
+    Held,
 }
 
 /// The result of [`Session::handle_read`]: input bytes used, and what they
@@ -304,6 +325,32 @@ struct Reading {
     peer: SocketAddr,
     /// The head's bytes, only when it arrives in pieces.
     request: Vec<u8>,
+    /// Once the head is in and a body follows: the request's whole length.
+    need: usize,
+}
+
+impl Reading {
+    fn boxed(now: Time, peer: SocketAddr) -> Box<Reading> {
+        Box::new(Reading {
+            since: now.stamp(),
+            peer,
+            request: Vec::new(),
+            need: 0,
+        })
+    }
+}
+
+/// What a held request keeps while its answer waits.
+#[derive(Debug)]
+struct Waiting<D> {
+    data: D,
+    since: Stamp,
+    timeout: Duration,
+    peer: SocketAddr,
+    /// The answer goes without its body (a `HEAD`).
+    with_body: bool,
+    /// The connection stays open for another request after the answer.
+    keep_alive: bool,
 }
 
 /// Where a connection is in its life; each state holds what only it needs.
@@ -315,6 +362,8 @@ enum State<D> {
     /// An HTTP answer (a page or a refusal) is queued; once it is out we
     /// send FIN and wait for the peer's.
     Answering { since: Stamp, fin: Fin },
+    /// A plain request whose answer the application holds (boxed: rare).
+    Held(Box<Waiting<D>>),
     /// Upgraded: messages flow.
     Open(Open<D>),
     /// We sent a close frame and wait for the peer's.
@@ -346,11 +395,7 @@ impl<D> Session<D> {
     /// A session for a connection from `peer`, accepted at `now`.
     pub fn new(now: Time, peer: SocketAddr) -> Self {
         Session {
-            state: State::ReadingRequest(Box::new(Reading {
-                since: now.stamp(),
-                peer,
-                request: Vec::new(),
-            })),
+            state: State::ReadingRequest(Reading::boxed(now, peer)),
             reader: MessageReader::new(Role::Server),
             out: Outbox::new(),
         }
@@ -371,6 +416,16 @@ impl<D> Session<D> {
         match self.state {
             State::ReadingRequest(_) => self.read_request(now, config, input, answer),
             State::Open(_) | State::Closing(_) => self.read_frames(now, config, input),
+            // A client must not send while its request is held: it has
+            // given up on the answer, or pipelines, which wsloop does not
+            // serve behind a held answer.
+            State::Held(_) => {
+                self.end(CloseCode::ABNORMAL, "");
+                Ok(Step {
+                    consumed: input.len(),
+                    delivery: None,
+                })
+            }
             // Input after our last words is discarded.
             State::Answering { .. } | State::Closed(_) | State::Failed(_) | State::Ended(_) => {
                 Ok(Step {
@@ -391,49 +446,82 @@ impl<D> Session<D> {
         let State::ReadingRequest(reading) = &mut self.state else {
             unreachable!("called in ReadingRequest only");
         };
-        let Reading { peer, request, .. } = &mut **reading;
+        let Reading {
+            peer,
+            request,
+            need,
+            ..
+        } = &mut **reading;
+        let peer = *peer;
         let limits = &config.handshake_limits;
         let held = request.len();
-        // The head from the input itself when it came in one piece (the
+        // The request from the input itself when it came in one piece (the
         // usual case), else from the held bytes with this input added.
         let taken = if held == 0 {
             input.len()
         } else {
-            // Held bytes are within the limit, or parse would have refused them.
-            let take = input.len().min(limits.max_header_bytes - held + 1);
+            // Held bytes are within the limits, or parse would have refused
+            // them: up to the known length, or one byte past the head limit.
+            let room = match *need {
+                0 => limits.max_header_bytes + 1 - held,
+                total => total - held,
+            };
+            let take = input.len().min(room);
             request.extend_from_slice(&input[..take]);
             take
         };
-        let head: &[u8] = if held == 0 { input } else { request };
+        let waiting = |consumed| {
+            Ok(Step {
+                consumed,
+                delivery: None,
+            })
+        };
+        if *need > request.len() {
+            return waiting(taken);
+        }
+        // Where the head's end was searched for already; from the start once
+        // it is known, since the body is all that was missing.
+        let scanned = if *need > 0 { 0 } else { held };
+        let buf: &[u8] = if held == 0 { input } else { request };
         // The answer to a HEAD has no body, a refusal's included.
-        let with_body = !head.starts_with(b"HEAD ");
-        let (answer, key, consumed) = match handshake::parse(head, held, limits) {
+        let with_body = !buf.starts_with(b"HEAD ");
+        let (answer, key, consumed, keep_alive) = match handshake::parse(buf, scanned, limits) {
             Ok(Parsed::Partial) => {
                 if held == 0 {
                     request.extend_from_slice(input);
                 }
-                return Ok(Step {
-                    consumed: taken,
-                    delivery: None,
-                });
+                return waiting(taken);
+            }
+            Ok(Parsed::NeedBody { total }) => {
+                *need = total;
+                if held == 0 {
+                    request.extend_from_slice(input);
+                }
+                return waiting(taken);
             }
             Ok(Parsed::Upgrade(req, end)) => {
                 #[cfg(feature = "deflate")]
                 let req = negotiate_deflate(req, config);
                 let agreed = Agreed::from_request(&req);
                 let key = req.accept_key();
-                ((answer(&req, *peer), agreed), key, end - held)
+                ((answer(&req, peer), agreed), key, end - held, false)
             }
             Ok(Parsed::Http(req, end)) => {
                 let agreed = Agreed::from_request(&req);
-                ((answer(&req, *peer), agreed), None, end - held)
+                let keep_alive = req.keep_alive();
+                ((answer(&req, peer), agreed), None, end - held, keep_alive)
             }
             Err(err) => {
-                self.respond(now, &Response::for_error(&err), with_body);
+                self.respond(now, &Response::for_error(&err), with_body, false);
                 return Err(ReadError::Handshake(err));
             }
         };
-        let delivery = self.apply(now, answer, key, with_body);
+        let how = Reply {
+            with_body,
+            keep_alive,
+            peer,
+        };
+        let delivery = self.apply(now, answer, key, how);
         Ok(Step { consumed, delivery })
     }
 
@@ -443,7 +531,7 @@ impl<D> Session<D> {
         now: Time,
         (answer, agreed): (Answer<D>, Agreed),
         key: Option<AcceptKey>,
-        with_body: bool,
+        how: Reply,
     ) -> Option<Delivery<'static>> {
         match (answer, key) {
             (Answer::Accept { protocol, data }, Some(key)) => {
@@ -453,11 +541,27 @@ impl<D> Session<D> {
             // Only an upgrade can be accepted; a plain request gets 426.
             (Answer::Accept { .. }, None) => {
                 let response = Response::status(426).with_header("Upgrade", "websocket");
-                self.respond(now, &response, with_body);
+                self.respond(now, &response, how.with_body, how.keep_alive);
                 None
             }
+            // An upgrade is answered at once; only a plain request waits.
+            (Answer::Hold { .. }, Some(_)) => {
+                self.respond(now, &Response::status(500), how.with_body, false);
+                None
+            }
+            (Answer::Hold { data, timeout }, None) => {
+                self.state = State::Held(Box::new(Waiting {
+                    data,
+                    since: now.stamp(),
+                    timeout: timeout.min(MAX_TIMEOUT),
+                    peer: how.peer,
+                    with_body: how.with_body,
+                    keep_alive: how.keep_alive,
+                }));
+                Some(Delivery::Held)
+            }
             (Answer::Respond(response), _) => {
-                self.respond(now, &response, with_body);
+                self.respond(now, &response, how.with_body, how.keep_alive);
                 None
             }
         }
@@ -494,12 +598,73 @@ impl<D> Session<D> {
         });
     }
 
-    fn respond(&mut self, now: Time, response: &Response, with_body: bool) {
-        self.out.push_owned(response.encode(with_body));
-        self.state = State::Answering {
-            since: now.stamp(),
-            fin: Fin::Pending,
+    /// Queues an HTTP answer. The connection then reads the next request,
+    /// or, after a `Connection: close` answer, sends FIN once it is out.
+    fn respond(&mut self, now: Time, response: &Response, with_body: bool, keep_alive: bool) {
+        self.out.push_owned(response.encode(with_body, keep_alive));
+        self.state = match (&mut self.state, keep_alive) {
+            // The next request's time starts now.
+            (State::ReadingRequest(reading), true) => {
+                reading.since = now.stamp();
+                reading.request = Vec::new();
+                reading.need = 0;
+                return;
+            }
+            (State::Held(waiting), true) => {
+                State::ReadingRequest(Reading::boxed(now, waiting.peer))
+            }
+            _ => State::Answering {
+                since: now.stamp(),
+                fin: Fin::Pending,
+            },
         };
+    }
+
+    /// Answers a held request. `closing` asks for `Connection: close`
+    /// whatever the request allowed, as on shutdown. Nothing happens in any
+    /// other state.
+    pub fn answer_held(&mut self, now: Time, response: &Response, closing: bool) {
+        if let State::Held(waiting) = &self.state {
+            let (with_body, keep_alive) = (waiting.with_body, waiting.keep_alive && !closing);
+            self.respond(now, response, with_body, keep_alive);
+        }
+    }
+
+    /// For shutdown: a plain HTTP connection takes no more requests. An
+    /// answer going out still goes, then FIN; a connection between
+    /// requests, or in the middle of one, is dropped.
+    pub fn stop_http(&mut self) {
+        match &self.state {
+            State::ReadingRequest(reading) if !self.out.is_empty() => {
+                self.state = State::Answering {
+                    since: reading.since,
+                    fin: Fin::Pending,
+                };
+            }
+            State::ReadingRequest(_) | State::Held(_) => self.state = State::Ended(None),
+            _ => {}
+        }
+    }
+
+    /// When a held request's wait is over, if it is held.
+    pub fn held_deadline(&self, now: Time) -> Option<Time> {
+        match &self.state {
+            State::Held(waiting) => Some(now.after(waiting.since, waiting.timeout)),
+            _ => None,
+        }
+    }
+
+    /// Whether a plain request's answer is held.
+    pub fn is_held(&self) -> bool {
+        matches!(self.state, State::Held(_))
+    }
+
+    /// The application's data for a held request.
+    pub fn held_data_mut(&mut self) -> Option<&mut D> {
+        match &mut self.state {
+            State::Held(waiting) => Some(&mut waiting.data),
+            _ => None,
+        }
     }
 
     fn read_frames<'a>(
@@ -837,6 +1002,9 @@ impl<D> Session<D> {
                     self.state = State::Ended(None);
                 }
             }
+            // The I/O layer asks the application for the answer at the
+            // deadline (see `held_deadline`).
+            State::Held(_) => {}
             State::Closing(ending) | State::Closed(ending) | State::Failed(ending) => {
                 if now.reached(ending.since, config.close_timeout) {
                     self.end(CloseCode::ABNORMAL, "");
@@ -875,6 +1043,7 @@ impl<D> Session<D> {
                 Some(now.after(reading.since, config.handshake_timeout))
             }
             State::Answering { since, .. } => Some(now.after(*since, config.handshake_timeout)),
+            State::Held(waiting) => Some(now.after(waiting.since, waiting.timeout)),
             State::Open(open) => {
                 let keepalive = match open.keepalive {
                     Keepalive::Pinged { at } => Some(now.after(at, config.pong_timeout)),
@@ -907,6 +1076,16 @@ impl<D> Session<D> {
                     *fin = Fin::PeerFirst;
                     return;
                 }
+                // An answer to a kept-alive request is going out, and no
+                // next request can come: finish the answer, then end.
+                State::ReadingRequest(reading) => {
+                    let since = reading.since;
+                    self.state = State::Answering {
+                        since,
+                        fin: Fin::PeerFirst,
+                    };
+                    return;
+                }
                 _ => {}
             }
         }
@@ -934,7 +1113,9 @@ impl<D> Session<D> {
                 State::Ended(Some(ending))
             }
             State::Ended(ending) => State::Ended(ending),
-            State::ReadingRequest(_) | State::Answering { .. } => State::Ended(None),
+            State::ReadingRequest(_) | State::Answering { .. } | State::Held(_) => {
+                State::Ended(None)
+            }
         };
     }
 
@@ -1028,7 +1209,7 @@ impl<D> Session<D> {
                 Some(&ending.data)
             }
             State::Ended(ending) => ending.as_ref().map(|e| &e.data),
-            State::ReadingRequest(_) | State::Answering { .. } => None,
+            State::ReadingRequest(_) | State::Answering { .. } | State::Held(_) => None,
         }
     }
 
@@ -1040,7 +1221,7 @@ impl<D> Session<D> {
                 Some(&mut ending.data)
             }
             State::Ended(ending) => ending.as_mut().map(|e| &mut e.data),
-            State::ReadingRequest(_) | State::Answering { .. } => None,
+            State::ReadingRequest(_) | State::Answering { .. } | State::Held(_) => None,
         }
     }
 
@@ -1088,6 +1269,7 @@ impl<D> Ending<D> {
 mod tests {
     use super::*;
     use crate::frame::FrameHeader;
+    use crate::handshake::HandshakeLimits;
     use crate::protocol::encode_frame;
 
     const UPGRADE: &[u8] = b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
@@ -1110,8 +1292,10 @@ mod tests {
         out
     }
 
-    /// Feeds all of `input` at `now`, accepting upgrades with data 7 and
-    /// answering plain requests with a 200 page; returns what was delivered.
+    /// Feeds all of `input` at `now`, accepting upgrades with data 7,
+    /// holding requests for `/hold` with data 9 for 30 s, and answering
+    /// other plain requests with a 200 page naming the method and body;
+    /// returns what was delivered.
     fn feed(s: &mut Session<u32>, now: Time, config: &Config, input: &[u8]) -> Vec<String> {
         let mut input = input.to_vec();
         let mut pos = 0;
@@ -1123,8 +1307,17 @@ mod tests {
                         protocol: None,
                         data: 7,
                     }
+                } else if req.path == "/hold" {
+                    Answer::Hold {
+                        data: 9,
+                        timeout: secs(30),
+                    }
                 } else {
-                    Answer::Respond(Response::ok("text/plain", format!("{} page", req.method)))
+                    let body = String::from_utf8_lossy(req.body());
+                    Answer::Respond(Response::ok(
+                        "text/plain",
+                        format!("{} page{body}", req.method),
+                    ))
                 }
             };
             match s.handle_read(now, config, &mut input[pos..], answer) {
@@ -1133,6 +1326,7 @@ mod tests {
                     got.extend(step.delivery.map(|d| match d {
                         Delivery::Opened => "open".to_string(),
                         Delivery::Message(m) => format!("{:?}", m.message()),
+                        Delivery::Held => "held".to_string(),
                     }));
                 }
                 Err(e) => {
@@ -1381,6 +1575,116 @@ mod tests {
         let reply = String::from_utf8(written(&mut s)).unwrap();
         assert!(reply.contains("Content-Length: 9\r\n"), "{reply}");
         assert!(reply.ends_with("\r\n\r\n"), "no body: {reply}");
+    }
+
+    #[test]
+    fn http_1_1_keeps_the_connection_for_the_next_request() {
+        let config = Config::default();
+        let mut s = Session::<u32>::new(ms(0), peer());
+        // Two requests in one read, the second asking to close.
+        feed(
+            &mut s,
+            ms(0),
+            &config,
+            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        let replies = String::from_utf8(written(&mut s)).unwrap();
+        assert_eq!(
+            replies.matches("HTTP/1.1 200 OK\r\n").count(),
+            2,
+            "{replies}"
+        );
+        assert_eq!(
+            replies.matches("Connection: close\r\n").count(),
+            1,
+            "{replies}"
+        );
+        assert!(s.poll_shutdown(), "closed after the second");
+
+        // Between requests the handshake timeout runs from the last answer.
+        let mut s = Session::<u32>::new(ms(0), peer());
+        feed(
+            &mut s,
+            ms(5_000),
+            &config,
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        );
+        written(&mut s);
+        assert!(!s.poll_shutdown() && !s.is_ended());
+        assert_eq!(s.poll_timeout(ms(5_000), &config), Some(ms(15_000)));
+        s.handle_timeout(ms(15_000), &config);
+        assert!(s.is_ended());
+    }
+
+    #[test]
+    fn a_body_is_read_whatever_the_cut_and_oversized_ones_get_413() {
+        let config = Config::default();
+        let req = b"POST /send HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\n hello";
+        for cut in 1..req.len() {
+            let mut s = Session::<u32>::new(ms(0), peer());
+            feed(&mut s, ms(0), &config, &req[..cut]);
+            assert!(written(&mut s).is_empty(), "cut at {cut}");
+            feed(&mut s, ms(0), &config, &req[cut..]);
+            let reply = String::from_utf8(written(&mut s)).unwrap();
+            assert!(reply.ends_with("POST page hello"), "cut at {cut}: {reply}");
+        }
+        let limits = HandshakeLimits::default().max_body_bytes(5);
+        let small = Config::default().handshake_limits(limits);
+        let mut s = Session::<u32>::new(ms(0), peer());
+        let got = feed(&mut s, ms(0), &small, req);
+        assert_eq!(
+            got,
+            ["error: handshake refused: request body is over the 5-byte limit"]
+        );
+        let reply = String::from_utf8(written(&mut s)).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 413 "), "{reply}");
+        assert!(s.poll_shutdown());
+    }
+
+    #[test]
+    fn a_held_request_waits_for_its_answer_or_its_deadline() {
+        let config = Config::default();
+        let hold = b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut s = Session::<u32>::new(ms(0), peer());
+        assert_eq!(feed(&mut s, ms(1_000), &config, hold), ["held"]);
+        assert!(s.is_held() && written(&mut s).is_empty());
+        assert_eq!(s.held_data_mut(), Some(&mut 9));
+        assert_eq!(s.held_deadline(ms(1_000)), Some(ms(31_000)));
+        assert_eq!(s.poll_timeout(ms(1_000), &config), Some(ms(31_000)));
+        // The session leaves the deadline to the application.
+        s.handle_timeout(ms(31_000), &config);
+        assert!(s.is_held());
+        s.answer_held(ms(31_000), &Response::status(204), false);
+        let reply = String::from_utf8(written(&mut s)).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 204 No Content\r\n"), "{reply}");
+        assert!(!reply.contains("Connection: close"), "kept alive: {reply}");
+        // The next request on the same connection is held again.
+        assert_eq!(feed(&mut s, ms(32_000), &config, hold), ["held"]);
+        // On shutdown the answer closes the connection.
+        s.answer_held(ms(32_000), &Response::status(204), true);
+        let reply = String::from_utf8(written(&mut s)).unwrap();
+        assert!(reply.contains("Connection: close\r\n"), "{reply}");
+        assert!(s.poll_shutdown());
+
+        // Input while held, or the client's FIN, ends the connection.
+        let mut s = Session::<u32>::new(ms(0), peer());
+        feed(&mut s, ms(0), &config, hold);
+        feed(&mut s, ms(0), &config, b"GET / HTTP/1.1\r\n");
+        assert!(s.is_ended());
+        let mut s = Session::<u32>::new(ms(0), peer());
+        feed(&mut s, ms(0), &config, hold);
+        s.handle_eof();
+        assert!(s.is_ended() && !s.is_upgraded());
+        // An upgrade cannot be held.
+        let mut s = Session::<u32>::new(ms(0), peer());
+        let answer = |_: &Request<'_>, _| Answer::Hold {
+            data: 1,
+            timeout: secs(1),
+        };
+        let mut input = UPGRADE.to_vec();
+        s.handle_read(ms(0), &config, &mut input, answer).unwrap();
+        let reply = String::from_utf8(written(&mut s)).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 500 "), "{reply}");
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct Stats {
     bytes_out: AtomicU64,
     dropped: AtomicU64,
     closes: [AtomicU64; CODES.len() + 1],
+    http_requests: AtomicU64,
+    held: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
@@ -71,6 +73,15 @@ impl Stats {
             SendStatus::Closed => {}
         }
     }
+    pub(crate) fn http_request(&self) {
+        bump(&self.http_requests, 1);
+    }
+    pub(crate) fn hold(&self) {
+        bump(&self.held, 1);
+    }
+    pub(crate) fn unhold(&self) {
+        self.held.fetch_sub(1, Relaxed);
+    }
     pub(crate) fn bytes_in(&self, n: usize) {
         bump(&self.bytes_in, n as u64);
     }
@@ -97,6 +108,8 @@ impl Stats {
             bytes_out: load(&self.bytes_out),
             dropped: load(&self.dropped),
             closes: self.closes.each_ref().map(load),
+            http_requests: load(&self.http_requests),
+            held: load(&self.held),
         }
     }
 }
@@ -126,6 +139,10 @@ pub struct Counters {
     pub dropped: u64,
     /// WebSocket connections ended, by close code (see [`Counters::closes_by_code`]).
     pub closes: [u64; CODES.len() + 1],
+    /// Plain HTTP requests handed to [`Handler::on_http`](crate::Handler::on_http).
+    pub http_requests: u64,
+    /// Requests held ([`Reply::Hold`](crate::Reply::Hold)) now.
+    pub held: u64,
 }
 
 impl Counters {
@@ -146,6 +163,8 @@ impl Counters {
         for (a, b) in self.closes.iter_mut().zip(other.closes) {
             *a += b;
         }
+        self.http_requests += other.http_requests;
+        self.held += other.held;
     }
 
     /// Closes counted for one code; codes outside the tracked set count as 0
@@ -183,6 +202,11 @@ impl fmt::Display for Counters {
             self.messages_in, self.messages_out, self.dropped
         )?;
         writeln!(f, "bytes  in {}  out {}", self.bytes_in, self.bytes_out)?;
+        writeln!(
+            f,
+            "http requests {}  held now {}",
+            self.http_requests, self.held
+        )?;
         write!(f, "closes by code:")?;
         for (code, n) in CODES.iter().zip(self.closes) {
             if n > 0 {

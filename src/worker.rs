@@ -15,7 +15,7 @@ use slab::Slab;
 use crate::broadcast::Publish;
 use crate::conn::{interrupted, would_block, Connection};
 use crate::error::CloseCode;
-use crate::handler::{Handler, Shared};
+use crate::handler::{Handler, Shared, WakeReason};
 use crate::protocol::SharedFrame;
 use crate::session::{SendStatus, Time};
 use crate::timer::TimerWheel;
@@ -251,8 +251,21 @@ impl<H: Handler> Worker<H> {
             return; // stale: an earlier tick was armed since
         }
         conn.set_armed(None);
-        conn.session_mut()
-            .handle_timeout(self.shared.now, &self.shared.config);
+        let now = self.shared.now;
+        if conn
+            .session()
+            .held_deadline(now)
+            .is_some_and(|at| now >= at)
+        {
+            conn.wake(
+                key,
+                &mut self.handler,
+                &mut self.shared,
+                WakeReason::Deadline,
+            );
+        } else {
+            conn.session_mut().handle_timeout(now, &self.shared.config);
+        }
         self.drive(key);
     }
 
@@ -265,11 +278,19 @@ impl<H: Handler> Worker<H> {
         }
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
-            let session = self.conns[key].session_mut();
+            let conn = &mut self.conns[key];
+            // Held requests get their answers, with Connection: close.
+            conn.wake(
+                key,
+                &mut self.handler,
+                &mut self.shared,
+                WakeReason::Shutdown,
+            );
+            let session = conn.session_mut();
             if session.is_upgraded() {
                 session.close(now, CloseCode::GOING_AWAY, "server shutting down");
             } else {
-                session.handle_io_error();
+                session.stop_http();
             }
             self.drive(key);
         }
@@ -281,6 +302,8 @@ impl<H: Handler> Worker<H> {
         let Some(mut conn) = self.conns.try_remove(key) else {
             return;
         };
+        // A held request whose client went away.
+        self.shared.forget_held(key);
         // No deregister: closing the socket, which dropping `conn` does,
         // takes it out of epoll, and the syscall would be one more per
         // connection.
@@ -340,17 +363,38 @@ impl<H: Handler> Worker<H> {
         // Compressed forms, if any subscriber wants one, are made once
         // here for all of this worker's subscribers.
         let mut frame = SharedFrame::from_frame(publish.frame.clone());
-        for &key in topics.subscribers(&publish.topic) {
+        let mut woken = Vec::new();
+        for sub in topics.subscribers(&publish.topic) {
+            let key = sub.key;
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
+            if !sub.wants(publish.id) {
+                continue;
+            }
             let session = conn.session_mut();
+            if session.is_held() {
+                woken.push(key);
+                continue;
+            }
             // A queue that was empty is not in the batch yet; one that was
             // not is in it already, or waits for the socket to be writable.
             let first = !session.wants_write();
             let status = session.send_shared(*now, config, &mut frame);
             stats.sent(status, publish.frame.len());
             if first && status == SendStatus::Queued {
+                self.delivered.push(key);
+            }
+        }
+        // Held requests are answered now, from the topic's history.
+        for key in woken {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.wake(
+                    key,
+                    &mut self.handler,
+                    &mut self.shared,
+                    WakeReason::Message,
+                );
                 self.delivered.push(key);
             }
         }

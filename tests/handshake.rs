@@ -1,10 +1,11 @@
 //! The upgrade over real sockets: every refusal gets its status and
-//! `Connection: close`, then the socket closes.
+//! `Connection: close`, then the socket closes. Plain requests go to the
+//! handler, on a connection kept for the next one.
 
 mod util;
 
 use util::{start, upgrade_request, Client, Echo, KEY};
-use wsloop::{Conn, Handler, Message, Request, Response, Upgrade};
+use wsloop::{Conn, Handler, Message, Reply, Request, Response, Upgrade};
 
 #[test]
 fn handshake_fed_one_byte_at_a_time() {
@@ -116,10 +117,15 @@ impl Handler for Picky {
         }
     }
 
-    fn on_http(&mut self, req: &Request<'_>, _peer: std::net::SocketAddr) -> Response {
+    fn on_http(
+        &mut self,
+        req: &Request<'_>,
+        _peer: std::net::SocketAddr,
+        _topics: &mut wsloop::Publisher<'_>,
+    ) -> Reply<String> {
         match req.path_only() {
-            "/" => Response::ok("text/html", "<p>hi</p>"),
-            _ => Response::status(404),
+            "/" => Response::ok("text/html", "<p>hi</p>").into(),
+            _ => Response::status(404).into(),
         }
     }
 
@@ -162,6 +168,13 @@ fn plain_get_goes_to_the_handler() {
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     assert!(head.contains("Content-Type: text/html\r\n"));
     assert_eq!(body, b"<p>hi</p>");
+    // HTTP/1.1 keeps the connection for the next request, until one asks
+    // to close.
+    assert!(!head.contains("Connection:"), "{head}");
+    client.send_raw(b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let (head, _) = client.read_response();
+    assert!(head.starts_with("HTTP/1.1 404 "), "{head}");
+    assert!(head.contains("Connection: close\r\n"), "{head}");
     client.expect_eof();
 }
 

@@ -1,0 +1,429 @@
+//! Topic history: each topic keeps its last messages, numbered, so that a
+//! client that reconnects, or long-polls, can ask for everything after the
+//! last message it saw. Pure: the hub keeps one history under its lock,
+//! which is also what puts every topic's messages in one order.
+//!
+//! A message id is the topic ring's epoch and the message's number in it,
+//! written `EPOCH-SEQ` in hex and decimal (`5f3a09c1-57`). Numbers run 1,
+//! 2, 3, … without gaps within an epoch. A ring gets a fresh epoch when it
+//! is made: in a new process, or after the ring was dropped to make room
+//! for busier topics. A cursor from another epoch, or one older than the
+//! ring's oldest message, cannot be continued from without a gap: the
+//! answer says so ([`Catchup::reset`]) and holds what the ring has, the
+//! epoch idea of Centrifugo.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::frame::OpCode;
+use crate::protocol::{encode_frame, Message};
+
+/// How much history topics keep; see [`Config::history`](crate::Config::history).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct HistoryConfig {
+    /// Messages kept per topic. Default 100: a page that was away for a
+    /// minute in a busy room catches up without a reset. At least 1.
+    pub depth: usize,
+    /// Most bytes of frames kept per topic; the oldest go first. Default
+    /// 256 KiB. The newest message is always kept, whatever its size.
+    pub max_topic_bytes: usize,
+    /// Most topics with history. Default 1,024; past it the topic
+    /// published to least recently loses its history (its next message
+    /// starts a new epoch). With the defaults history holds at most
+    /// 256 MiB.
+    pub max_topics: usize,
+    /// Writes what subscribers receive for message `id`: the payload with
+    /// its id, in the application's format. Default [`prefix_id`]:
+    /// `ID` and a space before the payload. A text message must stay
+    /// UTF-8, or it is sent as binary.
+    pub envelope: fn(MessageId, Message<'_>, &mut Vec<u8>),
+}
+
+setters! {
+    HistoryConfig {
+        depth: usize,
+        max_topic_bytes: usize,
+        max_topics: usize,
+        envelope: fn(MessageId, Message<'_>, &mut Vec<u8>),
+    }
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            depth: 100,
+            max_topic_bytes: 256 * 1024,
+            max_topics: 1024,
+            envelope: prefix_id,
+        }
+    }
+}
+
+/// The default envelope: the id, a space, then the payload.
+pub fn prefix_id(id: MessageId, msg: Message<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(id.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(msg.as_bytes());
+}
+
+/// A message's place in its topic's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MessageId {
+    /// The ring's epoch: which numbering the sequence belongs to.
+    pub epoch: u32,
+    /// The number within the epoch, from 1.
+    pub seq: u64,
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:08x}-{}", self.epoch, self.seq)
+    }
+}
+
+/// Text that is not an `EPOCH-SEQ` message id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadMessageId;
+
+impl fmt::Display for BadMessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("message id is not EPOCH-SEQ (8 hex digits, a dash, a decimal number)")
+    }
+}
+
+impl std::error::Error for BadMessageId {}
+
+impl FromStr for MessageId {
+    type Err = BadMessageId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (epoch, seq) = s.split_once('-').ok_or(BadMessageId)?;
+        let digits = |t: &str, hex: bool| {
+            !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_digit() || (hex && b.is_ascii_hexdigit()))
+        };
+        if epoch.len() != 8 || !digits(epoch, true) || !digits(seq, false) {
+            return Err(BadMessageId);
+        }
+        Ok(MessageId {
+            epoch: u32::from_str_radix(epoch, 16).map_err(|_| BadMessageId)?,
+            seq: seq.parse().map_err(|_| BadMessageId)?,
+        })
+    }
+}
+
+/// One message kept: its id and the frame subscribers got.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    id: MessageId,
+    frame: Arc<[u8]>,
+    /// Where the payload starts in `frame`.
+    header_len: u8,
+    text: bool,
+}
+
+impl Entry {
+    /// The message's id.
+    pub fn id(&self) -> MessageId {
+        self.id
+    }
+
+    /// The message as delivered, envelope included.
+    pub fn message(&self) -> Message<'_> {
+        let payload = &self.frame[usize::from(self.header_len)..];
+        match std::str::from_utf8(payload) {
+            Ok(text) if self.text => Message::Text(text),
+            _ => Message::Binary(payload),
+        }
+    }
+
+    /// The encoded frame, shared with every subscriber's queue.
+    pub(crate) fn frame(&self) -> &Arc<[u8]> {
+        &self.frame
+    }
+}
+
+/// What a topic's history holds after a cursor.
+#[derive(Debug, Clone, Default)]
+pub struct Catchup {
+    /// The cursor could not be continued without a gap (another epoch, or
+    /// older than the ring): `entries` is the whole ring instead.
+    pub reset: bool,
+    /// The messages after the cursor, oldest first.
+    pub entries: Vec<Entry>,
+    /// The topic's newest message id, if it has history.
+    pub latest: Option<MessageId>,
+}
+
+/// One topic's ring.
+#[derive(Debug)]
+struct Ring {
+    epoch: u32,
+    entries: VecDeque<Entry>,
+    bytes: usize,
+    /// The number the next message gets.
+    next_seq: u64,
+    /// When it was last published to, in `History::clock` ticks.
+    used: u64,
+}
+
+/// Every topic's ring, and the least recently used order for eviction.
+#[derive(Debug)]
+pub(crate) struct History {
+    config: HistoryConfig,
+    /// The next ring's epoch.
+    next_epoch: u32,
+    rings: HashMap<Arc<str>, Ring>,
+    /// Topics by the tick of their last message.
+    by_use: BTreeMap<u64, Arc<str>>,
+    clock: u64,
+}
+
+impl History {
+    /// Empty history; `epoch` is where ring epochs start, different in
+    /// every process.
+    pub fn new(config: HistoryConfig, epoch: u32) -> Self {
+        History {
+            config,
+            next_epoch: epoch,
+            rings: HashMap::new(),
+            by_use: BTreeMap::new(),
+            clock: 0,
+        }
+    }
+
+    /// Numbers a message for `topic`, wraps it in the envelope, keeps it
+    /// and returns it to send.
+    pub fn record(&mut self, topic: &str, msg: Message<'_>) -> Entry {
+        self.clock += 1;
+        let (clock, config) = (self.clock, self.config);
+        if !self.rings.contains_key(topic) {
+            if self.rings.len() >= config.max_topics.max(1) {
+                self.evict_least_used();
+            }
+            let epoch = self.next_epoch;
+            self.next_epoch = self.next_epoch.wrapping_add(1);
+            let ring = Ring {
+                epoch,
+                entries: VecDeque::new(),
+                bytes: 0,
+                next_seq: 1,
+                used: clock,
+            };
+            self.rings.insert(topic.into(), ring);
+        }
+        let name = self
+            .rings
+            .get_key_value(topic)
+            .expect("inserted above")
+            .0
+            .clone();
+        let ring = self.rings.get_mut(topic).expect("inserted above");
+        self.by_use.remove(&ring.used);
+        ring.used = clock;
+        self.by_use.insert(clock, name);
+        let id = MessageId {
+            epoch: ring.epoch,
+            seq: ring.next_seq,
+        };
+        ring.next_seq += 1;
+        let entry = wrap(id, msg, config.envelope);
+        ring.bytes += entry.frame.len();
+        ring.entries.push_back(entry.clone());
+        while ring.entries.len() > config.depth.max(1)
+            || (ring.bytes > config.max_topic_bytes && ring.entries.len() > 1)
+        {
+            let old = ring.entries.pop_front().expect("more than one entry");
+            ring.bytes -= old.frame.len();
+        }
+        entry
+    }
+
+    /// What `topic` holds after `after`. With no cursor, nothing but the
+    /// latest id: a new reader starts from now.
+    pub fn since(&self, topic: &str, after: Option<MessageId>) -> Catchup {
+        let Some(ring) = self.rings.get(topic) else {
+            // No history: a cursor from before cannot be continued.
+            return Catchup {
+                reset: after.is_some(),
+                ..Catchup::default()
+            };
+        };
+        let latest = ring.entries.back().map(|e| e.id);
+        let Some(after) = after else {
+            return Catchup {
+                reset: false,
+                entries: Vec::new(),
+                latest,
+            };
+        };
+        let first = ring.entries.front().map_or(ring.next_seq, |e| e.id.seq);
+        let last = ring.next_seq - 1;
+        let continues = after.epoch == ring.epoch && after.seq + 1 >= first && after.seq <= last;
+        let skip = if continues {
+            (after.seq + 1 - first) as usize
+        } else {
+            0
+        };
+        Catchup {
+            reset: !continues,
+            entries: ring.entries.iter().skip(skip).cloned().collect(),
+            latest,
+        }
+    }
+
+    fn evict_least_used(&mut self) {
+        if let Some((_, topic)) = self.by_use.pop_first() {
+            self.rings.remove(&topic);
+        }
+    }
+}
+
+/// Encodes the enveloped message as a server frame.
+fn wrap(
+    id: MessageId,
+    msg: Message<'_>,
+    envelope: fn(MessageId, Message<'_>, &mut Vec<u8>),
+) -> Entry {
+    let mut payload = Vec::with_capacity(msg.as_bytes().len() + 24);
+    envelope(id, msg, &mut payload);
+    let text = matches!(msg, Message::Text(_)) && std::str::from_utf8(&payload).is_ok();
+    let opcode = if text { OpCode::Text } else { OpCode::Binary };
+    let mut frame = Vec::with_capacity(payload.len() + 10);
+    encode_frame(&mut frame, true, opcode, None, &payload);
+    let header_len = (frame.len() - payload.len()) as u8;
+    Entry {
+        id,
+        frame: frame.into(),
+        header_len,
+        text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(entries: &[Entry]) -> Vec<String> {
+        entries
+            .iter()
+            .map(|e| String::from_utf8_lossy(e.message().as_bytes()).into_owned())
+            .collect()
+    }
+
+    fn id(epoch: u32, seq: u64) -> MessageId {
+        MessageId { epoch, seq }
+    }
+
+    #[test]
+    fn ids_print_and_parse_both_ways() {
+        let a = id(0x5f3a_09c1, 57);
+        assert_eq!(a.to_string(), "5f3a09c1-57");
+        assert_eq!("5f3a09c1-57".parse(), Ok(a));
+        assert_eq!("0000000a-1".parse(), Ok(id(10, 1)));
+        for bad in [
+            "",
+            "57",
+            "5f3a09c1",
+            "5f3a09c1-",
+            "-57",
+            "5f3a09c-57",
+            "5f3a09c1-5x",
+            "5f3a09c1--1",
+            "5f3a09g1-1",
+            "5f3a09c1-+1",
+            "5f3a09c1-99999999999999999999999",
+        ] {
+            assert_eq!(bad.parse::<MessageId>(), Err(BadMessageId), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn messages_are_numbered_and_wrapped_per_topic() {
+        let mut h = History::new(HistoryConfig::default(), 7);
+        let a1 = h.record("a", Message::Text("one"));
+        let b1 = h.record("b", Message::Text("uno"));
+        let a2 = h.record("a", Message::Binary(b"two"));
+        assert_eq!((a1.id(), b1.id(), a2.id()), (id(7, 1), id(8, 1), id(7, 2)));
+        assert_eq!(a1.message(), Message::Text("00000007-1 one"));
+        assert_eq!(a2.message(), Message::Binary(b"00000007-2 two"));
+        assert_eq!(&a1.frame()[..2], [0x81, 14]);
+    }
+
+    #[test]
+    fn a_cursor_in_the_ring_gets_exactly_what_followed_it() {
+        let mut h = History::new(HistoryConfig::default().depth(5), 1);
+        for i in 1..=8 {
+            h.record("r", Message::Text(&i.to_string()));
+        }
+        // The ring holds 4..=8.
+        let at = |seq| h.since("r", Some(id(1, seq)));
+        assert_eq!(
+            texts(&at(5).entries),
+            ["00000001-6 6", "00000001-7 7", "00000001-8 8"]
+        );
+        assert!(!at(5).reset);
+        assert!(at(8).entries.is_empty() && !at(8).reset);
+        assert_eq!(at(3).entries.len(), 5, "the oldest kept follows 3");
+        assert!(!at(3).reset);
+        assert_eq!(at(8).latest, Some(id(1, 8)));
+        // Too old, from the future, or another epoch: a reset with the ring.
+        for cursor in [id(1, 2), id(1, 9), id(2, 5)] {
+            let c = h.since("r", Some(cursor));
+            assert!(c.reset, "{cursor}");
+            assert_eq!(c.entries.len(), 5);
+        }
+        // No cursor: nothing, but the latest id to start from.
+        let fresh = h.since("r", None);
+        assert!(fresh.entries.is_empty() && !fresh.reset);
+        assert_eq!(fresh.latest, Some(id(1, 8)));
+        // A topic with no history.
+        assert!(h.since("none", Some(id(1, 1))).reset);
+        assert!(!h.since("none", None).reset);
+    }
+
+    #[test]
+    fn rings_are_bounded_in_bytes_but_keep_the_newest() {
+        let config = HistoryConfig::default().max_topic_bytes(100);
+        let mut h = History::new(config, 1);
+        for _ in 0..10 {
+            h.record("r", Message::Binary(&[0; 30]));
+        }
+        let ring = &h.rings["r"];
+        assert!(ring.bytes <= 100, "{}", ring.bytes);
+        assert_eq!(ring.entries.len(), 2);
+        h.record("r", Message::Binary(&[0; 500]));
+        assert_eq!(h.rings["r"].entries.len(), 1, "a big message stays alone");
+    }
+
+    #[test]
+    fn the_least_recently_used_topic_loses_its_history_first() {
+        let mut h = History::new(HistoryConfig::default().max_topics(2), 1);
+        h.record("a", Message::Text("a"));
+        h.record("b", Message::Text("b"));
+        h.record("a", Message::Text("a again"));
+        h.record("c", Message::Text("c"));
+        assert!(h.rings.contains_key("a") && h.rings.contains_key("c"));
+        assert!(!h.rings.contains_key("b"));
+        assert_eq!(h.by_use.len(), 2);
+        // b's next message starts a new epoch, so old cursors reset.
+        let b = h.record("b", Message::Text("b again"));
+        assert_eq!(b.id(), id(4, 1));
+        assert!(h.since("b", Some(id(2, 1))).reset);
+    }
+
+    #[test]
+    fn a_text_envelope_that_is_not_utf8_goes_as_binary() {
+        fn bad(_: MessageId, _: Message<'_>, out: &mut Vec<u8>) {
+            out.push(0xff);
+        }
+        let mut h = History::new(HistoryConfig::default().envelope(bad), 1);
+        let e = h.record("r", Message::Text("x"));
+        assert_eq!(e.message(), Message::Binary(&[0xff]));
+        assert_eq!(e.frame()[0], 0x82);
+    }
+}
