@@ -258,7 +258,7 @@ pub fn wait_until_closed(server: &Server) {
 /// Starts a built example on 127.0.0.1:0 and reads its address from the
 /// first line it prints (`NAME: ... ws://ADDR/` or `http://ADDR/`).
 /// `cargo test` builds the examples next to the test binaries.
-pub fn spawn_example(name: &str, args: &[&str]) -> (Child, BufReader<ChildStdout>, SocketAddr) {
+pub fn spawn_example(name: &str, args: &[&str]) -> (Spawned, BufReader<ChildStdout>, SocketAddr) {
     let exe = std::env::current_exe().unwrap();
     let path = exe
         .parent()
@@ -289,5 +289,30 @@ pub fn spawn_example(name: &str, args: &[&str]) -> (Child, BufReader<ChildStdout
         .trim_end_matches('/')
         .parse()
         .unwrap_or_else(|_| panic!("no address in {line:?}"));
-    (child, stdout, addr)
+    (Spawned(child), stdout, addr)
+}
+
+/// A running example, killed when dropped, so that a failing test leaves
+/// no server behind.
+#[derive(Debug)]
+pub struct Spawned(pub Child);
+
+impl std::ops::Deref for Spawned {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

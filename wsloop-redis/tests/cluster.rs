@@ -94,7 +94,7 @@ impl Drop for Redis {
 
 /// One chat process with `--redis`.
 struct Chat {
-    child: Child,
+    child: util::Spawned,
     stdout: BufReader<ChildStdout>,
     addr: SocketAddr,
 }
@@ -136,6 +136,15 @@ impl Chat {
     }
 }
 
+/// The text of a chat line (`"kind":"say"`); `None` for anything else.
+fn said(msg: Message) -> Option<String> {
+    let Message::Text(text) = msg else {
+        return None;
+    };
+    let value: serde_json::Value = serde_json::from_str(&text).expect("chat messages are JSON");
+    (value["kind"] == "say").then(|| value["text"].as_str().expect("a text").to_owned())
+}
+
 /// A chat member.
 struct Member {
     ws: WebSocket<TcpStream>,
@@ -157,9 +166,8 @@ impl Member {
     /// The next chat line, skipping join and leave notices.
     fn line(&mut self) -> String {
         loop {
-            match self.ws.read().expect("a line before the watchdog") {
-                Message::Text(text) if !text.starts_with("* ") => return text.to_string(),
-                _ => {}
+            if let Some(line) = said(self.ws.read().expect("a line before the watchdog")) {
+                return line;
             }
         }
     }
@@ -169,8 +177,11 @@ impl Member {
         self.ws.get_ref().set_read_timeout(Some(wait)).unwrap();
         let line = loop {
             match self.ws.read() {
-                Ok(Message::Text(text)) if !text.starts_with("* ") => break Some(text.to_string()),
-                Ok(_) => {}
+                Ok(msg) => {
+                    if let Some(line) = said(msg) {
+                        break Some(line);
+                    }
+                }
                 Err(tungstenite::Error::Io(e))
                     if matches!(
                         e.kind(),
