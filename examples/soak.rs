@@ -287,8 +287,14 @@ impl Chatter {
         loop {
             match self.ws.read() {
                 Ok(tungstenite::Message::Text(text)) => {
-                    let Some((from, body)) = text.split_once(": ") else {
-                        continue; // a join or leave notice
+                    // Only chat lines count: joins, leaves and the list of
+                    // who is here do not.
+                    let Ok(msg) = serde_json::from_str::<serde_json::Value>(&text) else {
+                        continue;
+                    };
+                    let line = msg["text"].as_str().filter(|_| msg["kind"] == "say");
+                    let Some((from, body)) = line.and_then(|l| l.split_once(": ")) else {
+                        continue;
                     };
                     if body == "done" {
                         self.done_from += 1;

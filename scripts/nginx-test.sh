@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The chat example behind Debian's nginx, configured from docs/nginx.conf
 # with a 3 s proxy_read_timeout. First a control (server pings every 10 s:
-# nginx must drop an idle connection), then the real run (pings every 1 s:
-# it must survive). Then docs/nginx-two-locations.conf, whose page
+# nginx must drop an idle connection; polls held 5 s: nginx must cut them
+# with 504), then the real run (pings every 1 s: it must survive; polls
+# held 2 s: answered by the chat). Then docs/nginx-two-locations.conf, whose page
 # location speaks HTTP/1.0 to the chat, as nginx does by default. Last,
 # docs/nginx-cluster.conf over two chat servers sharing a Redis. Installs
 # nginx, redis-server and Python's websockets when missing.
@@ -25,9 +26,9 @@ nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 nginx_port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 
 run_phase() {
-    local phase=$1 ping=$2 conf=$3
+    local phase=$1 ping=$2 conf=$3 hold=$4
     start_example chat "open http://" --addr 127.0.0.1:0 --workers 2 \
-        --ping-interval "$ping" --trusted-proxy 127.0.0.1
+        --ping-interval "$ping" --trusted-proxy 127.0.0.1 --poll-hold "$hold"
     sed -e "s|server 127.0.0.1:8080;|server $ADDR;|" \
         -e "s|listen 127.0.0.1:8000;|listen 127.0.0.1:$nginx_port;|" \
         -e "s|proxy_read_timeout 60s;|proxy_read_timeout 3s;|" \
@@ -47,9 +48,9 @@ run_phase() {
     fi
 }
 
-run_phase drop 10 docs/nginx.conf
-run_phase keep 1 docs/nginx.conf
-run_phase http10 1 docs/nginx-two-locations.conf
+run_phase drop 10 docs/nginx.conf 5
+run_phase keep 1 docs/nginx.conf 2
+run_phase http10 1 docs/nginx-two-locations.conf 2
 
 # Two chat servers behind docs/nginx-cluster.conf, sharing a Redis.
 need_apt redis-server redis-server

@@ -22,4 +22,4 @@ cargo build --release --example chat --example soak
 start_example chat "open http://" --addr 127.0.0.1:0 --workers 2
 ./target/release/examples/soak --addr "$ADDR" --pid "$EXAMPLE_PID" --minutes "$minutes" --clients "$clients"
 stop_example
-grep -A8 "^chat: shut down" target/chat.log
+grep -a -A8 "^chat: shut down" target/chat.log

@@ -12,7 +12,9 @@ both logs, comma-separated); a room must span both.
 """
 import asyncio
 import sys
+import json
 import time
+import urllib.error
 import urllib.request
 
 from websockets.asyncio.client import connect
@@ -22,8 +24,49 @@ READ_TIMEOUT = 3.0  # proxy_read_timeout in the generated nginx config
 
 
 async def expect(ws, want, timeout=5):
-    got = await asyncio.wait_for(ws.recv(), timeout)
-    assert got == want, f"expected {want!r}, got {got!r}"
+    """The next room message's text, skipping the list of who is here."""
+    while True:
+        got = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        if got["kind"] != "here":
+            break
+    assert got["text"] == want, f"expected {want!r}, got {got!r}"
+
+
+def poll(addr, query, timeout=10):
+    """One long poll; its status and JSON body (None for an error)."""
+    try:
+        with urllib.request.urlopen(f"http://{addr}/poll?{query}", timeout=timeout) as res:
+            return res.status, json.load(res)
+    except urllib.error.HTTPError as err:
+        return err.code, None
+
+
+async def long_poll(addr, phase):
+    """A poll held through nginx: answered by the chat at its hold when
+    that is under proxy_read_timeout, else cut by nginx with 504."""
+    status, joined = poll(addr, "room=lp&name=pat&after=0")
+    assert status == 200, status
+    query = f"room=lp&name=pat&after={joined['latest']}"
+    began = time.monotonic()
+    status, body = await asyncio.to_thread(poll, addr, query)
+    held = time.monotonic() - began
+    if phase == "drop":
+        assert status == 504, f"a 5 s hold behind a 3 s proxy_read_timeout got {status}"
+        print(f"nginx test (control): a poll held past proxy_read_timeout got 504 after {held:.1f} s")
+        return
+    assert status == 200 and body["messages"] == [], (status, body)
+    print(f"nginx test: a held poll was answered empty at its {held:.1f} s hold, under proxy_read_timeout")
+    # A message releases a held poll through nginx.
+    waiting = asyncio.create_task(asyncio.to_thread(poll, addr, query))
+    await asyncio.sleep(0.5)
+    async with connect(f"ws://{addr}/ws?room=lp&name=wes", origin=f"http://{addr}", ping_interval=None) as ws:
+        await expect(ws, "* wes joined")
+        await ws.send("wake")
+        status, body = await asyncio.wait_for(waiting, 5)
+    assert status == 200, status
+    texts = [m["text"] for m in body["messages"]]
+    assert texts[-1] in ("* wes joined", "wes: wake"), texts
+    print("nginx test: a message released a held poll through nginx")
 
 
 def page_loads(addr):
@@ -101,6 +144,7 @@ def main():
         head_has_no_body(addr)
         print("nginx test: page, HEAD and chat work with HTTP/1.0 to the upstream")
         return
+    asyncio.run(long_poll(addr, phase))
     closed_after = asyncio.run(idle(addr, "127.0.0.2"))
     if phase == "drop":
         assert closed_after is not None, "nginx kept an idle connection: the control failed"
