@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# A chat room shared by Python's websockets client and raw HTTP long
+# pollers (tests/poll/mixed.py). Installs websockets into target/venv when
+# it is missing.
+#
+#   bash scripts/poll-test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+need_venv_module websockets websockets
+cargo build --release --example chat
+start_example chat "open http://" --addr 127.0.0.1:0 --workers 2 --history 500
+target/venv/bin/python tests/poll/mixed.py "$ADDR"
+stop_example
