@@ -177,6 +177,7 @@ impl Chat {
             return Response::status(400).into();
         }
         let who = (peer.ip(), member.room.clone(), member.name.clone());
+        let before = topics.history(&member.room, None).latest;
         let (new, number) = {
             let mut presence = self.presence();
             let new = presence.polled(&who);
@@ -187,10 +188,17 @@ impl Chat {
         if new {
             topics.publish(&member.room, event("join", &member.name, "poll").as_text());
         }
+        // A new poller's join is answered from before its join message, so
+        // that it hears it, as a WebSocket member does; a poller that
+        // joins again is answered at once (no cursor).
+        let cursor = match after {
+            After::Id(id) => Some(id),
+            After::Now if new => before,
+            After::Now | After::Absent => None,
+        };
         Reply::Hold(Hold {
             topic: member.room.clone(),
-            // `after=0` joins: answered at once with the latest id.
-            after: after.id(),
+            after: cursor,
             timeout: self.settings.poll_hold,
             data: Member {
                 after: after.id(),
@@ -312,6 +320,10 @@ impl Handler for Chat {
         let Message::Text(text) = msg else {
             return conn.close(CloseCode::UNSUPPORTED_DATA, "text only");
         };
+        // As POST /send does, a blank line says nothing.
+        if text.trim().is_empty() {
+            return;
+        }
         let Member { room, name, .. } = conn.data();
         let (room, said) = (room.clone(), say(name, text.trim_end()));
         conn.publish(&room, said.as_text());

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs the chat example and drives it from headless Chromium with
-# playwright-core, plain, then with --deflate, then as two servers
-# sharing a Redis (installs Debian's redis-server when missing). Installs Debian's chromium and playwright-core (under
-# target/browser) when they are missing.
+# playwright-core: plain, then its long-polling fallback (beside a second
+# chat that refuses upgrades), then with --deflate, then as two servers
+# sharing a Redis (installs Debian's redis-server when missing). Installs
+# Debian's chromium and playwright-core (under target/browser) when they
+# are missing.
 #
 #   bash scripts/browser-test.sh
 set -euo pipefail
@@ -15,9 +17,31 @@ if [ ! -d target/browser/node_modules/playwright-core ]; then
     npm install --prefix target/browser --no-audit --no-fund --silent playwright-core@1
 fi
 
+# addr_of LOG: the address a chat started by hand printed in LOG.
+addr_of() {
+    for _ in $(seq 100); do
+        local addr
+        addr=$(sed -n 's|^chat: open http://\([^/ ]*\).*|\1|p' "$1" | head -n 1)
+        [ -n "$addr" ] && { echo "$addr"; return 0; }
+        sleep 0.1
+    done
+    cat "$1" >&2
+    return 1
+}
+
 cargo build --release --example chat
-start_example chat "open http://" --addr 127.0.0.1:0 --workers 2
+# A short poll hold and grace, so that a poller's leaving shows in seconds.
+start_example chat "open http://" --addr 127.0.0.1:0 --workers 2 --poll-hold 5 --poll-grace 2
 node tests/browser/chat.test.cjs "http://$ADDR/"
+
+# Long polling: against the same chat, and against one that answers every
+# upgrade with 403, so that pages fall back by themselves.
+./target/release/examples/chat --addr 127.0.0.1:0 --workers 2 --refuse-upgrades >target/chat-refusing.log 2>&1 &
+chat_refusing=$!
+trap 'kill $chat_refusing 2>/dev/null || true; stop_example' EXIT
+node tests/browser/poll.test.cjs "http://$ADDR/" "http://$(addr_of target/chat-refusing.log)/"
+kill -TERM "$chat_refusing"
+wait "$chat_refusing"
 stop_example
 
 # Again with permessage-deflate, which Chromium offers by itself.
@@ -41,16 +65,6 @@ chat_a=$!
 ./target/release/examples/chat --addr 127.0.0.1:0 --redis "redis://127.0.0.1:$redis_port/" >target/chat-b.log 2>&1 &
 chat_b=$!
 trap 'kill $redis_pid $chat_a $chat_b 2>/dev/null || true' EXIT
-addr_of() {
-    for _ in $(seq 100); do
-        local addr
-        addr=$(sed -n 's|^chat: open http://\([^/ ]*\).*|\1|p' "$1" | head -n 1)
-        [ -n "$addr" ] && { echo "$addr"; return 0; }
-        sleep 0.1
-    done
-    cat "$1" >&2
-    return 1
-}
 node tests/browser/cluster.test.cjs "http://$(addr_of target/chat-a.log)/" "http://$(addr_of target/chat-b.log)/"
 kill -TERM "$chat_a" "$chat_b"
 wait "$chat_a" "$chat_b"

@@ -415,3 +415,36 @@ fn polls_are_held_until_a_message_and_bad_input_gets_4xx() {
             .starts_with("HTTP/1.1 400 ")
     );
 }
+
+#[test]
+fn a_silent_poller_is_announced_as_gone() {
+    let args = [
+        "--workers",
+        "2",
+        "--poll-hold",
+        "0.2",
+        "--poll-grace",
+        "0.3",
+    ];
+    let (mut child, _stdout, addr) = spawn_example("chat", &args);
+    let mut wes = Client::open(addr, "/ws?room=g&name=wes");
+    read_room(&mut wes, 1);
+    let (pat, _) = Poller::join(addr, "g", "pat");
+    let joined = next(&mut wes);
+    assert_eq!(
+        (&joined["text"], &joined["via"]),
+        (&"* pat joined".into(), &"poll".into())
+    );
+    // pat stops polling: after the hold and the grace, pat is gone.
+    drop(pat);
+    let left = next(&mut wes);
+    assert_eq!(
+        (&left["text"], &left["via"]),
+        (&"* pat left".into(), &"poll".into())
+    );
+
+    // (A held poll answered on shutdown is tests/poll.rs's, where the
+    // test can see that the poll is held before it shuts the server down.)
+    drop(wes);
+    let _ = &mut child;
+}

@@ -9,7 +9,7 @@
 // target/browser) and Debian's chromium at /usr/bin/chromium.
 "use strict";
 const assert = require("assert");
-const { launch, seeLine } = require("./lib.cjs");
+const { launch, seeLine, seeHere, connectedBy } = require("./lib.cjs");
 
 const base = process.argv[2];
 if (!base) {
@@ -25,7 +25,7 @@ async function main() {
     // Alice joins straight from the URL.
     const alice = await context.newPage();
     await alice.goto(new URL("/?room=lobby&name=alice", base).href);
-    await alice.waitForSelector("#status.open", { timeout: 10000 });
+    await connectedBy(alice, "ws");
     await seeLine(alice, "* alice joined");
 
     // Bob joins through the form.
@@ -34,8 +34,10 @@ async function main() {
     await bob.fill("#room", "lobby");
     await bob.fill("#name", "bob");
     await bob.click("#join");
-    await bob.waitForSelector("#status.open", { timeout: 10000 });
+    await connectedBy(bob, "ws");
     await seeLine(alice, "* bob joined");
+    await seeHere(alice, ["alice", "bob"]);
+    await seeHere(bob, ["alice", "bob"]);
 
     // The extension the 101 response agreed, as the page's WebSocket saw it.
     const extensions = await bob.evaluate(() => socket.extensions);
@@ -76,6 +78,7 @@ async function main() {
     // Leaving is announced.
     await bob.close();
     await seeLine(alice, "* bob left");
+    await seeHere(alice, ["alice"]);
 
     // Other paths are 404.
     const res = await alice.request.get(new URL("/nope", base).href);

@@ -5,7 +5,7 @@
 // Needs playwright-core (scripts/browser-test.sh installs it under
 // target/browser) and Debian's chromium at /usr/bin/chromium.
 "use strict";
-const { launch, seeLine } = require("./lib.cjs");
+const { launch, seeLine, connectedBy } = require("./lib.cjs");
 
 const [a, b] = process.argv.slice(2);
 if (!a || !b) {
@@ -19,10 +19,10 @@ async function main() {
     const context = await browser.newContext();
     const alice = await context.newPage();
     await alice.goto(new URL("/?room=lobby&name=alice", a).href);
-    await alice.waitForSelector("#status.open", { timeout: 10000 });
+    await connectedBy(alice, "ws");
     const bob = await context.newPage();
     await bob.goto(new URL("/?room=lobby&name=bob", b).href);
-    await bob.waitForSelector("#status.open", { timeout: 10000 });
+    await connectedBy(bob, "ws");
 
     // Bob's server announces his arrival through Redis. Alice's server
     // subscribed to the room when she joined, so she sees it.

@@ -1,5 +1,5 @@
 // What the browser tests share: Chromium from playwright-core, and waiting
-// for a chat line.
+// for a chat line, a presence list or a transport.
 "use strict";
 const path = require("path");
 
@@ -20,12 +20,41 @@ function launch() {
 }
 
 // Waits until #log of `page` has a line whose text is exactly `text`.
-async function seeLine(page, text) {
+async function seeLine(page, text, timeout = 10000) {
   await page.waitForFunction(
     (want) => [...document.querySelectorAll("#log div")].some((d) => d.textContent === want),
     text,
-    { timeout: 10000 },
+    { timeout },
   );
 }
 
-module.exports = { launch, seeLine };
+// Waits until #here of `page` lists exactly `names`, sorted as the page sorts.
+async function seeHere(page, names, timeout = 10000) {
+  const want = [...names].sort((a, b) => a.localeCompare(b));
+  try {
+    await page.waitForFunction(
+      (want) => {
+        const got = [...document.querySelectorAll("#here li")].map((li) => li.textContent);
+        return JSON.stringify(got) === JSON.stringify(want);
+      },
+      want,
+      { timeout },
+    );
+  } catch (err) {
+    const got = await page.locator("#here li").allTextContents();
+    throw new Error(`#here: want ${JSON.stringify(want)}, got ${JSON.stringify(got)}`, { cause: err });
+  }
+}
+
+// Waits until `page` is connected over `transport` ("ws" or "poll").
+async function connectedBy(page, transport, timeout = 10000) {
+  await page.waitForSelector(`#status.open[data-transport="${transport}"]`, { timeout });
+}
+
+// How many lines of #log of `page` read exactly `text`.
+async function countLines(page, text) {
+  const lines = await page.locator("#log div").allTextContents();
+  return lines.filter((line) => line === text).length;
+}
+
+module.exports = { launch, seeLine, seeHere, connectedBy, countLines };

@@ -1,0 +1,150 @@
+// The chat page's long-polling fallback in headless Chromium.
+//
+//   node tests/browser/poll.test.cjs http://HOST:PORT/ http://HOST2:PORT2/
+//
+// The first server is a plain chat: a page forced onto polling talks with
+// one on a WebSocket. The second runs with --refuse-upgrades: pages there
+// must find their own way to polling. Start the first with short
+// `--poll-hold` and `--poll-grace` (the script uses 5 and 2) so that a
+// poller's leaving shows quickly; the defaults work too, only slower.
+//
+// Needs playwright-core (scripts/browser-test.sh installs it under
+// target/browser) and Debian's chromium at /usr/bin/chromium.
+"use strict";
+const assert = require("assert");
+const { launch, seeLine, seeHere, connectedBy, countLines } = require("./lib.cjs");
+
+const [plain, refusing] = process.argv.slice(2);
+if (!plain || !refusing) {
+  console.error("usage: node poll.test.cjs http://HOST:PORT/ http://HOST2:PORT2/");
+  process.exit(2);
+}
+
+// Opens `path` on `base` in a new page, counting the WebSockets it opens.
+async function open(context, base, path) {
+  const page = await context.newPage();
+  page.sockets = 0;
+  page.on("websocket", () => { page.sockets += 1; });
+  await page.goto(new URL(path, base).href);
+  return page;
+}
+
+async function say(page, text) {
+  await page.fill("#message", text);
+  await page.press("#message", "Enter");
+}
+
+// A poll page and a WebSocket page in one room.
+async function mixed(browser) {
+  const context = await browser.newContext();
+  const pat = await open(context, plain, "/?transport=poll&room=mix&name=pat");
+  await connectedBy(pat, "poll");
+  assert.match(await pat.textContent("#status"), /^connected to mix \(long polling\)$/);
+  const wes = await open(context, plain, "/?room=mix&name=wes");
+  await connectedBy(wes, "ws");
+  assert.match(await wes.textContent("#status"), /^connected to mix \(WebSocket\)$/);
+
+  await seeLine(pat, "* wes joined");
+  await seeHere(pat, ["pat", "wes"]);
+  await seeHere(wes, ["pat", "wes"]);
+
+  await say(pat, "hello from polling");
+  await seeLine(wes, "pat: hello from polling");
+  await seeLine(pat, "pat: hello from polling");
+  await say(wes, "hello from a socket");
+  await seeLine(pat, "wes: hello from a socket");
+
+  // Wes's socket drops; what pat says meanwhile arrives once, on the socket
+  // that resumes after the last id Wes saw.
+  await wes.evaluate(() => socket.close());
+  await wes.waitForSelector("#status.closed", { timeout: 5000 });
+  await say(pat, "said while wes was away");
+  await connectedBy(wes, "ws");
+  await seeLine(wes, "pat: said while wes was away");
+  await say(wes, "back again");
+  await seeLine(pat, "wes: back again");
+  await seeLine(wes, "wes: back again");
+  for (const [page, line] of [
+    [wes, "pat: said while wes was away"],
+    [wes, "pat: hello from polling"],
+    [pat, "pat: hello from polling"],
+    [pat, "wes: hello from a socket"],
+  ]) {
+    assert.strictEqual(await countLines(page, line), 1, `${line} shown once`);
+  }
+  assert.strictEqual(await countLines(wes, "* (missed messages; showing the latest)"), 0);
+  await seeHere(pat, ["pat", "wes"]);
+  await seeHere(wes, ["pat", "wes"]);
+  assert.strictEqual(pat.sockets, 0, "?transport=poll opened a WebSocket");
+
+  // A poller that stops polling is announced as gone after the hold and
+  // the grace period.
+  await pat.close();
+  await seeLine(wes, "* pat left", 45000);
+  await seeHere(wes, ["wes"]);
+  await context.close();
+}
+
+// Two pages on a server that refuses every upgrade fall back by themselves.
+async function fallback(browser) {
+  const context = await browser.newContext();
+  const rita = await open(context, refusing, "/?room=fallback&name=rita");
+  const rex = await open(context, refusing, "/?room=fallback&name=rex");
+  await connectedBy(rita, "poll", 10000);
+  await connectedBy(rex, "poll", 10000);
+  assert.ok(rita.sockets > 0 && rex.sockets > 0, "the pages tried a WebSocket first");
+  await seeHere(rita, ["rex", "rita"]);
+  await seeHere(rex, ["rex", "rita"]);
+
+  await say(rita, "polling by necessity");
+  await seeLine(rex, "rita: polling by necessity");
+  await say(rex, "same here");
+  await seeLine(rita, "rex: same here");
+  await seeLine(rex, "rex: same here");
+  assert.strictEqual(await countLines(rita, "rex: same here"), 1);
+  await context.close();
+}
+
+// The HTTP side of polling, as the page relies on it.
+async function requests(browser) {
+  const context = await browser.newContext();
+  const http = context.request;
+  const url = (path) => new URL(path, plain).href;
+  const room = "room=checks&name=probe";
+
+  const joined = await http.get(url(`/poll?${room}&after=0`));
+  assert.strictEqual(joined.status(), 200);
+  assert.strictEqual(joined.headers()["cache-control"], "no-store");
+  const body = await joined.json();
+  assert.ok(Array.isArray(body.here) && body.here.includes("probe"), JSON.stringify(body));
+  assert.strictEqual(body.reset, false);
+  assert.deepStrictEqual(body.messages, []);
+
+  assert.strictEqual((await http.get(url(`/poll?${room}`))).status(), 400, "poll without after");
+  assert.strictEqual((await http.get(url(`/poll?${room}&after=zz`))).status(), 400, "garbled after");
+  assert.strictEqual((await http.post(url(`/send?${room}`), { data: "" })).status(), 400, "empty line");
+  const long = await http.post(url(`/send?${room}`), { data: "x".repeat(2001) });
+  assert.strictEqual(long.status(), 413, "line over 2000 bytes");
+  const sent = await http.post(url(`/send?${room}`), {
+    data: "hi", headers: { "content-type": "text/plain" },
+  });
+  assert.strictEqual(sent.status(), 204);
+  await context.close();
+}
+
+async function main() {
+  const browser = await launch();
+  try {
+    await requests(browser);
+    await fallback(browser);
+    await mixed(browser);
+    console.log("browser poll test: all checks passed");
+  } finally {
+    await browser.close();
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
