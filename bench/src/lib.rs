@@ -16,18 +16,26 @@ pub struct ServerArgs {
     pub addr: String,
     /// Worker threads (runtime workers, or event loops).
     pub threads: usize,
+    /// `--tuned`: the fastest set-up we found for the library, rather than
+    /// the one its examples show (each binary says what that means).
+    pub tuned: bool,
 }
 
 impl ServerArgs {
-    /// Parses `--addr HOST:PORT` (default 127.0.0.1:0) and `--threads N`
-    /// (default 1), exiting with status 2 on anything else.
+    /// Parses `--addr HOST:PORT` (default 127.0.0.1:0), `--threads N`
+    /// (default 1) and `--tuned`, exiting with status 2 on anything else.
     pub fn parse(name: &str) -> ServerArgs {
         let mut args = ServerArgs {
             addr: "127.0.0.1:0".to_owned(),
             threads: 1,
+            tuned: false,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
+            if flag == "--tuned" {
+                args.tuned = true;
+                continue;
+            }
             let value = it.next();
             match (flag.as_str(), value) {
                 ("--addr", Some(v)) => args.addr = v,
@@ -35,7 +43,7 @@ impl ServerArgs {
                     args.threads = v.parse().expect("checked above");
                 }
                 _ => {
-                    eprintln!("usage: {name} [--addr HOST:PORT] [--threads N]");
+                    eprintln!("usage: {name} [--addr HOST:PORT] [--threads N] [--tuned]");
                     std::process::exit(2);
                 }
             }
@@ -44,11 +52,17 @@ impl ServerArgs {
     }
 }
 
-/// A multi-threaded tokio runtime with `threads` workers, as both tokio
-/// peers use.
-pub fn tokio_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+/// The tokio runtime both tokio peers use: multi-threaded with `threads`
+/// workers; tuned for one thread, the current-thread runtime, which skips
+/// work stealing and polls I/O on the thread that runs the tasks.
+pub fn tokio_runtime(args: &ServerArgs) -> std::io::Result<tokio::runtime::Runtime> {
+    if args.tuned && args.threads == 1 {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+    }
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
+        .worker_threads(args.threads)
         .enable_all()
         .build()
 }

@@ -70,13 +70,15 @@ impl Plan {
 /// The throughput scenarios: connections, payload bytes, and messages in
 /// flight per connection. One in flight is ping-pong, bound by two
 /// syscalls per message for every server; several in flight (pipelined)
-/// show what batching the replies of one read is worth.
-const SCENARIOS: [(usize, usize, usize); 5] = [
+/// show what batching the replies of one read is worth; 10,000
+/// connections show what each server pays per connection it polls.
+const SCENARIOS: [(usize, usize, usize); 6] = [
     (100, 20, 1),
     (1_000, 1_024, 1),
     (200, 16_384, 1),
     (100, 20, 16),
     (1_000, 1_024, 4),
+    (10_000, 20, 1),
 ];
 
 /// A server under test and how to start it.
@@ -146,10 +148,23 @@ fn run(plan: &Plan, out: &Path) -> Result<(), String> {
             &["--threads", &threads],
             false,
         ),
+        // Each peer also in the fastest set-up we found (see its binary).
+        server(
+            "tokio-tungstenite tuned",
+            bins.join("tokio_tungstenite_echo"),
+            &["--threads", &threads, "--tuned"],
+            false,
+        ),
         server(
             "fastwebsockets",
             bins.join("fastwebsockets_echo"),
             &["--threads", &threads],
+            false,
+        ),
+        server(
+            "fastwebsockets tuned",
+            bins.join("fastwebsockets_echo"),
+            &["--threads", &threads, "--tuned"],
             false,
         ),
         server(
@@ -203,7 +218,7 @@ fn run(plan: &Plan, out: &Path) -> Result<(), String> {
         ];
         let runs = rounds(&peers, plan, &lg, &args, |server, rep, result| {
             format!(
-                "runner: {connections} x {size} B x {in_flight}  {:<22} #{}  {:>9.0} msg/s  p99 {:>8.0} us  cpu: server {:>3.0}%, loadgen {:>3.0}%",
+                "runner: {connections} x {size} B x {in_flight}  {:<24} #{}  {:>9.0} msg/s  p99 {:>8.0} us  cpu: server {:>3.0}%, loadgen {:>3.0}%",
                 server.name,
                 rep + 1,
                 num(result, "per_s"),
@@ -231,7 +246,7 @@ fn run(plan: &Plan, out: &Path) -> Result<(), String> {
     ];
     let runs = rounds(&peers, plan, &lg, &args, |server, rep, result| {
         format!(
-            "runner: handshakes  {:<22} #{}  {:>9.0} /s",
+            "runner: handshakes  {:<24} #{}  {:>9.0} /s",
             server.name,
             rep + 1,
             num(result, "per_s")
@@ -249,7 +264,7 @@ fn run(plan: &Plan, out: &Path) -> Result<(), String> {
     for server in &peers {
         let result = idle_memory(server, &lg, plan.idle_connections)?;
         eprintln!(
-            "runner: idle {} conns  {:<22} {:>7.0} B per connection, {} threads",
+            "runner: idle {} conns  {:<24} {:>7.0} B per connection, {} threads",
             plan.idle_connections,
             server.name,
             num(&result, "bytes_per_connection"),
@@ -264,7 +279,7 @@ fn run(plan: &Plan, out: &Path) -> Result<(), String> {
         for server in [&wsloop, &blocking] {
             let result = scaling_point(server, &lg, connections, plan.scaling_duration)?;
             eprintln!(
-                "runner: scaling {connections:>6} conns  {:<22} rss {:>8.1} MiB  threads {:>6}  ctx switches {:>8.0}/s  p99 {:>8.0} us",
+                "runner: scaling {connections:>6} conns  {:<24} rss {:>8.1} MiB  threads {:>6}  ctx switches {:>8.0}/s  p99 {:>8.0} us",
                 server.name,
                 num(&result, "rss_kib") / 1024.0,
                 result["threads"],
@@ -481,33 +496,58 @@ fn add_syscalls(summary: &mut Value, servers: &[Server], lg: &Loadgen, args: &[S
     for (server, result) in servers.iter().zip(results) {
         match syscalls_per_op(server, lg, args) {
             Ok(per_op) => {
-                eprintln!("runner: syscalls  {:<22} {per_op:>6.2} per op", server.name);
+                eprintln!("runner: syscalls  {:<24} {per_op:>6.2} per op", server.name);
                 result["syscalls_per_op"] = json!(per_op);
             }
-            Err(e) => eprintln!("runner: syscalls  {:<22} not counted: {e}", server.name),
+            Err(e) => eprintln!("runner: syscalls  {:<24} not counted: {e}", server.name),
         }
     }
 }
 
 /// One run with `strace -c -f` attached to the server: its syscalls
 /// divided by the messages or handshakes the load generator counted.
+/// For messages, strace attaches once every connection is open and
+/// detaches when the measured interval ends, so that the handshakes and
+/// closes of 10,000 connections are not counted against the messages.
 fn syscalls_per_op(server: &Server, lg: &Loadgen, args: &[String]) -> Result<f64, String> {
     let running = Running::start(server)?;
     let out = std::env::temp_dir().join(format!("wsloop-strace-{}.txt", running.pid()));
-    let mut strace = Command::new("strace")
-        .args(["-c", "-f", "-p", &running.pid().to_string(), "-o"])
-        .arg(&out)
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("strace: {e}"))?;
-    settle();
-    let mut child = lg.spawn(server, &running, args)?;
-    let stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
-    let result = finish(child, stdout, server.name)?;
+    let attach = || {
+        Command::new("strace")
+            .args(["-c", "-f", "-p", &running.pid().to_string(), "-o"])
+            .arg(&out)
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("strace: {e}"))
+    };
+    let handshakes = args.iter().any(|a| a == "--handshakes");
+    let duration: f64 = args
+        .iter()
+        .position(|a| a == "--duration")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(1.0);
     // SIGINT makes strace detach and write its table.
-    let _ = Command::new("kill")
-        .args(["-INT", &strace.id().to_string()])
-        .status();
+    let (result, mut strace) = if handshakes {
+        let strace = attach()?;
+        settle();
+        let mut child = lg.spawn(server, &running, args)?;
+        let stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+        let result = finish(child, stdout, server.name)?;
+        let _ = Command::new("kill")
+            .args(["-INT", &strace.id().to_string()])
+            .status();
+        (result, strace)
+    } else {
+        let mut child = lg.spawn(server, &running, args)?;
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+        wait_for_connected(&mut stdout);
+        let strace = attach()?;
+        std::thread::sleep(Duration::from_secs_f64(duration));
+        let _ = Command::new("kill")
+            .args(["-INT", &strace.id().to_string()])
+            .status();
+        (finish(child, stdout, server.name)?, strace)
+    };
     let _ = strace.wait();
     let table = std::fs::read_to_string(&out).map_err(|e| format!("strace output: {e}"))?;
     let _ = std::fs::remove_file(&out);
@@ -804,7 +844,7 @@ fn print_tables(bench: &Value, scaling: &Value) {
         SERVER_THREADS, LOADGEN_THREADS
     );
     println!(
-        "  {:<26} {:<22} {:>10} {:>11} {:>9} {:>7} {:>8} {:>8} {:>8} {:>9} {:>9}",
+        "  {:<26} {:<24} {:>10} {:>11} {:>9} {:>7} {:>8} {:>8} {:>8} {:>9} {:>9}",
         "scenario",
         "server",
         "per s",
@@ -825,7 +865,7 @@ fn print_tables(bench: &Value, scaling: &Value) {
     for scenario in rows {
         for r in scenario["results"].as_array().into_iter().flatten() {
             println!(
-                "  {:<26} {:<22} {:>10.0} {:>10.2}x {:>9.0} {:>6.0}% {:>7.0}% {:>8.1} {:>8.1} {:>8.2}x {:>9}",
+                "  {:<26} {:<24} {:>10.0} {:>10.2}x {:>9.0} {:>6.0}% {:>7.0}% {:>8.1} {:>8.1} {:>8.2}x {:>9}",
                 scenario["name"].as_str().unwrap_or(""),
                 r["server"].as_str().unwrap_or(""),
                 num(r, "median_per_s"),
@@ -847,12 +887,12 @@ fn print_tables(bench: &Value, scaling: &Value) {
     );
     println!("\nIdle connections ({}):", bench["idle"]["connections"]);
     println!(
-        "  {:<22} {:>12} {:>12} {:>10}",
+        "  {:<24} {:>12} {:>12} {:>10}",
         "server", "RSS before", "RSS after", "B/conn"
     );
     for r in bench["idle"]["servers"].as_array().into_iter().flatten() {
         println!(
-            "  {:<22} {:>9.0} KiB {:>9.0} KiB {:>10.0}",
+            "  {:<24} {:>9.0} KiB {:>9.0} KiB {:>10.0}",
             r["server"].as_str().unwrap_or(""),
             num(r, "rss_before_kib"),
             num(r, "rss_after_kib"),
@@ -861,12 +901,12 @@ fn print_tables(bench: &Value, scaling: &Value) {
     }
     println!("\nScaling, mostly idle connections at 1 msg/s each:");
     println!(
-        "  {:>7} {:<22} {:>10} {:>8} {:>14} {:>10}",
+        "  {:>7} {:<24} {:>10} {:>8} {:>14} {:>10}",
         "conns", "server", "RSS MiB", "threads", "ctx switch/s", "p99 us"
     );
     for p in scaling["points"].as_array().into_iter().flatten() {
         println!(
-            "  {:>7} {:<22} {:>10.1} {:>8} {:>14.0} {:>10.0}",
+            "  {:>7} {:<24} {:>10.1} {:>8} {:>14.0} {:>10.0}",
             num(p, "connections"),
             p["server"].as_str().unwrap_or(""),
             num(p, "rss_kib") / 1024.0,
