@@ -483,8 +483,15 @@ impl<D> Session<D> {
         // it is known, since the body is all that was missing.
         let scanned = if *need > 0 { 0 } else { held };
         let buf: &[u8] = if held == 0 { input } else { request };
-        // The answer to a HEAD has no body, a refusal's included.
-        let with_body = !buf.starts_with(b"HEAD ");
+        // The answer to a HEAD has no body, a refusal's included. Blank
+        // lines may come before a request line (RFC 9112 §2.2).
+        let with_body = !buf
+            .iter()
+            .position(|&b| b != b'\r' && b != b'\n')
+            .is_some_and(|at| buf[at..].starts_with(b"HEAD "));
+        // A client that sends requests without reading the answers gets
+        // a closing answer once they pass the write buffer cap.
+        let room_to_answer = self.out.len() <= config.max_write_buffer;
         let (answer, key, consumed, keep_alive) = match handshake::parse(buf, scanned, limits) {
             Ok(Parsed::Partial) => {
                 if held == 0 {
@@ -508,7 +515,7 @@ impl<D> Session<D> {
             }
             Ok(Parsed::Http(req, end)) => {
                 let agreed = Agreed::from_request(&req);
-                let keep_alive = req.keep_alive();
+                let keep_alive = req.keep_alive() && room_to_answer;
                 ((answer(&req, peer), agreed), None, end - held, keep_alive)
             }
             Err(err) => {
@@ -1614,6 +1621,37 @@ mod tests {
         assert_eq!(s.poll_timeout(ms(5_000), &config), Some(ms(15_000)));
         s.handle_timeout(ms(15_000), &config);
         assert!(s.is_ended());
+    }
+
+    #[test]
+    fn pipelined_requests_that_are_never_read_end_with_a_closing_answer() {
+        let config = Config::default().max_write_buffer(100);
+        let mut s = Session::<u32>::new(ms(0), peer());
+        let many = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(10);
+        feed(&mut s, ms(0), &config, &many);
+        // Each answer is 57 bytes: the third one goes past 100 and closes;
+        // the requests after it are not answered.
+        let replies = String::from_utf8(written(&mut s)).unwrap();
+        assert_eq!(replies.matches("HTTP/1.1 200 OK").count(), 3, "{replies}");
+        assert!(
+            replies.ends_with("Connection: close\r\n\r\nGET page"),
+            "{replies}"
+        );
+        assert!(s.poll_shutdown());
+    }
+
+    #[test]
+    fn a_head_after_blank_lines_gets_no_body() {
+        let config = Config::default();
+        let mut s = Session::<u32>::new(ms(0), peer());
+        feed(
+            &mut s,
+            ms(0),
+            &config,
+            b"\r\n\nHEAD / HTTP/1.1\r\nHost: x\r\n\r\n",
+        );
+        let reply = String::from_utf8(written(&mut s)).unwrap();
+        assert!(reply.ends_with("Content-Length: 9\r\n\r\n"), "{reply}");
     }
 
     #[test]

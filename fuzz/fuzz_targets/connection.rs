@@ -1,22 +1,36 @@
 //! The server `session::Session` end to end on arbitrary byte streams: the
-//! request head (a valid upgrade, or the fuzzer's own bytes), the answer,
-//! then frames, fed in chunks while a clock advances and output is written
-//! whole or a little at a time.
+//! requests (a valid upgrade, or the fuzzer's own bytes: plain requests
+//! kept alive and pipelined, bodies, heads that are refused), the answers,
+//! then frames once an upgrade is accepted, fed in chunks while a clock
+//! advances and output is written whole or a little at a time.
 //!
 //! Input: a chunk-size byte, a flags byte, then the stream. Flags: bit 0,
-//! the stream carries its own head (else a valid upgrade goes first);
-//! bits 1-2, how the application answers; bit 3, echo every message back;
+//! the stream carries its own requests (else a valid upgrade goes first);
+//! bits 1-2, how the application answers; bit 3, echo every message back,
+//! and hold every request it will not open: a plain one waits and gets the
+//! answer it would have had at the first chunk after the hold's deadline
+//! (a chunk before then ends the connection; one still held when the
+//! stream ends is answered closing, as on shutdown), an upgrade gets 500;
 //! bit 4, a slow peer: each write takes at most 32 bytes; bits 5-7, how
 //! many seconds the clock moves per chunk (short timeouts are set, so
-//! keepalive pings, the pong, idle and close deadlines are all reachable).
+//! keepalive pings, the pong, idle, close and hold deadlines are all
+//! reachable).
 //!
 //! Asserts: no panic; every read makes progress; buffered input stays
-//! within the head and message limits; a due deadline never survives
-//! `handle_timeout`; the head's verdict and request equal a one-shot
-//! `handshake::parse` of the stream; the output is exactly the answer's
-//! HTTP response, or the exact 101 followed by valid unmasked, unfragmented
-//! server frames; nothing follows a close frame, and nothing is written
-//! after FIN; messages, the error and the peer's close equal what a lone
+//! within the head, body and message limits; a due deadline never
+//! survives `handle_timeout`; the application is asked only while a
+//! request is being read, and every request the session reads (each
+//! starting where the kept-alive one before it ended) has the verdict,
+//! the request and the length of a one-shot `handshake::parse` of the
+//! stream from there, and one it still waits for is unfinished there too;
+//! the output is exactly the answers' HTTP responses in order, each with
+//! or without its body and `Connection: close` as its request calls for,
+//! then after an accepted upgrade the exact 101 followed by valid
+//! unmasked, unfragmented server frames; input is discarded only after a
+//! closing answer, an error or the end, and input while a request is held
+//! ends the connection; FIN follows a closing answer and never a kept-alive
+//! one, nothing follows a close frame, and nothing is written after FIN;
+//! messages, the error and the peer's close equal what a lone
 //! `MessageReader` reads from the same bytes whole, and nothing is
 //! delivered after the connection leaves the open state; echoed messages
 //! come back in order; pongs answer pings, in order, with their payloads;
@@ -34,17 +48,22 @@ use wsloop::handshake::{
 };
 use wsloop::protocol::{close_payload, Event, Limits, Message, MessageReader};
 use wsloop::session::{Answer, Delivery, ReadError, Session, Time};
-use wsloop::{CloseCode, Config, ProtocolError, SendStatus};
+use wsloop::{CloseCode, Config, HandshakeError, ProtocolError, SendStatus};
 
 const UPGRADE: &[u8] = b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
 /// RFC 6455 §1.3's accept value for the key above.
 const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
 const MAX_HEADER_BYTES: usize = 512;
+/// Past this much queued output a plain answer closes the connection.
+const MAX_WRITE_BUFFER: usize = 2048;
+const MAX_BODY_BYTES: usize = 64;
 const MAX_MESSAGE: usize = 4096;
 const PONG_BACKLOG: usize = 2048;
 /// Most bytes a slow peer takes per write.
 const SLOW_WRITE: usize = 32;
+/// How long a held request may wait.
+const HOLD: Duration = Duration::from_secs(2);
 
 fn config() -> Config {
     Config::default()
@@ -58,9 +77,10 @@ fn config() -> Config {
         .handshake_limits(
             HandshakeLimits::default()
                 .max_header_bytes(MAX_HEADER_BYTES)
-                .max_headers(8),
+                .max_headers(8)
+                .max_body_bytes(MAX_BODY_BYTES),
         )
-        .max_write_buffer(2048)
+        .max_write_buffer(MAX_WRITE_BUFFER)
         .handshake_timeout(Duration::from_secs(30))
         .ping_interval(Some(Duration::from_secs(3)))
         .pong_timeout(Duration::from_secs(3))
@@ -130,7 +150,7 @@ fn read_all(role: Role, bytes: &[u8], limits: &Limits) -> (Vec<Ev>, usize, bool)
 }
 
 /// A request as plain data.
-type Summary = (String, String, u8, Vec<(String, String)>, bool);
+type Summary = (String, String, u8, Vec<(String, String)>, Vec<u8>, bool);
 
 fn summary(req: &Request<'_>) -> Summary {
     (
@@ -138,16 +158,27 @@ fn summary(req: &Request<'_>) -> Summary {
         req.path.into(),
         req.version,
         req.headers().map(|(n, v)| (n.into(), v.into())).collect(),
+        req.body().into(),
         req.is_upgrade(),
     )
 }
 
-/// What the application's answer was, and the bytes it should put first
-/// on the wire.
-struct Answered {
-    request: Summary,
-    accepted: bool,
-    response: Vec<u8>,
+/// A request the session read: where it starts in the stream, where it
+/// ends (known once the read that answered it returns; never for a
+/// refusal), and the request or the refusal.
+struct Seen {
+    start: usize,
+    end: Option<usize>,
+    verdict: Result<Summary, HandshakeError>,
+}
+
+/// A plain request whose answer is held, and the answer it will get.
+struct Holding {
+    response: Response,
+    with_body: bool,
+    keep_alive: bool,
+    /// Where the request ends in the stream.
+    end: usize,
 }
 
 /// Why the connection left the open state.
@@ -168,6 +199,8 @@ struct Run {
     wire: Vec<u8>,
     fin_sent: bool,
     left_open: Option<Cause>,
+    /// Every HTTP response due so far, in order, and the 101 if accepted.
+    expected: Vec<u8>,
 }
 
 impl Run {
@@ -210,6 +243,18 @@ impl Run {
             assert_eq!(next.is_none(), s.is_ended());
         }
     }
+
+    /// Answers the held request, `closing` as on shutdown. Returns whether
+    /// the connection stays open for the next request.
+    fn answer_held(&mut self, held: Holding, closing: bool) -> bool {
+        assert!(self.session.is_held());
+        let keep_alive = held.keep_alive && !closing;
+        self.session.answer_held(self.now, &held.response, closing);
+        assert!(!self.session.is_held() && self.session.held_deadline(self.now).is_none());
+        self.expected
+            .extend(held.response.encode(held.with_body, keep_alive));
+        keep_alive
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -238,35 +283,64 @@ fuzz_target!(|data: &[u8]| {
         wire: Vec::new(),
         fin_sent: false,
         left_open: None,
+        expected: Vec::new(),
     };
-    let mut answered: Option<Answered> = None;
+    let mut seen: Vec<Seen> = Vec::new();
+    // Where the request the session is reading starts, while it reads one.
+    let mut reading = Some(0);
+    // A closing HTTP answer is queued: what follows is discarded.
+    let mut closing = false;
+    let mut accepted = false;
+    let mut holding: Option<Holding> = None;
     let mut opened = false;
     let mut frames_from = None;
     let mut delivered = Vec::new();
     let mut echoed = Vec::new();
     let mut read_error: Option<ReadError> = None;
-    let mut head_cut_short = false;
 
     let mut base = 0;
     for piece in stream.chunks(chunk) {
         run.now = run.now + step;
+        // The application answers a held request at its deadline.
+        if let Some(deadline) = run.session.held_deadline(run.now) {
+            if deadline <= run.now {
+                let held = holding.take().expect("held without a Hold");
+                // Input behind a held request ends the connection, so
+                // this one ended where the last chunk did.
+                assert_eq!(held.end, base);
+                if run.answer_held(held, false) {
+                    reading = Some(base);
+                } else {
+                    closing = true;
+                }
+            }
+        }
         run.tick();
-        if run.session.is_ended() && answered.is_none() && read_error.is_none() {
-            head_cut_short = true;
+        if run.session.is_ended() && reading.is_some() {
+            // A timeout while a request was awaited: it is never read.
+            reading = None;
         }
         let mut piece = piece.to_vec();
         let mut pos = 0;
         while pos < piece.len() {
             let s = &mut run.session;
             let was_open = s.is_open();
+            let was_held = s.is_held();
+            assert_eq!(was_held, holding.is_some());
             // Input after our last words, or after the end, is discarded.
             let discarding = read_error.is_some()
                 || s.is_ended()
-                || (answered.is_some() && !opened)
+                || closing
                 || run.left_open == Some(Cause::Peer);
             let input_len = piece.len() - pos;
+            // What is queued when a request is answered decides whether
+            // its answer may keep the connection.
+            let queued = s.buffered_amount();
+            let asked_before = seen.len();
+            let expected = &mut run.expected;
             let answer = |req: &Request<'_>, from: SocketAddr| {
-                assert!(answered.is_none(), "asked twice");
+                let start = reading.take().expect("asked while not reading a request");
+                assert!(!accepted && !closing && holding.is_none());
                 assert_eq!(from, peer);
                 let with_body = req.method != "HEAD";
                 let key = req.accept_key();
@@ -278,63 +352,106 @@ fuzz_target!(|data: &[u8]| {
                         assert_eq!(key.as_str(), ACCEPT);
                     }
                 }
-                let (answer, accepted, response) = match (mode, key) {
-                    (0 | 1 | 3, Some(key)) => {
+                seen.push(Seen {
+                    start,
+                    end: None,
+                    verdict: Ok(summary(req)),
+                });
+                let hold = Answer::Hold {
+                    data: (),
+                    timeout: HOLD,
+                };
+                match key {
+                    Some(key) if mode != 2 => {
                         let protocol = if mode == 3 {
                             req.protocols().next().map(str::to_owned)
                         } else {
                             None
                         };
-                        let response = accept_response(&key, protocol.as_deref(), None);
-                        (Answer::Accept { protocol, data: () }, true, response)
+                        expected.extend(accept_response(&key, protocol.as_deref(), None));
+                        accepted = true;
+                        return Answer::Accept { protocol, data: () };
                     }
-                    (1, None) => {
-                        let response = Response::status(426).with_header("Upgrade", "websocket");
-                        let answer = Answer::Accept {
-                            protocol: None,
-                            data: (),
-                        };
-                        (answer, false, response.encode(with_body))
+                    // Only a plain request can wait.
+                    Some(_) if echo => {
+                        expected.extend(Response::status(500).encode(with_body, false));
+                        closing = true;
+                        return hold;
                     }
-                    (2, _) => {
-                        let response = Response::status(403);
-                        let bytes = response.encode(with_body);
-                        (Answer::Respond(response), false, bytes)
-                    }
-                    _ => {
-                        let response = Response::ok("text/plain", "a page");
-                        let bytes = response.encode(with_body);
-                        (Answer::Respond(response), false, bytes)
-                    }
+                    _ => {}
+                }
+                let response = match (mode, key) {
+                    (1, None) => Response::status(426).with_header("Upgrade", "websocket"),
+                    (2, _) => Response::status(403),
+                    _ => Response::ok("text/plain", "a page"),
                 };
-                answered = Some(Answered {
-                    request: summary(req),
-                    accepted,
-                    response,
-                });
-                answer
+                // A refused upgrade closes; a plain answer keeps the
+                // connection when the request lets it.
+                let keep_alive =
+                    key.is_none() && req.keep_alive() && queued <= MAX_WRITE_BUFFER;
+                if echo {
+                    holding = Some(Holding {
+                        response,
+                        with_body,
+                        keep_alive,
+                        end: 0,
+                    });
+                    return hold;
+                }
+                expected.extend(response.encode(with_body, keep_alive));
+                closing = !keep_alive;
+                if mode == 1 {
+                    // Only an upgrade can be accepted: this gets 426.
+                    Answer::Accept {
+                        protocol: None,
+                        data: (),
+                    }
+                } else {
+                    Answer::Respond(response)
+                }
             };
             let result = s.handle_read(run.now, &config, &mut piece[pos..], answer);
             match result {
                 Ok(step) => {
                     assert!(step.consumed <= input_len);
                     assert!(step.consumed > 0 || step.delivery.is_some(), "no progress");
-                    if discarding {
+                    if discarding || was_held {
                         assert_eq!(
                             (step.consumed, &step.delivery),
                             (input_len, &None),
-                            "input after the end was read"
+                            "input after the end, or while held, was read"
                         );
                     }
+                    if was_held {
+                        assert!(s.is_ended(), "input while held did not end it");
+                        holding = None;
+                    }
                     let consumed = step.consumed;
+                    let end = base + pos + consumed;
+                    if seen.len() > asked_before {
+                        assert_eq!(seen.len(), asked_before + 1, "asked twice in one read");
+                        seen.last_mut().unwrap().end = Some(end);
+                        if let Some(held) = &mut holding {
+                            held.end = end;
+                        } else if !closing && !accepted {
+                            // Kept alive: the next request starts here.
+                            reading = Some(end);
+                        }
+                    }
                     match step.delivery {
                         None => {}
                         Some(Delivery::Opened) => {
                             assert!(!opened, "opened twice");
-                            assert!(answered.as_ref().is_some_and(|a| a.accepted));
+                            assert!(accepted && seen.len() > asked_before);
                             assert!(s.is_open());
                             opened = true;
-                            frames_from = Some(base + pos + consumed);
+                            frames_from = Some(end);
+                        }
+                        Some(Delivery::Held) => {
+                            assert!(holding.is_some() && seen.len() > asked_before);
+                            assert!(s.is_held() && !s.is_upgraded());
+                            assert_eq!(s.held_deadline(run.now), Some(run.now + HOLD));
+                            assert!(s.held_data_mut().is_some());
                         }
                         Some(Delivery::Message(incoming)) => {
                             assert!(opened && was_open && s.is_open(), "delivered when not open");
@@ -356,24 +473,37 @@ fuzz_target!(|data: &[u8]| {
                         }
                         Some(other) => panic!("unexpected {other:?}"),
                     }
+                    if holding.is_some() {
+                        assert!(s.is_held(), "a Hold not held");
+                    }
                     if was_open && !s.is_open() {
                         run.left_open.get_or_insert(Cause::Peer);
                     }
                     pos += consumed;
                 }
                 Err(err) => {
-                    assert!(!discarding, "an error after the end");
+                    assert!(!discarding && !was_held, "an error after the end");
                     assert!(!s.is_open(), "still open after an error");
                     match &err {
                         ReadError::Handshake(e) => {
-                            assert!(!opened && answered.is_none());
-                            answered = Some(Answered {
-                                request: Default::default(),
-                                accepted: false,
-                                // A refused HEAD gets no body either.
-                                response: Response::for_error(e)
-                                    .encode(!stream.starts_with(b"HEAD ")),
+                            assert!(!opened);
+                            let start = reading.take().expect("refused while not reading");
+                            seen.push(Seen {
+                                start,
+                                end: None,
+                                verdict: Err(e.clone()),
                             });
+                            // A refused HEAD gets no body either.
+                            // Blank lines may come before the request line.
+                            let line = &stream[start..];
+                            let line = match line.iter().position(|&b| b != b'\r' && b != b'\n') {
+                                Some(at) => &line[at..],
+                                None => &[][..],
+                            };
+                            let with_body = !line.starts_with(b"HEAD ");
+                            run.expected
+                                .extend(Response::for_error(e).encode(with_body, false));
+                            closing = true;
                         }
                         ReadError::Protocol(e) => {
                             assert!(opened);
@@ -392,7 +522,7 @@ fuzz_target!(|data: &[u8]| {
             let bound = if opened {
                 2 * MAX_MESSAGE + 2 * 125
             } else {
-                2 * (MAX_HEADER_BYTES + 1)
+                2 * (MAX_HEADER_BYTES + MAX_BODY_BYTES + 1)
             };
             assert!(
                 run.session.buffered_input() <= bound,
@@ -403,50 +533,63 @@ fuzz_target!(|data: &[u8]| {
         run.flush(slow_peer);
         base += piece.len();
     }
+    // The stream is over; a request still held is answered as on shutdown.
+    if let Some(held) = holding.take() {
+        assert!(!run.answer_held(held, true));
+        closing = true;
+    }
     while run.session.wants_write() {
         run.flush(false);
     }
     run.flush(false);
-    let disturbed = matches!(run.left_open, Some(Cause::Us)) || head_cut_short;
+    // Nothing is held now, so there is nothing to answer.
+    run.session
+        .answer_held(run.now, &Response::status(204), false);
+    assert!(!run.session.wants_write(), "answered what was not held");
+    let disturbed = matches!(run.left_open, Some(Cause::Us));
 
-    // The head: the same verdict as parsing the whole stream at once.
+    // Each request: the same verdict as parsing the stream from its start
+    // at once; one still awaited is unfinished there.
     let limits = config.handshake_limits;
-    if !head_cut_short {
-        let head_error = match &read_error {
-            Some(ReadError::Handshake(e)) => Some(e),
-            _ => None,
-        };
-        match (handshake::parse(&stream, 0, &limits), &answered, head_error) {
-            (Ok(Parsed::Partial), None, None) => {}
-            (Ok(Parsed::Upgrade(req, end) | Parsed::Http(req, end)), Some(a), None) => {
-                assert_eq!(summary(&req), a.request);
-                if opened {
-                    assert_eq!(frames_from, Some(end));
-                }
+    for s in &seen {
+        let whole = handshake::parse(&stream[s.start..], 0, &limits);
+        match (&s.verdict, whole) {
+            (Ok(got), Ok(Parsed::Upgrade(req, len) | Parsed::Http(req, len))) => {
+                assert_eq!(summary(&req), *got);
+                assert_eq!(s.end, Some(s.start + len), "the request's length differs");
             }
-            (Err(e), Some(_), Some(got)) => assert_eq!(&e, got),
-            (whole, _, got) => panic!("whole: {whole:?}, in chunks: {got:?}"),
+            (Err(got), Err(whole)) => assert_eq!(*got, whole),
+            (got, whole) => panic!("at {}: whole: {whole:?}, in chunks: {got:?}", s.start),
         }
     }
+    if let Some(start) = reading {
+        match handshake::parse(&stream[start..], 0, &limits) {
+            Ok(Parsed::Partial) => {}
+            Ok(Parsed::NeedBody { total }) => assert!(start + total > stream.len()),
+            whole => panic!("at {start}: whole: {whole:?}, in chunks: unfinished"),
+        }
+        assert!(!run.fin_sent, "FIN on a kept-alive connection");
+    }
+    if closing {
+        assert!(
+            run.fin_sent || run.session.is_ended(),
+            "no FIN after the last answer"
+        );
+    }
 
-    // The output: nothing, or the answer's response, then frames.
-    let Some(answered) = answered else {
-        assert!(run.wire.is_empty(), "output without an answer");
-        run.session.handle_io_error();
-        assert!(run.session.is_ended() && run.session.close_record().is_none());
-        return;
-    };
-    assert_eq!(opened, answered.accepted);
+    // The output: the answers' responses in order, then frames.
+    assert_eq!(opened, accepted);
     if !opened {
-        assert_eq!(run.wire, answered.response, "not the answer's response");
+        assert_eq!(run.wire, run.expected, "not the answers' responses");
         run.session.handle_io_error();
         assert!(run.session.is_ended() && run.session.close_record().is_none());
         return;
     }
+    assert_eq!(frames_from, seen.last().and_then(|s| s.end));
     let frames = run
         .wire
-        .strip_prefix(&answered.response[..])
-        .expect("not the expected 101");
+        .strip_prefix(&run.expected[..])
+        .expect("not the expected responses and 101");
     let (out, used, mid) = read_all(Role::Client, frames, &Limits::default());
     assert_eq!(used, frames.len(), "bytes after the close frame");
     assert!(!mid, "output ends inside a frame");
