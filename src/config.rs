@@ -79,9 +79,9 @@ pub struct Config {
     /// keep nothing.
     pub history: Option<HistoryConfig>,
     /// Most held requests ([`Reply::Hold`](crate::Reply::Hold)) one client
-    /// address may have on one worker. Default 64: a household or an office
-    /// behind one address, with a tab or two each. Past it the answer is
-    /// 429 at once.
+    /// address may have waiting on one worker. Default 64: a household or
+    /// an office behind one address, with a tab or two each. A request that
+    /// would wait past it gets 429 at once.
     pub max_held_per_ip: usize,
     /// permessage-deflate (RFC 7692), with the `deflate` feature. Default
     /// `None`: offers are declined and every frame goes plain. `Some`

@@ -115,7 +115,6 @@ impl<D> Connection<D> {
         let mut pos = 0;
         while pos < buf.len() {
             let trusted = &shared.config.trusted_proxies;
-            let (held_per_ip, max_held) = (&shared.held_per_ip, shared.config.max_held_per_ip);
             let mut publisher = Publisher {
                 worker: shared.worker,
                 hub: &shared.hub,
@@ -131,9 +130,6 @@ impl<D> Connection<D> {
                 stats.http_request();
                 match handler.on_http(req, peer, &mut publisher) {
                     Reply::Respond(response) => Answer::Respond(response),
-                    Reply::Hold(_) if held_per_ip.get(&peer.ip()) >= Some(&max_held) => {
-                        Answer::Respond(Response::status(429).with_header("Retry-After", "1"))
-                    }
                     Reply::Hold(h) => {
                         hold = Some(HeldRequest {
                             topic: h.topic.into(),
@@ -193,6 +189,12 @@ impl<D> Connection<D> {
                 catchup,
             };
             return self.answer_held(key, handler, shared, wake);
+        }
+        // It would wait: only so many may, per client address.
+        let waiting = shared.held_per_ip.get(&held.ip).copied().unwrap_or(0);
+        if waiting >= shared.config.max_held_per_ip {
+            let busy = Response::status(429).with_header("Retry-After", "1");
+            return self.session.answer_held(shared.now, &busy, false);
         }
         shared.stats.hold();
         *shared.held_per_ip.entry(held.ip).or_default() += 1;

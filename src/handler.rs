@@ -94,8 +94,9 @@ impl<D> From<Response> for Reply<D> {
 /// no messages and any cursor is a reset.
 ///
 /// A held request counts against [`Config::max_connections`] as any
-/// connection does, and against [`Config::max_held_per_ip`]: past it the
-/// answer is 429 at once. It ends, freeing everything, when the client
+/// connection does, and against [`Config::max_held_per_ip`]: a request
+/// that would wait past it is answered 429 at once (one answered at once
+/// does not count). It ends, freeing everything, when the client
 /// goes away, and a client that sends anything while it waits is
 /// disconnected.
 ///

@@ -29,7 +29,7 @@
 //! latency includes the generator's scheduling. Medians of `--runs`.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -37,6 +37,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use socket2::{Domain, Socket, Type};
 use wsloop_bench::svg;
 
 /// How the bench's members listen.
@@ -110,6 +111,9 @@ struct Tally {
     deliveries: AtomicU64,
     /// HTTP requests sent while `measuring`.
     requests: AtomicU64,
+    /// Polls or sends answered with anything but success, and listeners
+    /// that stopped before the end.
+    failures: AtomicU64,
     measuring: AtomicBool,
     stop: AtomicBool,
     /// Delivery latencies in microseconds, while measuring.
@@ -200,8 +204,16 @@ struct Counted {
 }
 
 impl Counted {
-    fn connect(addr: SocketAddr, tally: &Arc<Tally>) -> Counted {
-        let stream = TcpStream::connect(addr).expect("connect to the chat");
+    /// Connects from `from`, a loopback address of the member's own, as
+    /// clients on the internet each have theirs (the server limits held
+    /// polls per address).
+    fn connect(addr: SocketAddr, from: IpAddr, tally: &Arc<Tally>) -> Counted {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        socket
+            .bind(&SocketAddr::new(from, 0).into())
+            .expect("bind a loopback address");
+        socket.connect(&addr.into()).expect("connect to the chat");
+        let stream: TcpStream = socket.into();
         stream.set_nodelay(true).expect("nodelay");
         Counted {
             stream,
@@ -253,8 +265,14 @@ fn received(msg: &Value, origin: Instant, tally: &Tally) {
 
 // ---- WebSocket, by hand: a client's masked frames, the server's plain ones.
 
-fn ws_open(addr: SocketAddr, room: &str, name: &str, tally: &Arc<Tally>) -> BufReader<Counted> {
-    let mut conn = Counted::connect(addr, tally);
+fn ws_open(
+    addr: SocketAddr,
+    from: IpAddr,
+    room: &str,
+    name: &str,
+    tally: &Arc<Tally>,
+) -> BufReader<Counted> {
+    let mut conn = Counted::connect(addr, from, tally);
     let head = format!(
         "GET /ws?room={room}&name={name} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
@@ -370,8 +388,7 @@ impl Mouth {
 fn open_member(
     addr: SocketAddr,
     transport: Transport,
-    room: &str,
-    name: &str,
+    (room, name, from): (&str, &str, IpAddr),
     tally: &Arc<Tally>,
     origin: Instant,
 ) -> (Mouth, Vec<TcpStream>, thread::JoinHandle<()>) {
@@ -379,7 +396,7 @@ fn open_member(
     match transport {
         Transport::WebSocket => {
             let tally_for_mouth = tally.clone();
-            let mut reader = ws_open(addr, room, name, &tally);
+            let mut reader = ws_open(addr, from, room, name, &tally);
             let stream = reader.get_ref().stream.try_clone().expect("clone");
             let closer = stream.try_clone().expect("clone");
             let listener = thread::Builder::new()
@@ -402,8 +419,8 @@ fn open_member(
         }
         Transport::Polling => {
             let query = format!("room={room}&name={name}");
-            let mut polls = BufReader::new(Counted::connect(addr, &tally));
-            let sends = BufReader::new(Counted::connect(addr, &tally));
+            let mut polls = BufReader::new(Counted::connect(addr, from, &tally));
+            let sends = BufReader::new(Counted::connect(addr, from, &tally));
             let closers = vec![
                 polls.get_ref().stream.try_clone().expect("clone"),
                 sends.get_ref().stream.try_clone().expect("clone"),
@@ -423,6 +440,9 @@ fn open_member(
                         }
                         let path = format!("/poll?{poll_query}&after={cursor}");
                         let Some((200, body)) = http(&mut polls, "GET", &path, "") else {
+                            if !tally.stop.load(Relaxed) {
+                                tally.failures.fetch_add(1, Relaxed);
+                            }
                             return;
                         };
                         let Ok(answer) = serde_json::from_slice::<Value>(&body) else {
@@ -452,14 +472,10 @@ fn run(chat: &Chat, transport: Transport, clients: usize, opts: &Opts, tag: usiz
     let mut listeners = Vec::new();
     for i in 0..clients {
         let room = format!("r{tag}-{}", i % rooms);
-        let (mouth, close, listener) = open_member(
-            chat.addr,
-            transport,
-            &room,
-            &format!("m{i}"),
-            &tally,
-            origin,
-        );
+        let name = format!("m{i}");
+        let from = IpAddr::V4(Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8));
+        let (mouth, close, listener) =
+            open_member(chat.addr, transport, (&room, &name, from), &tally, origin);
         mouths[i % rooms].push(mouth);
         closers.extend(close);
         listeners.push(listener);
@@ -488,6 +504,7 @@ fn run(chat: &Chat, transport: Transport, clients: usize, opts: &Opts, tag: usiz
                         let who = n as usize % members.len();
                         let text = format!("t={}", now_us(origin));
                         if !members[who].say(&text, &tally) {
+                            tally.failures.fetch_add(1, Relaxed);
                             return;
                         }
                         n += 1;
@@ -511,6 +528,10 @@ fn run(chat: &Chat, transport: Transport, clients: usize, opts: &Opts, tag: usiz
     }
     for l in listeners {
         let _ = l.join();
+    }
+    let failures = tally.failures.load(Relaxed);
+    if failures > 0 {
+        eprintln!("polling: {failures} requests failed in the {} run at {clients} clients", transport.name());
     }
     let deliveries = tally.deliveries.load(Relaxed).max(1) as f64;
     let mut lat = std::mem::take(&mut *tally.latencies.lock().unwrap());
