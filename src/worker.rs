@@ -199,7 +199,7 @@ impl<H: Handler> Worker<H> {
     }
 
     /// Carries out what the connection's session asks for after any event:
-    /// write its output (one `writev` for all that was queued), tell the
+    /// write its output (one send for all that was queued), tell the
     /// handler of a drain, drop it if it has ended, and keep interest and
     /// timer in step.
     fn drive(&mut self, key: usize) {
@@ -350,7 +350,7 @@ impl<H: Handler> Worker<H> {
     }
 
     /// Queues one published frame, by reference, on every subscriber here.
-    /// The writes happen in [`Worker::flush_delivered`], one `writev` per
+    /// The writes happen in [`Worker::flush_delivered`], one send per
     /// connection for the whole batch.
     fn deliver(&mut self, publish: &Publish) {
         let Shared {
