@@ -531,7 +531,10 @@ fn run(chat: &Chat, transport: Transport, clients: usize, opts: &Opts, tag: usiz
     }
     let failures = tally.failures.load(Relaxed);
     if failures > 0 {
-        eprintln!("polling: {failures} requests failed in the {} run at {clients} clients", transport.name());
+        eprintln!(
+            "polling: {failures} requests failed in the {} run at {clients} clients",
+            transport.name()
+        );
     }
     let deliveries = tally.deliveries.load(Relaxed).max(1) as f64;
     let mut lat = std::mem::take(&mut *tally.latencies.lock().unwrap());

@@ -3,7 +3,7 @@
 //! everything and calls this.
 //!
 //! ```text
-//! runner [--quick] [--out DIR]
+//! runner [--quick] [--repeats N] [--out DIR]
 //! ```
 //!
 //! Every measurement starts a fresh server process and runs the load
@@ -93,11 +93,16 @@ struct Server {
 
 fn main() -> ExitCode {
     let mut quick = false;
+    let mut repeats = None;
     let mut out = PathBuf::from("docs");
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         match flag.as_str() {
             "--quick" => quick = true,
+            "--repeats" => match args.next().and_then(|n| n.parse::<usize>().ok()) {
+                Some(n) if n > 0 => repeats = Some(n),
+                _ => return usage(),
+            },
             "--out" => match args.next() {
                 Some(dir) => out = dir.into(),
                 None => return usage(),
@@ -105,7 +110,9 @@ fn main() -> ExitCode {
             _ => return usage(),
         }
     }
-    match run(&Plan::new(quick), &out) {
+    let mut plan = Plan::new(quick);
+    plan.repeats = repeats.unwrap_or(plan.repeats);
+    match run(&plan, &out) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
             eprintln!("runner: FAILED: {msg}");
@@ -115,7 +122,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: runner [--quick] [--out DIR]");
+    eprintln!("usage: runner [--quick] [--repeats N] [--out DIR]");
     ExitCode::from(2)
 }
 
