@@ -1345,6 +1345,14 @@ mod tests {
         got
     }
 
+    /// A new session's output after it is fed `input` at 0 ms, as text.
+    fn answered(config: &Config, input: &[u8]) -> (Session<u32>, String) {
+        let mut s = Session::<u32>::new(ms(0), peer());
+        feed(&mut s, ms(0), config, input);
+        let output = String::from_utf8(written(&mut s)).unwrap();
+        (s, output)
+    }
+
     /// Takes everything queued, as a reactor's write would.
     fn written(s: &mut Session<u32>) -> Vec<u8> {
         let bytes: Vec<u8> = s.poll_transmit().flatten().copied().collect();
@@ -1565,21 +1573,12 @@ mod tests {
     #[test]
     fn plain_http_1_0_and_head_are_answered() {
         let config = Config::default();
-        let mut s = Session::<u32>::new(ms(0), peer());
-        feed(&mut s, ms(0), &config, b"GET / HTTP/1.0\r\n\r\n");
-        let reply = String::from_utf8(written(&mut s)).unwrap();
+        let (mut s, reply) = answered(&config, b"GET / HTTP/1.0\r\n\r\n");
         assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
         assert!(reply.ends_with("\r\n\r\nGET page"), "{reply}");
         assert!(s.poll_shutdown());
 
-        let mut s = Session::<u32>::new(ms(0), peer());
-        feed(
-            &mut s,
-            ms(0),
-            &config,
-            b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n",
-        );
-        let reply = String::from_utf8(written(&mut s)).unwrap();
+        let (_, reply) = answered(&config, b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(reply.contains("Content-Length: 9\r\n"), "{reply}");
         assert!(reply.ends_with("\r\n\r\n"), "no body: {reply}");
     }
@@ -1643,14 +1642,7 @@ mod tests {
     #[test]
     fn a_head_after_blank_lines_gets_no_body() {
         let config = Config::default();
-        let mut s = Session::<u32>::new(ms(0), peer());
-        feed(
-            &mut s,
-            ms(0),
-            &config,
-            b"\r\n\nHEAD / HTTP/1.1\r\nHost: x\r\n\r\n",
-        );
-        let reply = String::from_utf8(written(&mut s)).unwrap();
+        let (_, reply) = answered(&config, b"\r\n\nHEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(reply.ends_with("Content-Length: 9\r\n\r\n"), "{reply}");
     }
 

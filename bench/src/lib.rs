@@ -9,6 +9,58 @@
 
 pub mod svg;
 
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// A server process that printed its address, killed when dropped.
+#[derive(Debug)]
+pub struct Running {
+    child: Child,
+    /// `HOST:PORT`, from the first line the server printed
+    /// (`NAME: ... SCHEME://HOST:PORT/`).
+    pub addr: String,
+}
+
+impl Running {
+    /// Starts `program` with `args` and reads its address from its first
+    /// line; what it prints after that is read and dropped, so that it
+    /// never blocks on a full pipe.
+    pub fn start(program: &Path, args: &[String], name: &str) -> Result<Running, String> {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+        let mut line = String::new();
+        let _ = stdout.read_line(&mut line);
+        let Some((_, addr)) = line.trim().split_once("://") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{name} did not print its address: {line:?}"));
+        };
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        Ok(Running {
+            addr: addr.trim_end_matches('/').to_owned(),
+            child,
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The flags every peer server takes.
 #[derive(Debug, Clone)]
 pub struct ServerArgs {

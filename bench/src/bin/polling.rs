@@ -30,7 +30,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -38,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
-use wsloop_bench::svg;
+use wsloop_bench::{svg, Running};
 
 /// How the bench's members listen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,7 +132,7 @@ struct Figures {
 
 /// The chat example, started on a free port.
 struct Chat {
-    child: Child,
+    process: Running,
     addr: SocketAddr,
 }
 
@@ -150,30 +149,18 @@ impl Chat {
             "{} missing: cargo build --release --example chat",
             chat.display()
         );
-        let mut child = Command::new(&chat)
-            .args([
-                "--addr",
-                "127.0.0.1:0",
-                "--workers",
-                "2",
-                "--history",
-                "1000",
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("the chat starts");
-        let mut line = String::new();
-        let mut out = BufReader::new(child.stdout.take().expect("piped"));
-        out.read_line(&mut line).expect("the chat's banner");
-        // The chat prints a line per WebSocket join: keep reading them.
-        thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        let addr = line
-            .trim()
-            .rsplit("://")
-            .next()
-            .and_then(|a| a.trim_end_matches('/').parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        Chat { child, addr }
+        let args = [
+            "--addr",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--history",
+            "1000",
+        ];
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let process = Running::start(&chat, &args, "chat").expect("the chat starts");
+        let addr = process.addr.parse().expect("an address");
+        Chat { process, addr }
     }
 
     /// The chat's CPU time so far, user and system, in seconds: the sum of
@@ -181,19 +168,12 @@ impl Chat {
     /// /proc/PID/stat are 10 ms, too coarse for a short window).
     fn cpu(&self) -> f64 {
         let tasks =
-            std::fs::read_dir(format!("/proc/{}/task", self.child.id())).expect("the chat runs");
+            std::fs::read_dir(format!("/proc/{}/task", self.process.pid())).expect("the chat runs");
         let ns: u64 = tasks
             .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
             .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
             .sum();
         ns as f64 / 1e9
-    }
-}
-
-impl Drop for Chat {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

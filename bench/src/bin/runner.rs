@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use wsloop_bench::svg::{self, Chart, Group, Panel};
+use wsloop_bench::Running;
 
 /// Server threads, and load generator threads: one core each.
 const SERVER_THREADS: usize = 1;
@@ -361,52 +362,6 @@ fn turns(servers: &[Server], rep: usize) -> impl Iterator<Item = (usize, &Server
 // ---------------------------------------------------------------------------
 // Servers and the load generator as child processes.
 
-/// A running server, killed when dropped.
-struct Running {
-    child: Child,
-    addr: String,
-    /// Kept open so the server never writes into a closed pipe.
-    _stdout: BufReader<ChildStdout>,
-}
-
-impl Running {
-    fn start(server: &Server) -> Result<Running, String> {
-        let mut child = Command::new(&server.program)
-            .args(&server.args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", server.program.display()))?;
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
-        let mut line = String::new();
-        let _ = stdout.read_line(&mut line);
-        let Some((_, addr)) = line.trim().split_once("://") else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!(
-                "{} did not print its address: {line:?}",
-                server.name
-            ));
-        };
-        Ok(Running {
-            addr: addr.trim_end_matches('/').to_owned(),
-            child,
-            _stdout: stdout,
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 struct Loadgen {
     program: PathBuf,
 }
@@ -458,7 +413,7 @@ fn finish(
 /// One load generator run against a fresh server, with the server's CPU
 /// use over the run (1.0 = one core busy).
 fn measure(server: &Server, lg: &Loadgen, args: &[String]) -> Result<Value, String> {
-    let running = Running::start(server)?;
+    let running = Running::start(&server.program, &server.args, server.name)?;
     let mut child = lg.spawn(server, &running, args)?;
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
     let handshakes = args.iter().any(|a| a == "--handshakes");
@@ -517,7 +472,7 @@ fn add_syscalls(summary: &mut Value, servers: &[Server], lg: &Loadgen, args: &[S
 /// detaches when the measured interval ends, so that the handshakes and
 /// closes of 10,000 connections are not counted against the messages.
 fn syscalls_per_op(server: &Server, lg: &Loadgen, args: &[String]) -> Result<f64, String> {
-    let running = Running::start(server)?;
+    let running = Running::start(&server.program, &server.args, server.name)?;
     let out = std::env::temp_dir().join(format!("wsloop-strace-{}.txt", running.pid()));
     let attach = || {
         Command::new("strace")
@@ -589,7 +544,7 @@ fn wait_for_connected(stdout: &mut BufReader<ChildStdout>) {
 /// up once (buffers, tables, the first slab page) is not charged to the
 /// connections.
 fn idle_memory(server: &Server, lg: &Loadgen, count: usize) -> Result<Value, String> {
-    let running = Running::start(server)?;
+    let running = Running::start(&server.program, &server.args, server.name)?;
     let warm = ["--idle", "--connections", "1", "--duration", "1"].map(String::from);
     let mut child = lg.spawn(server, &running, &warm)?;
     let mut warm_out = BufReader::new(child.stdout.take().expect("stdout is piped"));
@@ -628,7 +583,7 @@ fn scaling_point(
     count: usize,
     duration: f64,
 ) -> Result<Value, String> {
-    let running = Running::start(server)?;
+    let running = Running::start(&server.program, &server.args, server.name)?;
     settle();
     let before = status_kib(running.pid(), "VmRSS:");
     let args = [
