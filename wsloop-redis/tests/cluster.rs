@@ -408,8 +408,10 @@ fn malformed_messages_from_redis_are_counted_and_dropped() {
             .query(&mut conn)
             .unwrap();
     }
-    // A well-formed one from another node still arrives, after them.
-    let good = [&other_node[..], &[1], b"x: from elsewhere"].concat();
+    // A well-formed one from another node still arrives, after them: a
+    // chat message, which the receiving chat numbers in its own history.
+    let line = br#"{"kind":"say","name":"x","text":"x: from elsewhere"}"#;
+    let good = [&other_node[..], &[1], &line[..]].concat();
     let _: i64 = redis::cmd("PUBLISH")
         .arg("wsloop:lobby")
         .arg(good)
