@@ -199,15 +199,10 @@ impl<D> Connection<D> {
             return self.answer_held(key, handler, shared, wake);
         }
         // It would wait: only so many may, per client address.
-        let waiting = shared.held_per_ip.get(&held.ip).copied().unwrap_or(0);
-        if waiting >= shared.config.max_held_per_ip {
+        if !shared.book_held(key, held) {
             let busy = Response::status(429).with_header("Retry-After", "1");
-            return self.session.answer_held(shared.now, &busy, false);
+            self.session.answer_held(shared.now, &busy, false);
         }
-        shared.stats.hold();
-        *shared.held_per_ip.entry(held.ip).or_default() += 1;
-        shared.subscribe(key, &held.topic, held.after);
-        shared.held.insert(key, held);
     }
 
     /// Ends a held request's wait, for `reason`: the handler writes the

@@ -433,8 +433,23 @@ impl<D> Conn<'_, D> {
 }
 
 impl Shared {
-    /// Takes a held request out of the worker's books: its count against
-    /// its address, and its subscription.
+    /// Books a held request that is to wait: its count against its
+    /// address, and its subscription to the topic after its cursor. False,
+    /// booking nothing, when its address has `max_held_per_ip` waiting.
+    pub(crate) fn book_held(&mut self, key: usize, held: HeldRequest) -> bool {
+        let waiting = self.held_per_ip.entry(held.ip).or_default();
+        if *waiting >= self.config.max_held_per_ip {
+            return false;
+        }
+        *waiting += 1;
+        self.stats.hold();
+        self.subscribe(key, &held.topic, held.after);
+        self.held.insert(key, held);
+        true
+    }
+
+    /// Takes a held request out of the worker's books, undoing
+    /// [`Shared::book_held`].
     pub(crate) fn forget_held(&mut self, key: usize) -> Option<HeldRequest> {
         let held = self.held.remove(&key)?;
         self.stats.unhold();

@@ -1050,7 +1050,7 @@ impl<D> Session<D> {
                 Some(now.after(reading.since, config.handshake_timeout))
             }
             State::Answering { since, .. } => Some(now.after(*since, config.handshake_timeout)),
-            State::Held(waiting) => Some(now.after(waiting.since, waiting.timeout)),
+            State::Held(_) => self.held_deadline(now),
             State::Open(open) => {
                 let keepalive = match open.keepalive {
                     Keepalive::Pinged { at } => Some(now.after(at, config.pong_timeout)),
