@@ -13,6 +13,18 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+/// The median of some figures: the middle one, or the mean of the middle
+/// two for an even count; 0 for none.
+pub fn median(figures: impl IntoIterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = figures.into_iter().collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 /// A server process that printed its address, killed when dropped.
 #[derive(Debug)]
 pub struct Running {
@@ -117,4 +129,16 @@ pub fn tokio_runtime(args: &ServerArgs) -> std::io::Result<tokio::runtime::Runti
         .worker_threads(args.threads)
         .enable_all()
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_is_the_middle_or_the_mean_of_the_two_middles() {
+        assert_eq!(median([3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median([4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median([]), 0.0);
+    }
 }

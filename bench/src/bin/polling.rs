@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
-use wsloop_bench::{svg, Running};
+use wsloop_bench::{median, svg, Running};
 
 /// How the bench's members listen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -535,11 +535,6 @@ fn run(chat: &Chat, transport: Transport, clients: usize, opts: &Opts, tag: usiz
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn main() {
     let opts = match parse_opts() {
         Ok(opts) => opts,
@@ -570,7 +565,7 @@ fn main() {
             }
         }
         for (i, &t) in transports.iter().enumerate() {
-            let pick = |f: fn(&Figures) -> f64| median(runs[i].iter().map(f).collect());
+            let pick = |f: fn(&Figures) -> f64| median(runs[i].iter().map(f));
             let figures = Figures {
                 deliveries_per_sec: pick(|f| f.deliveries_per_sec),
                 bytes_per_msg: pick(|f| f.bytes_per_msg),

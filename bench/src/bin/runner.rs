@@ -779,13 +779,7 @@ fn summarize(mut head: Value, servers: &[Server], runs: Vec<Vec<Value>>) -> Valu
 }
 
 fn median(runs: &[Value], key: &str) -> f64 {
-    let mut v: Vec<f64> = runs.iter().map(|r| num(r, key)).collect();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
+    wsloop_bench::median(runs.iter().map(|r| num(r, key)))
 }
 
 fn num(v: &Value, key: &str) -> f64 {
