@@ -75,6 +75,16 @@ fn server(config: Config) -> Server {
     start(config.history(Some(HistoryConfig::default())), || Polls)
 }
 
+/// A server whose topic "t" has one message, `first`, and the id of that
+/// message: a cursor with nothing after it.
+fn server_after(config: Config, first: &str) -> (Server, SocketAddr, String) {
+    let server = server(config);
+    let addr = server.local_addr();
+    publish(addr, first);
+    let cursor = latest(addr);
+    (server, addr, cursor)
+}
+
 fn get(client: &mut Client, path: &str) {
     client.send_raw(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
 }
@@ -113,10 +123,7 @@ fn latest(addr: SocketAddr) -> String {
 
 #[test]
 fn a_held_poll_is_released_by_the_next_message_with_all_that_came() {
-    let server = server(util::config(2));
-    let addr = server.local_addr();
-    publish(addr, "first");
-    let cursor = latest(addr);
+    let (server, addr, cursor) = server_after(util::config(2), "first");
     // A cursor with messages after it is answered at once.
     publish(addr, "second");
     let mut c = Client::connect(addr);
@@ -147,10 +154,7 @@ fn a_held_poll_is_released_by_the_next_message_with_all_that_came() {
 
 #[test]
 fn a_held_poll_gets_its_deadline_answer() {
-    let server = server(util::config(1));
-    let addr = server.local_addr();
-    publish(addr, "only");
-    let cursor = latest(addr);
+    let (_server, addr, cursor) = server_after(util::config(1), "only");
     let mut c = Client::connect(addr);
     get(&mut c, &format!("/poll?after={cursor}&hold=50"));
     let (_, body) = answer(&mut c);
@@ -159,10 +163,7 @@ fn a_held_poll_gets_its_deadline_answer() {
 
 #[test]
 fn held_polls_are_answered_on_shutdown() {
-    let server = server(util::config(2));
-    let addr = server.local_addr();
-    publish(addr, "x");
-    let cursor = latest(addr);
+    let (server, addr, cursor) = server_after(util::config(2), "x");
     let mut polls: Vec<Client> = (0..4).map(|_| Client::connect(addr)).collect();
     for c in &mut polls {
         get(c, &format!("/poll?after={cursor}"));
@@ -183,10 +184,7 @@ fn held_polls_are_answered_on_shutdown() {
 
 #[test]
 fn held_polls_are_limited_per_address_and_freed_when_the_client_goes() {
-    let server = server(util::config(1).max_held_per_ip(2));
-    let addr = server.local_addr();
-    publish(addr, "x");
-    let cursor = latest(addr);
+    let (server, addr, cursor) = server_after(util::config(1).max_held_per_ip(2), "x");
     let poll = format!("/poll?after={cursor}");
     let mut a = Client::connect(addr);
     let mut b = Client::connect(addr);
