@@ -57,4 +57,21 @@ async function countLines(page, text) {
   return lines.filter((line) => line === text).length;
 }
 
-module.exports = { launch, seeLine, seeHere, connectedBy, countLines };
+// Runs `checks(browser)` with a Chromium of its own, closed afterwards;
+// prints "NAME: all checks passed", or the error and exits with status 1.
+function run(name, checks) {
+  (async () => {
+    const browser = await launch();
+    try {
+      await checks(browser);
+    } finally {
+      await browser.close();
+    }
+    console.log(`${name}: all checks passed`);
+  })().catch((err) => {
+    console.error(err);
+    process.exit(1);
+  });
+}
+
+module.exports = { launch, run, seeLine, seeHere, connectedBy, countLines };

@@ -12,7 +12,7 @@
 // target/browser) and Debian's chromium at /usr/bin/chromium.
 "use strict";
 const assert = require("assert");
-const { launch, seeLine, seeHere, connectedBy, countLines } = require("./lib.cjs");
+const { run, seeLine, seeHere, connectedBy, countLines } = require("./lib.cjs");
 
 const [plain, refusing] = process.argv.slice(2);
 if (!plain || !refusing) {
@@ -132,19 +132,8 @@ async function requests(browser) {
   await context.close();
 }
 
-async function main() {
-  const browser = await launch();
-  try {
-    await requests(browser);
-    await fallback(browser);
-    await mixed(browser);
-    console.log("browser poll test: all checks passed");
-  } finally {
-    await browser.close();
-  }
-}
-
-main().catch((err) => {
-  console.error(err);
-  process.exit(1);
+run("browser poll test", async (browser) => {
+  await requests(browser);
+  await fallback(browser);
+  await mixed(browser);
 });
