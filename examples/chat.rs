@@ -177,7 +177,12 @@ impl Chat {
             return Response::status(400).into();
         }
         let who = (peer.ip(), member.room.clone(), member.name.clone());
-        let before = topics.history(&member.room, None).latest;
+        // A joining poller's cursor, read before its join is published;
+        // a poll with a cursor of its own needs none.
+        let before = match after {
+            After::Now => topics.history(&member.room, None).latest,
+            After::Id(_) | After::Absent => None,
+        };
         let (new, number) = {
             let mut presence = self.presence();
             let new = presence.polled(&who);
