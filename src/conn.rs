@@ -123,6 +123,8 @@ impl<D> Connection<D> {
         let mut pos = 0;
         while pos < buf.len() {
             let trusted = &shared.config.trusted_proxies;
+            // Shared::publisher() would borrow all of `shared`; the config
+            // and the proxies are borrowed beside it here.
             let mut publisher = Publisher {
                 worker: shared.worker,
                 hub: &shared.hub,
