@@ -261,9 +261,13 @@ impl History {
                 latest,
             };
         };
+        // The cursor is the peer's: no arithmetic on it may overflow. It
+        // continues the ring when it names one of the ring's ids or the one
+        // just before the oldest, so that the next id is still held.
         let first = ring.entries.front().map_or(ring.next_seq, |e| e.id.seq);
-        let last = ring.next_seq - 1;
-        let continues = after.epoch == ring.epoch && after.seq + 1 >= first && after.seq <= last;
+        let continues = after.epoch == ring.epoch
+            && after.seq < ring.next_seq
+            && after.seq >= first.saturating_sub(1);
         let skip = if continues {
             (after.seq + 1 - first) as usize
         } else {
@@ -372,7 +376,8 @@ mod tests {
         assert!(!at(3).reset);
         assert_eq!(at(8).latest, Some(id(1, 8)));
         // Too old, from the future, or another epoch: a reset with the ring.
-        for cursor in [id(1, 2), id(1, 9), id(2, 5)] {
+        // The largest and smallest sequence numbers are a peer's to send.
+        for cursor in [id(1, 2), id(1, 9), id(2, 5), id(1, u64::MAX), id(1, 0)] {
             let c = h.since("r", Some(cursor));
             assert!(c.reset, "{cursor}");
             assert_eq!(c.entries.len(), 5);
