@@ -58,10 +58,10 @@ impl Handler for Fanout {
 
     fn on_message(&mut self, conn: &mut Conn<'_, String>, msg: Message<'_>) {
         if conn.data().starts_with("/pub?mode=topic") {
-            conn.publish("all", msg);
+            let _ = conn.publish("all", msg);
         } else {
             for i in 0..self.subscribers {
-                conn.publish(&format!("sub-{i}"), msg);
+                let _ = conn.publish(&format!("sub-{i}"), msg);
             }
         }
     }

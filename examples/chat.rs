@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use wsloop::{
     Broadcaster, CloseCode, Config, Conn, Handler, HistoryConfig, Hold, Limits, Message, MessageId,
-    Pending, Publisher, Reply, Request, Response, Upgrade, Wake,
+    Pending, PublishStatus, Publisher, Reply, Request, Response, Upgrade, Wake,
 };
 use wsloop_redis::{BridgeConfig, RedisBridge};
 
@@ -156,10 +156,12 @@ impl Chat {
         };
         let who = (peer.ip(), member.room.clone(), member.name.clone());
         if self.presence().polled(&who) {
-            topics.publish(&member.room, event("join", &member.name, "poll").as_text());
+            let _ = topics.publish(&member.room, event("join", &member.name, "poll").as_text());
         }
         let said = say(&member.name, line);
-        topics.publish(&member.room, said.as_text());
+        if topics.publish(&member.room, said.as_text()) == PublishStatus::Refused {
+            return Response::status(503).with_header("Retry-After", "1");
+        }
         Response::status(204).with_header("Cache-Control", "no-store")
     }
 
@@ -191,7 +193,7 @@ impl Chat {
             (new, entry.1)
         };
         if new {
-            topics.publish(&member.room, event("join", &member.name, "poll").as_text());
+            let _ = topics.publish(&member.room, event("join", &member.name, "poll").as_text());
         }
         // A new poller's join is answered from before its join message, so
         // that it hears it, as a WebSocket member does; a poller that
@@ -318,7 +320,7 @@ impl Handler for Chat {
             here
         };
         send_json(conn, &json!({ "kind": "here", "names": here }));
-        conn.publish(&room, event("join", &name, "ws").as_text());
+        let _ = conn.publish(&room, event("join", &name, "ws").as_text());
     }
 
     fn on_message(&mut self, conn: &mut Conn<'_, Member>, msg: Message<'_>) {
@@ -331,7 +333,11 @@ impl Handler for Chat {
         }
         let Member { room, name, .. } = conn.data();
         let (room, said) = (room.clone(), say(name, text.trim_end()));
-        conn.publish(&room, said.as_text());
+        // The room is too far behind to take it: say so, rather than
+        // leave a line unsaid that its sender saw go.
+        if conn.publish(&room, said.as_text()) == PublishStatus::Refused {
+            conn.close(CloseCode::TRY_AGAIN_LATER, "server busy");
+        }
     }
 
     fn on_close(&mut self, conn: &mut Conn<'_, Member>, _code: CloseCode, _reason: &str) {
@@ -348,7 +354,7 @@ impl Handler for Chat {
                 }
             }
         }
-        conn.publish(&room, event("leave", &name, "ws").as_text());
+        let _ = conn.publish(&room, event("leave", &name, "ws").as_text());
     }
 }
 
@@ -487,7 +493,7 @@ fn sweep_pollers(presence: Arc<Mutex<Presence>>, topics: Broadcaster, limit: Dur
             .unwrap_or_else(|e| e.into_inner())
             .expire(limit);
         for (_, room, name) in gone {
-            topics.publish(&room, event("leave", &name, "poll").as_text());
+            let _ = topics.publish(&room, event("leave", &name, "poll").as_text());
         }
     }
 }

@@ -46,7 +46,7 @@ impl Handler for Room {
     }
 
     fn on_message(&mut self, conn: &mut Conn<'_>, msg: Message<'_>) {
-        conn.publish("room", msg);
+        let _ = conn.publish("room", msg);
     }
 }
 

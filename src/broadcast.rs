@@ -21,13 +21,14 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 
 use mio::Waker;
 
 use crate::history::{Catchup, History, MessageId};
 use crate::protocol::{encode_frame, Message};
+use crate::stats::Stats;
 
 /// A message for a topic, as the frame bytes every subscriber receives.
 #[derive(Debug, Clone)]
@@ -39,6 +40,12 @@ pub(crate) struct Publish {
 }
 
 impl Publish {
+    /// What this message costs in a worker's inbox, for the inbox's byte
+    /// bound: its frame, its topic and the queue's own slot.
+    pub fn cost(&self) -> usize {
+        self.frame.len() + self.topic.len() + std::mem::size_of::<Publish>()
+    }
+
     /// Encodes `msg` once.
     pub fn new(topic: &str, msg: Message<'_>) -> Self {
         let mut frame = Vec::with_capacity(msg.as_bytes().len() + 10);
@@ -95,6 +102,18 @@ impl Topics {
         true
     }
 
+    /// Moves a subscription's cursor to `id`: it has had everything up to
+    /// there by other means.
+    pub fn advance(&mut self, key: usize, topic: &str, id: MessageId) {
+        if let Some(sub) = self
+            .by_topic
+            .get_mut(topic)
+            .and_then(|subs| subs.iter_mut().find(|s| s.key == key))
+        {
+            sub.after = Some(id);
+        }
+    }
+
     /// Unsubscribes a connection; false if it was not subscribed.
     pub fn unsubscribe(&mut self, key: usize, topic: &str) -> bool {
         let Some(subs) = self.by_topic.get_mut(topic) else {
@@ -145,6 +164,49 @@ pub(crate) struct Remote {
     /// Set while the worker has been woken and not yet drained its inbox,
     /// so that a burst of publishes costs one wakeup.
     pub pending: AtomicBool,
+    /// What the inbox holds, by [`Publish::cost`]: added by senders,
+    /// taken off by the worker as it drains.
+    pub queued: AtomicUsize,
+    /// The worker's counters, where refused publishes are counted.
+    pub stats: Arc<Stats>,
+}
+
+impl Remote {
+    /// Whether the inbox is at its bound.
+    fn is_full(&self, max: usize) -> bool {
+        self.queued.load(Ordering::Acquire) >= max
+    }
+
+    /// Queues a message and wakes the worker, once per burst.
+    fn push(&self, publish: Publish) {
+        self.queued.fetch_add(publish.cost(), Ordering::AcqRel);
+        // A worker that has exited dropped its receiver; nothing to do.
+        if self.inbox.send(publish).is_ok() && !self.pending.swap(true, Ordering::AcqRel) {
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// The worker took a message off its inbox.
+    pub fn took(&self, publish: &Publish) {
+        self.queued.fetch_sub(publish.cost(), Ordering::AcqRel);
+    }
+}
+
+/// What became of a publish.
+#[must_use = "a publish can be refused when a worker is overloaded"]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PublishStatus {
+    /// Queued for every worker with subscribers to the topic (and
+    /// recorded in the topic's history, if kept).
+    Queued,
+    /// Not published, for anyone: a worker with subscribers to the topic
+    /// has [`Config::max_inbox_bytes`](crate::Config::max_inbox_bytes)
+    /// queued and not yet delivered. Nothing was recorded either, so no
+    /// subscriber sees a gap. Counted in
+    /// [`Counters::publishes_refused`](crate::Counters::publishes_refused)
+    /// of the worker that was full.
+    Refused,
 }
 
 /// Carries a server's topics beyond its process: it is told of every
@@ -176,8 +238,12 @@ pub(crate) struct Hub {
     /// Every topic's numbered messages, when the server keeps history.
     pub history: Option<Mutex<History>>,
     pub bridge: OnceLock<Arc<dyn Bridge>>,
-    /// For each topic with subscribers here, on how many workers.
-    pub interest: Mutex<HashMap<Arc<str>, usize>>,
+    /// For each topic with subscribers here, the workers that have some,
+    /// in order: a message is queued for those workers only.
+    pub interest: Mutex<HashMap<Arc<str>, Vec<usize>>>,
+    /// Most bytes one worker's inbox may hold
+    /// ([`Config::max_inbox_bytes`](crate::Config::max_inbox_bytes)).
+    pub max_inbox_bytes: usize,
 }
 
 impl fmt::Debug for Hub {
@@ -189,26 +255,64 @@ impl fmt::Debug for Hub {
 }
 
 impl Hub {
-    /// Publishes a message from worker `from` (or from outside any
-    /// worker). Without history it is queued on every other worker and
-    /// returned for `from` to deliver itself. With history it is numbered
-    /// and queued on every worker under the history lock, so that all see
-    /// the same order, and `None` is returned.
-    pub fn publish(&self, topic: &str, msg: Message<'_>, from: Option<usize>) -> Option<Publish> {
+    /// Publishes a message from worker `from` (or from outside any worker),
+    /// to the workers with subscribers to `topic`. Without history it is
+    /// queued on those workers but `from`, and returned for `from` to
+    /// deliver itself. With history it is numbered and queued on each of
+    /// them under the history lock, so that all see one order, and `None`
+    /// is returned. Either way it goes to all or to none: if one of those
+    /// workers' inboxes is full, it is refused.
+    pub fn publish(
+        &self,
+        topic: &str,
+        msg: Message<'_>,
+        from: Option<usize>,
+    ) -> (PublishStatus, Option<Publish>) {
         let Some(history) = &self.history else {
+            let workers = self.interested(topic);
+            let others = || workers.iter().copied().filter(|&w| Some(w) != from);
+            if self.refuse_if_full(others()) {
+                return (PublishStatus::Refused, None);
+            }
             let publish = Publish::new(topic, msg);
-            self.send(&publish, from);
-            return from.map(|_| publish);
+            for worker in others() {
+                self.remotes[worker].push(publish.clone());
+            }
+            return (PublishStatus::Queued, from.map(|_| publish));
         };
         let mut history = lock(history);
+        // Read under the history lock: a worker that gains its first
+        // subscriber after this reads the history after this message is
+        // in it (see `Conn::subscribe_after`).
+        let workers = self.interested(topic);
+        if self.refuse_if_full(workers.iter().copied()) {
+            return (PublishStatus::Refused, None);
+        }
         let entry = history.record(topic, msg);
         let publish = Publish {
             topic: topic.into(),
             frame: entry.frame().clone(),
             id: Some(entry.id()),
         };
-        self.send(&publish, None);
-        None
+        for worker in workers {
+            self.remotes[worker].push(publish.clone());
+        }
+        (PublishStatus::Queued, None)
+    }
+
+    /// The workers with subscribers to `topic` now.
+    fn interested(&self, topic: &str) -> Vec<usize> {
+        lock(&self.interest).get(topic).cloned().unwrap_or_default()
+    }
+
+    /// Whether any of `workers` has a full inbox, counting the refusal
+    /// there if so.
+    fn refuse_if_full(&self, mut workers: impl Iterator<Item = usize>) -> bool {
+        let full = workers.find(|&w| self.remotes[w].is_full(self.max_inbox_bytes));
+        if let Some(w) = full {
+            self.remotes[w].stats.publish_refused();
+        }
+        full.is_some()
     }
 
     /// What `topic`'s history holds after `after`; without history, nothing,
@@ -223,21 +327,6 @@ impl Hub {
         }
     }
 
-    /// Queues a message on every worker but `except`, waking each.
-    pub fn send(&self, publish: &Publish, except: Option<usize>) {
-        for (i, remote) in self.remotes.iter().enumerate() {
-            if Some(i) == except {
-                continue;
-            }
-            // A worker that has exited dropped its receiver; nothing to do.
-            if remote.inbox.send(publish.clone()).is_ok()
-                && !remote.pending.swap(true, Ordering::AcqRel)
-            {
-                let _ = remote.waker.wake();
-            }
-        }
-    }
-
     /// Wakes every worker, for shutdown.
     pub fn wake_all(&self) {
         for remote in &self.remotes {
@@ -245,22 +334,23 @@ impl Hub {
         }
     }
 
-    /// A worker's first subscriber to `topic` arrived (`gained`) or its
-    /// last left. The bridge hears when the whole server's count crosses
-    /// zero. Calls are made under the lock, so they come in order.
-    pub fn worker_interest(&self, topic: &str, gained: bool) {
+    /// Worker `worker`'s first subscriber to `topic` arrived (`gained`) or
+    /// its last left. The bridge hears when the whole server's count
+    /// crosses zero. Calls are made under the lock, so they come in order.
+    pub fn worker_interest(&self, worker: usize, topic: &str, gained: bool) {
         let mut interest = lock(&self.interest);
         let changed = if gained {
-            let count = interest.entry(topic.into()).or_default();
-            *count += 1;
-            *count == 1
+            let workers = interest.entry(topic.into()).or_default();
+            if let Err(at) = workers.binary_search(&worker) {
+                workers.insert(at, worker);
+            }
+            workers.len() == 1
         } else {
             match interest.get_mut(topic) {
-                Some(count) if *count > 1 => {
-                    *count -= 1;
-                    false
+                Some(workers) => {
+                    workers.retain(|&w| w != worker);
+                    workers.is_empty() && interest.remove(topic).is_some()
                 }
-                Some(_) => interest.remove(topic).is_some(),
                 None => false,
             }
         };
@@ -305,16 +395,19 @@ pub struct Broadcaster {
 
 impl Broadcaster {
     /// Sends `msg` to every subscriber of `topic` on every worker, and to
-    /// the bridge, if any.
-    pub fn publish(&self, topic: &str, msg: Message<'_>) {
-        self.publish_local(topic, msg);
-        self.hub.bridge_published(topic, msg);
+    /// the bridge, if any. A refused message goes to neither.
+    pub fn publish(&self, topic: &str, msg: Message<'_>) -> PublishStatus {
+        let status = self.publish_local(topic, msg);
+        if status == PublishStatus::Queued {
+            self.hub.bridge_published(topic, msg);
+        }
+        status
     }
 
     /// Sends `msg` to every subscriber of `topic` on this server only, not
     /// to the bridge: how a bridge delivers what other servers published.
-    pub fn publish_local(&self, topic: &str, msg: Message<'_>) {
-        self.hub.publish(topic, msg, None);
+    pub fn publish_local(&self, topic: &str, msg: Message<'_>) -> PublishStatus {
+        self.hub.publish(topic, msg, None).0
     }
 
     /// What `topic`'s history holds after `after` (see

@@ -10,6 +10,9 @@ use crate::history::HistoryConfig;
 use crate::protocol::Limits;
 use crate::session::MAX_TIMEOUT;
 
+/// The longest [`RateLimit::burst`].
+const MAX_BURST: Duration = Duration::from_secs(3_600);
+
 /// What to do when a send would take a connection's output over
 /// [`Config::max_write_buffer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +22,44 @@ pub enum Backpressure {
     Close,
     /// Drop the message, count it, and keep the connection.
     Drop,
+}
+
+/// What one WebSocket connection may send, as two token buckets that
+/// refill at a steady rate and hold `burst` worth of it: one counts
+/// messages (data messages, pings and pongs, each once), one counts bytes
+/// read. A peer over either is closed with 1008. Check it against what
+/// the application's own clients send at their busiest.
+///
+/// ```
+/// use std::time::Duration;
+/// // 20 messages and 64 KiB a second, with 5 s of either at once.
+/// let rate = wsloop::RateLimit::new(20, 64 * 1024, Duration::from_secs(5));
+/// let config = wsloop::Config::default().rate_limit(Some(rate));
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RateLimit {
+    /// Messages a second, sustained. At least 1.
+    pub messages_per_sec: u32,
+    /// Bytes a second, sustained, frame headers included. At least 1.
+    pub bytes_per_sec: u32,
+    /// How much a peer that has been quiet may send at once, as time at
+    /// the two rates: `burst` seconds' worth of messages and of bytes.
+    /// Above zero and at most one hour.
+    pub burst: Duration,
+}
+
+impl RateLimit {
+    /// A limit of `messages_per_sec` and `bytes_per_sec`, either of which
+    /// may be reached `burst` ahead.
+    pub fn new(messages_per_sec: u32, bytes_per_sec: u32, burst: Duration) -> Self {
+        RateLimit {
+            messages_per_sec,
+            bytes_per_sec,
+            burst,
+        }
+    }
 }
 
 /// Server configuration. `Config::default()` is meant to be safe to deploy.
@@ -71,6 +112,25 @@ pub struct Config {
     /// Size of each worker's read buffer, shared by all its connections.
     /// Default 64 KiB. At least 1.
     pub read_buffer_size: usize,
+    /// Most bytes one connection reads in one turn. Default 64 KiB, one
+    /// read buffer. A connection that still has input then waits behind
+    /// the other ready connections, the inbox and due timers, and is
+    /// served again after them: a peer that keeps its socket full cannot
+    /// hold the worker, and its output is flushed between turns, so one
+    /// that floods without reading reaches `max_write_buffer`.
+    pub read_budget: usize,
+    /// Most bytes of published messages queued for one worker and not yet
+    /// delivered by it. Default 16 MiB. A worker that falls behind its
+    /// publishers (one handler that blocks, or a flood of publishes from
+    /// elsewhere) holds at most this much; past it a publish to a topic it
+    /// has subscribers to is refused for everyone
+    /// ([`PublishStatus::Refused`](crate::PublishStatus::Refused)), so
+    /// that no subscriber sees a gap.
+    pub max_inbox_bytes: usize,
+    /// What one WebSocket connection may send: messages and bytes per
+    /// second with a burst ([`RateLimit`]). Default `None`: no limit past
+    /// the sizes in `limits`. Past it the connection is closed with 1008.
+    pub rate_limit: Option<RateLimit>,
     /// Peers whose `X-Forwarded-For` or `X-Real-IP` header is believed for
     /// the client address. Default empty: the socket address is used.
     pub trusted_proxies: Vec<IpAddr>,
@@ -106,6 +166,9 @@ impl Default for Config {
             close_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(5),
             read_buffer_size: 64 * 1024,
+            read_budget: 64 * 1024,
+            max_inbox_bytes: 16 << 20,
+            rate_limit: None,
             trusted_proxies: Vec::new(),
             history: None,
             max_held_per_ip: 64,
@@ -130,6 +193,9 @@ setters! {
         close_timeout: Duration,
         shutdown_timeout: Duration,
         read_buffer_size: usize,
+        read_budget: usize,
+        max_inbox_bytes: usize,
+        rate_limit: Option<RateLimit>,
         trusted_proxies: Vec<IpAddr>,
         history: Option<HistoryConfig>,
         max_held_per_ip: usize,
@@ -154,6 +220,16 @@ impl Config {
             ("max_connections", self.max_connections),
             ("max_write_buffer", self.max_write_buffer),
             ("read_buffer_size", self.read_buffer_size),
+            ("read_budget", self.read_budget),
+            ("max_inbox_bytes", self.max_inbox_bytes),
+            (
+                "rate_limit.messages_per_sec",
+                self.rate_limit.map_or(1, |r| r.messages_per_sec as usize),
+            ),
+            (
+                "rate_limit.bytes_per_sec",
+                self.rate_limit.map_or(1, |r| r.bytes_per_sec as usize),
+            ),
             ("limits.max_frame_size", self.limits.max_frame_size),
             ("limits.max_message_size", self.limits.max_message_size),
             ("limits.max_fragments", self.limits.max_fragments),
@@ -197,6 +273,7 @@ impl Config {
             ("idle_timeout", self.idle_timeout),
             ("close_timeout", Some(self.close_timeout)),
             ("shutdown_timeout", Some(self.shutdown_timeout)),
+            ("rate_limit.burst", self.rate_limit.map(|r| r.burst)),
         ];
         for (field, value) in durations {
             match value {
@@ -209,6 +286,13 @@ impl Config {
                 }
                 _ => {}
             }
+        }
+        // Rate debts are counted in 32-bit microseconds.
+        if self.rate_limit.is_some_and(|r| r.burst > MAX_BURST) {
+            return Err(ConfigError::DurationTooLong {
+                field: "rate_limit.burst",
+                max_secs: MAX_BURST.as_secs(),
+            });
         }
         Ok(())
     }

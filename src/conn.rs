@@ -35,6 +35,9 @@ pub(crate) struct Connection<D> {
     armed: u64,
     /// WRITABLE is registered.
     write_interest: bool,
+    /// Its read budget ran out with input left: it waits in the worker's
+    /// ready list for another turn.
+    read_pending: bool,
 }
 
 /// `Connection::armed` when no timer is armed.
@@ -47,6 +50,7 @@ impl<D> Connection<D> {
             session: Session::new(now, peer),
             armed: NOT_ARMED,
             write_interest: false,
+            read_pending: false,
         }
     }
 
@@ -76,14 +80,21 @@ impl<D> Connection<D> {
         std::mem::replace(&mut self.write_interest, wanted) != wanted
     }
 
-    /// Reads until the socket is empty, handing each read to the session
-    /// and what it delivers to the handler. Readiness is edge-triggered:
-    /// stopping while bytes remain would lose the wakeup.
+    /// Whether it waits in the ready list; sets that it does.
+    pub fn set_read_pending(&mut self, pending: bool) -> bool {
+        std::mem::replace(&mut self.read_pending, pending)
+    }
+
+    /// Reads until the socket is empty or `budget` bytes are read, handing
+    /// each read to the session and what it delivers to the handler.
+    /// Returns true if the budget ran out first: readiness is
+    /// edge-triggered, so the caller must come back without a new event.
     ///
-    /// A read that did not fill the buffer emptied the socket, and bytes
-    /// that arrive after it raise a new edge, so reading stops there rather
-    /// than spending a syscall on `WouldBlock`. Not when the event already
-    /// reported the peer's FIN or an error: those raise no new edge.
+    /// A read that did not fill the room it was given emptied the socket,
+    /// and bytes that arrive after it raise a new edge, so reading stops
+    /// there rather than spending a syscall on `WouldBlock`. Not when the
+    /// event already reported the peer's FIN or an error, or on a turn the
+    /// caller came back for: those raise no new edge.
     pub fn read_ready<H: Handler<Data = D>>(
         &mut self,
         key: usize,
@@ -91,24 +102,37 @@ impl<D> Connection<D> {
         shared: &mut Shared,
         rbuf: &mut [u8],
         to_the_end: bool,
-    ) {
+    ) -> bool {
+        let mut budget = shared.config.read_budget;
         while !self.session.is_ended() {
-            match (&self.stream).read(rbuf) {
+            if budget == 0 {
+                return true;
+            }
+            let room = rbuf.len().min(budget);
+            match (&self.stream).read(&mut rbuf[..room]) {
                 // The peer's FIN: there is nothing more to read, though our
                 // last words may still be going out.
-                Ok(0) => return self.session.handle_eof(),
+                Ok(0) => {
+                    self.session.handle_eof();
+                    return false;
+                }
                 Ok(n) => {
+                    budget -= n;
                     shared.stats.bytes_in(n);
                     self.ingest(key, handler, shared, &mut rbuf[..n]);
-                    if n < rbuf.len() && !to_the_end {
-                        return;
+                    if n < room && !to_the_end {
+                        return false;
                     }
                 }
-                Err(e) if would_block(&e) => return,
+                Err(e) if would_block(&e) => return false,
                 Err(e) if interrupted(&e) => {}
-                Err(_) => return self.session.handle_io_error(),
+                Err(_) => {
+                    self.session.handle_io_error();
+                    return false;
+                }
             }
         }
+        false
     }
 
     /// Feeds one read to the session, calling the handler for what it

@@ -103,6 +103,9 @@ pub enum ProtocolError {
     },
     /// A compressed message that is not a valid DEFLATE stream.
     InvalidCompressedData,
+    /// The peer sent more messages or bytes than the configured
+    /// [`RateLimit`](crate::RateLimit) allows.
+    RateLimited,
 }
 
 impl ProtocolError {
@@ -116,6 +119,8 @@ impl ProtocolError {
             | ProtocolError::MessageTooLarge { .. }
             | ProtocolError::InflatedTooLarge { .. }
             | ProtocolError::TooManyFragments { .. } => CloseCode::TOO_BIG,
+            // §7.4.1: 1008 for a message that violates the server's policy.
+            ProtocolError::RateLimited => CloseCode::POLICY_VIOLATION,
             _ => CloseCode::PROTOCOL_ERROR,
         }
     }
@@ -164,6 +169,7 @@ impl fmt::Display for ProtocolError {
             ProtocolError::InvalidCompressedData => {
                 f.write_str("compressed message is not valid DEFLATE data")
             }
+            ProtocolError::RateLimited => f.write_str("sending faster than the rate limit"),
         }
     }
 }
@@ -210,6 +216,16 @@ pub enum HandshakeError {
     LengthRequired,
     /// `Content-Length` is not a number, or two of them differ.
     InvalidContentLength,
+    /// A CR or LF in the request head that is not part of a CRLF pair.
+    /// Parsers that accept bare line ends disagree on where a request
+    /// ends, which is how requests are smuggled, so wsloop refuses them.
+    BareLineEnding,
+    /// More empty lines before the request line than
+    /// `max_empty_lines`.
+    TooManyEmptyLines {
+        /// The configured limit.
+        max: usize,
+    },
 }
 
 impl HandshakeError {
@@ -231,7 +247,9 @@ impl HandshakeError {
     /// This refusal's place in [`HandshakeError::LABELS`].
     pub fn label_index(&self) -> usize {
         match self {
-            HandshakeError::Malformed => 0,
+            HandshakeError::Malformed
+            | HandshakeError::BareLineEnding
+            | HandshakeError::TooManyEmptyLines { .. } => 0,
             HandshakeError::MethodNotAllowed => 1,
             HandshakeError::UnsupportedHttpVersion => 2,
             HandshakeError::MissingHost => 3,
@@ -290,6 +308,12 @@ impl fmt::Display for HandshakeError {
             }
             HandshakeError::InvalidContentLength => {
                 f.write_str("Content-Length is not one decimal number")
+            }
+            HandshakeError::BareLineEnding => {
+                f.write_str("request head has a CR or LF outside a CRLF line ending")
+            }
+            HandshakeError::TooManyEmptyLines { max } => {
+                write!(f, "more than {max} empty lines before the request line")
             }
         }
     }

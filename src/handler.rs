@@ -6,12 +6,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::broadcast::{Hub, Publish, Topics};
+use crate::broadcast::{Hub, Publish, PublishStatus, Topics};
 use crate::config::Config;
 use crate::error::{CloseCode, PingTooLong};
 use crate::handshake::{Request, Response};
 use crate::history::{Catchup, MessageId};
-use crate::protocol::Message;
+use crate::protocol::{Message, SharedFrame};
 use crate::session::{Answer, SendStatus, Session, Time};
 use crate::stats::Stats;
 
@@ -259,11 +259,13 @@ pub struct Publisher<'a> {
 
 impl Publisher<'_> {
     /// Publishes to a topic, as [`Conn::publish`] does.
-    pub fn publish(&mut self, topic: &str, msg: Message<'_>) {
-        if let Some(local) = self.hub.publish(topic, msg, Some(self.worker)) {
-            self.published.push(local);
+    pub fn publish(&mut self, topic: &str, msg: Message<'_>) -> PublishStatus {
+        let (status, local) = self.hub.publish(topic, msg, Some(self.worker));
+        if status == PublishStatus::Queued {
+            self.published.extend(local);
+            self.hub.bridge_published(topic, msg);
         }
-        self.hub.bridge_published(topic, msg);
+        status
     }
 
     /// What a topic's history holds after `after`, as [`Conn::history`].
@@ -297,8 +299,8 @@ impl<D> Pending<'_, D> {
     }
 
     /// Publishes to a topic, as [`Conn::publish`] does.
-    pub fn publish(&mut self, topic: &str, msg: Message<'_>) {
-        self.shared.publish(topic, msg);
+    pub fn publish(&mut self, topic: &str, msg: Message<'_>) -> PublishStatus {
+        self.shared.publish(topic, msg)
     }
 }
 
@@ -403,7 +405,31 @@ impl<D> Conn<'_, D> {
     /// that reconnects gets every message once, with none missing. False
     /// if it was subscribed already.
     pub fn subscribe_after(&mut self, topic: &str, after: Option<MessageId>) -> bool {
-        self.shared.subscribe(self.id.0, topic, after)
+        let key = self.id.0;
+        if !self.shared.subscribe(key, topic, after) {
+            return false;
+        }
+        // Messages are queued only for workers with subscribers, and this
+        // one may have had none when the history was read. It has now, so
+        // whatever was recorded since `after` and not yet queued here is in
+        // the history: send it, and skip it when it comes from the inbox.
+        let Some(after) = after else {
+            return true;
+        };
+        let missed = self.shared.hub.since(topic, Some(after));
+        if missed.reset {
+            return true;
+        }
+        let (now, config) = (self.shared.now, &self.shared.config);
+        for entry in &missed.entries {
+            let mut frame = SharedFrame::from_frame(entry.frame().clone());
+            let status = self.session.send_shared(now, config, &mut frame);
+            self.shared.stats.sent(status, entry.frame().len());
+        }
+        if let Some(last) = missed.entries.last() {
+            self.shared.topics.advance(key, topic, last.id());
+        }
+        true
     }
 
     /// What `topic`'s history holds after `after` (see
@@ -427,8 +453,11 @@ impl<D> Conn<'_, D> {
     /// callback returns. With [`Config::history`](crate::Config::history)
     /// it is numbered and kept first, and every subscriber gets the
     /// topic's messages in the same order.
-    pub fn publish(&mut self, topic: &str, msg: Message<'_>) {
-        self.shared.publish(topic, msg);
+    ///
+    /// It is refused, for everyone, when a worker that would deliver it is
+    /// overloaded ([`PublishStatus::Refused`]).
+    pub fn publish(&mut self, topic: &str, msg: Message<'_>) -> PublishStatus {
+        self.shared.publish(topic, msg)
     }
 }
 
@@ -467,7 +496,7 @@ impl Shared {
     pub(crate) fn unsubscribe(&mut self, key: usize, topic: &str) -> bool {
         let removed = self.topics.unsubscribe(key, topic);
         if removed && self.topics.subscribers(topic).is_empty() {
-            self.hub.worker_interest(topic, false);
+            self.hub.worker_interest(self.worker, topic, false);
         }
         removed
     }
@@ -476,14 +505,14 @@ impl Shared {
     pub(crate) fn subscribe(&mut self, key: usize, topic: &str, after: Option<MessageId>) -> bool {
         let added = self.topics.subscribe(key, topic, after);
         if added && self.topics.subscribers(topic).len() == 1 {
-            self.hub.worker_interest(topic, true);
+            self.hub.worker_interest(self.worker, topic, true);
         }
         added
     }
 
     /// Publishes from a handler on this worker; see [`Conn::publish`].
-    pub(crate) fn publish(&mut self, topic: &str, msg: Message<'_>) {
-        self.publisher().publish(topic, msg);
+    pub(crate) fn publish(&mut self, topic: &str, msg: Message<'_>) -> PublishStatus {
+        self.publisher().publish(topic, msg)
     }
 
     /// A [`Publisher`] for this worker.

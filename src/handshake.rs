@@ -32,6 +32,11 @@ pub struct HandshakeLimits {
     /// `Content-Length`. Default 16 KiB, room for a form or a chat line;
     /// above it the answer is 413.
     pub max_body_bytes: usize,
+    /// Most empty lines (CRLF) skipped before a request line. Default 8.
+    /// RFC 9112 §2.2 asks a server to skip at least one, which some
+    /// clients send after a body; more is a client that sends nothing
+    /// else, answered 400.
+    pub max_empty_lines: usize,
 }
 
 setters! {
@@ -39,6 +44,7 @@ setters! {
         max_header_bytes: usize,
         max_headers: usize,
         max_body_bytes: usize,
+        max_empty_lines: usize,
     }
 }
 
@@ -48,6 +54,7 @@ impl Default for HandshakeLimits {
             max_header_bytes: 8 * 1024,
             max_headers: 32,
             max_body_bytes: 16 * 1024,
+            max_empty_lines: 8,
         }
     }
 }
@@ -210,19 +217,37 @@ pub enum Parsed<'a> {
     },
 }
 
-/// Where the blank line that ends a head ends, searching from `scanned`
-/// (bytes before it were searched already). It looks only at line feeds,
-/// which a simple byte search finds quickly.
-fn head_end(buf: &[u8], scanned: usize) -> Option<usize> {
-    let mut from = scanned.saturating_sub(3).min(buf.len());
-    while let Some(nl) = buf[from..].iter().position(|&b| b == b'\n') {
-        let at = from + nl;
-        if at >= 3 && &buf[at - 3..at] == b"\r\n\r" {
-            return Some(at + 1);
+/// Where the request line starts: after the empty lines (CRLF) that may
+/// come before it (RFC 9112 §2.2).
+pub(crate) fn request_start(buf: &[u8]) -> usize {
+    buf.chunks_exact(2)
+        .take_while(|pair| pair == b"\r\n")
+        .count()
+        * 2
+}
+
+/// Finds where a head ends: the CRLF CRLF after its request line. `start`
+/// is [`request_start`]; bytes before `scanned` were searched already.
+/// Every CR and LF must be one half of a CRLF pair: a parser that takes a
+/// bare LF as a line end and one that does not would disagree on where
+/// the request ends, which is how requests are smuggled past a proxy
+/// (RFC 9112 §11.2).
+fn head_end(buf: &[u8], start: usize, scanned: usize) -> Result<Option<usize>, HandshakeError> {
+    // Back up over a line end that the last search saw only part of.
+    let from = scanned.saturating_sub(3).max(start);
+    for at in from..buf.len() {
+        match buf[at] {
+            b'\n' if at == 0 || buf[at - 1] != b'\r' => return Err(HandshakeError::BareLineEnding),
+            // The request line is not empty, so the blank line cannot
+            // start before it.
+            b'\n' if at >= start + 3 && &buf[at - 3..at] == b"\r\n\r" => return Ok(Some(at + 1)),
+            b'\r' if buf.get(at + 1).is_some_and(|&b| b != b'\n') => {
+                return Err(HandshakeError::BareLineEnding)
+            }
+            _ => {}
         }
-        from = at + 1;
     }
-    None
+    Ok(None)
 }
 
 /// Parses and validates a request head from the front of `buf`. `scanned`
@@ -233,8 +258,15 @@ pub fn parse<'a>(
     scanned: usize,
     limits: &HandshakeLimits,
 ) -> Result<Parsed<'a>, HandshakeError> {
-    let end = head_end(buf, scanned);
-    // The one check of the head's size, complete or not.
+    let start = request_start(buf);
+    if start / 2 > limits.max_empty_lines {
+        return Err(HandshakeError::TooManyEmptyLines {
+            max: limits.max_empty_lines,
+        });
+    }
+    let end = head_end(buf, start, scanned)?;
+    // The one check of the head's size, complete or not; empty lines
+    // before it count.
     if end.unwrap_or(buf.len()) > limits.max_header_bytes {
         return Err(HandshakeError::HeadersTooLarge {
             max: limits.max_header_bytes,
@@ -244,7 +276,11 @@ pub fn parse<'a>(
         return Ok(Parsed::Partial);
     };
     let mut request = parse_head(&buf[..end], limits)?;
-    if request.all("upgrade").next().is_none() {
+    // RFC 9110 §7.8: an upgrade to anything but a WebSocket is ignored,
+    // and the request answered as it is. A WebSocket key with no
+    // WebSocket upgrade is a broken upgrade, refused below.
+    let websocket = request.all("upgrade").any(|v| has_token(v, "websocket"));
+    if !websocket && request.header("sec-websocket-key").is_none() {
         // A plain request: HTTP/1.1 requires Host (RFC 9112 §3.2), 1.0 does not.
         if request.version == 1 && request.host().is_none() {
             return Err(HandshakeError::MissingHost);
@@ -299,14 +335,16 @@ fn parse_head<'a>(head: &'a [u8], limits: &HandshakeLimits) -> Result<Request<'a
     };
     let mut req = httparse::Request::new(slots);
     match req.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
+        // The head's length is what httparse read, to the byte: a request
+        // that ends where httparse and our search disagree is refused.
+        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
         Err(httparse::Error::TooManyHeaders) => {
             return Err(HandshakeError::TooManyHeaders {
                 max: limits.max_headers,
             })
         }
         // Partial cannot happen: the head ends with its blank line.
-        Ok(httparse::Status::Partial) | Err(_) => return Err(HandshakeError::Malformed),
+        Ok(_) | Err(_) => return Err(HandshakeError::Malformed),
     }
     let mut headers = Vec::with_capacity(req.headers.len());
     for h in req.headers.iter() {
@@ -574,11 +612,113 @@ mod tests {
     #[test]
     fn the_head_end_is_found_from_any_resume_point() {
         for cut in 0..GOOD.len() {
-            assert_eq!(head_end(&GOOD[..cut], 0), None);
+            assert_eq!(head_end(&GOOD[..cut], 0, 0), Ok(None));
         }
         for scanned in 0..GOOD.len() {
-            assert_eq!(head_end(GOOD, scanned), Some(GOOD.len()));
+            assert_eq!(head_end(GOOD, 0, scanned), Ok(Some(GOOD.len())));
         }
+    }
+
+    /// Heads whose end two parsers could place differently. Each is
+    /// refused at once, whole or fed a byte at a time, before anything
+    /// after it is read as a request of its own.
+    #[test]
+    fn heads_with_bare_line_ends_are_refused_however_they_arrive() {
+        let smuggle = b"POST /send?name=alice HTTP/1.1\r\nHost: x\r\nContent-Length: 5\n\n\
+                        POST /send?name=mallory HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
+        let cases: &[&[u8]] = &[
+            smuggle,
+            b"GET / HTTP/1.1\nHost: x\n\n",
+            b"GET / HTTP/1.1\r\nHost: x\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\n",
+            b"GET / HTTP/1.1\rHost: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: a\rb\r\nHost: x\r\n\r\n",
+            b"\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"\r\n\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"\r\rGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        ];
+        let limits = HandshakeLimits::default();
+        for case in cases {
+            assert_eq!(
+                parse(case, 0, &limits),
+                Err(HandshakeError::BareLineEnding),
+                "{:?}",
+                String::from_utf8_lossy(case)
+            );
+            // Fed a byte at a time, it is refused no later than its first
+            // bare line end plus one byte.
+            let bad = case
+                .iter()
+                .enumerate()
+                .position(|(i, &b)| {
+                    (b == b'\n' && (i == 0 || case[i - 1] != b'\r'))
+                        || (b == b'\r' && case.get(i + 1).is_some_and(|&n| n != b'\n'))
+                })
+                .expect("each case has one");
+            let mut refused_at = None;
+            for cut in 1..=case.len() {
+                match parse(&case[..cut], cut - 1, &limits) {
+                    Ok(Parsed::Partial) => {}
+                    Err(HandshakeError::BareLineEnding) => {
+                        refused_at = Some(cut);
+                        break;
+                    }
+                    other => panic!("{:?}: {other:?}", String::from_utf8_lossy(case)),
+                }
+            }
+            assert!(refused_at.is_some_and(|at| at <= bad + 2), "{refused_at:?}");
+        }
+        let ends = parse(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\nGET", 0, &limits);
+        assert!(
+            matches!(ends, Ok(Parsed::Http(_, 27))),
+            "what follows a head is the next request's: {ends:?}"
+        );
+    }
+
+    #[test]
+    fn empty_lines_before_a_request_are_skipped_up_to_the_limit() {
+        let limits = HandshakeLimits::default().max_empty_lines(4);
+        // The fuzz finding: an unfinished HEAD after empty lines is waited
+        // for, not refused.
+        assert_eq!(
+            parse(b"\r\n\r\n\r\n\r\nHEAD ", 0, &limits),
+            Ok(Parsed::Partial)
+        );
+        let req = b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        for cut in 0..req.len() {
+            assert_eq!(parse(&req[..cut], 0, &limits), Ok(Parsed::Partial), "{cut}");
+        }
+        let Ok(Parsed::Http(got, len)) = parse(req, 0, &limits) else {
+            panic!("not parsed");
+        };
+        assert_eq!((got.method, got.path, len), ("GET", "/", req.len()));
+        assert_eq!(
+            parse(&b"\r\n".repeat(5), 0, &limits),
+            Err(HandshakeError::TooManyEmptyLines { max: 4 })
+        );
+        assert_eq!(request_start(b"\r\n\r\nHEAD"), 4);
+        assert_eq!(request_start(b"\r\n\rHEAD"), 2);
+    }
+
+    #[test]
+    fn only_a_websocket_upgrade_is_taken_as_one() {
+        // RFC 9110 §7.8: a server may ignore an upgrade it does not offer.
+        let h2c = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+                    Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n";
+        assert!(matches!(
+            parse(h2c, 0, &Default::default()),
+            Ok(Parsed::Http(ref r, _)) if !r.is_upgrade()
+        ));
+        // A WebSocket key with another Upgrade is a broken upgrade.
+        assert_eq!(
+            parse(
+                &with("Upgrade: websocket", "Upgrade: h2c"),
+                0,
+                &Default::default()
+            ),
+            Err(HandshakeError::InvalidUpgrade)
+        );
     }
 
     #[test]

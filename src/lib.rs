@@ -82,6 +82,7 @@ mod handler;
 pub mod handshake;
 pub mod history;
 pub mod protocol;
+mod rate;
 mod server;
 pub mod session;
 mod stats;
@@ -89,8 +90,8 @@ mod timer;
 pub mod utf8;
 mod worker;
 
-pub use broadcast::{Bridge, Broadcaster};
-pub use config::{Backpressure, Config};
+pub use broadcast::{Bridge, Broadcaster, PublishStatus};
+pub use config::{Backpressure, Config, RateLimit};
 pub use error::{CloseCode, ConfigError, HandshakeError, PingTooLong, ProtocolError};
 pub use handler::{
     Conn, ConnId, Handler, Hold, Pending, Publisher, Reply, Upgrade, Wake, WakeReason,

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
@@ -15,7 +15,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::broadcast::{Bridge, Broadcaster, Hub, Publish, Remote, Topics};
 use crate::config::Config;
 use crate::handler::{Handler, Shared};
-use crate::history::{History, HistoryConfig};
+use crate::history::History;
 use crate::session::Time;
 use crate::stats::{Counters, Stats};
 use crate::worker::{Worker, WAKER};
@@ -70,12 +70,11 @@ impl Server {
 
         // Bind everything before starting a thread, so that errors come
         // back from here, and port 0 is resolved once for all workers.
-        let (local_addr, parts, hub) = bind_workers(addr, workers, config.history)?;
+        let stats: Vec<Arc<Stats>> = (0..workers).map(|_| Arc::default()).collect();
+        let (local_addr, parts, hub) = bind_workers(addr, &config, &stats)?;
         let mut threads = Vec::with_capacity(workers);
-        let mut stats = Vec::with_capacity(workers);
         for (i, (poll, listener, receiver)) in parts.into_iter().enumerate() {
-            let worker_stats = Arc::new(Stats::default());
-            stats.push(worker_stats.clone());
+            let worker_stats = stats[i].clone();
             let shared = Shared {
                 worker: i,
                 config: config.clone(),
@@ -165,13 +164,13 @@ type WorkerParts = (Poll, mio::net::TcpListener, mpsc::Receiver<Publish>);
 /// one bound (so port 0 becomes one port), and the hub that reaches them.
 fn bind_workers(
     addr: SocketAddr,
-    workers: usize,
-    history: Option<HistoryConfig>,
+    config: &Config,
+    stats: &[Arc<Stats>],
 ) -> io::Result<(SocketAddr, Vec<WorkerParts>, Arc<Hub>)> {
     let mut local_addr = addr;
-    let mut parts = Vec::with_capacity(workers);
-    let mut remotes = Vec::with_capacity(workers);
-    for _ in 0..workers {
+    let mut parts = Vec::with_capacity(stats.len());
+    let mut remotes = Vec::with_capacity(stats.len());
+    for stats in stats {
         let listener = reuseport_listener(local_addr)?;
         local_addr = listener.local_addr()?;
         let poll = Poll::new()?;
@@ -181,15 +180,20 @@ fn bind_workers(
             waker,
             inbox,
             pending: AtomicBool::new(false),
+            queued: AtomicUsize::new(0),
+            stats: stats.clone(),
         });
         parts.push((poll, mio::net::TcpListener::from_std(listener), receiver));
     }
     let hub = Arc::new(Hub {
         shutdown: AtomicBool::new(false),
         remotes,
-        history: history.map(|config| Mutex::new(History::new(config, epoch_seed()))),
+        history: config
+            .history
+            .map(|history| Mutex::new(History::new(history, epoch_seed()))),
         bridge: OnceLock::new(),
         interest: Mutex::default(),
+        max_inbox_bytes: config.max_inbox_bytes,
     });
     Ok((local_addr, parts, hub))
 }

@@ -41,6 +41,7 @@ use crate::protocol::{
     close_payload, Event, Incoming, Message, MessageReader, Outbox, SharedFrame,
     MAX_CONTROL_PAYLOAD,
 };
+use crate::rate::Rate;
 
 /// The longest timeout a [`Config`] may set: connection timestamps are
 /// kept as 32-bit milliseconds and compared by their difference.
@@ -293,6 +294,8 @@ struct Open<D> {
     /// The socket refused output, or a send was dropped: tell the
     /// application when the queue is empty.
     drain_wanted: bool,
+    /// Against [`Config::rate_limit`].
+    rate: Rate,
     /// permessage-deflate, when negotiated.
     #[cfg(feature = "deflate")]
     deflate: Option<Box<crate::deflate::Context>>,
@@ -485,10 +488,7 @@ impl<D> Session<D> {
         let buf: &[u8] = if held == 0 { input } else { request };
         // The answer to a HEAD has no body, a refusal's included. Blank
         // lines may come before a request line (RFC 9112 §2.2).
-        let with_body = !buf
-            .iter()
-            .position(|&b| b != b'\r' && b != b'\n')
-            .is_some_and(|at| buf[at..].starts_with(b"HEAD "));
+        let with_body = !buf[handshake::request_start(buf)..].starts_with(b"HEAD ");
         // A client that sends requests without reading the answers gets
         // a closing answer once they pass the write buffer cap.
         let room_to_answer = self.out.len() <= config.max_write_buffer;
@@ -598,6 +598,7 @@ impl<D> Session<D> {
             },
             last_message: now.stamp(),
             drain_wanted: false,
+            rate: Rate::new(now),
             #[cfg(feature = "deflate")]
             deflate: agreed
                 .deflate
@@ -694,6 +695,19 @@ impl<D> Session<D> {
                 return Err(ReadError::Protocol(err));
             }
         };
+        if let (Some(limit), State::Open(open)) = (&config.rate_limit, &mut self.state) {
+            let messages = matches!(
+                step.event,
+                Some(
+                    Event::Message(_) | Event::Compressed { .. } | Event::Ping(_) | Event::Pong(_)
+                )
+            );
+            if !open.rate.charge(now, limit, messages as u32, step.consumed) {
+                let err = ProtocolError::RateLimited;
+                self.fail(now, &err);
+                return Err(ReadError::Protocol(err));
+            }
+        }
         let event = match step.event {
             Some(Event::Compressed { text, payload }) => {
                 match self.inflate(config, text, &payload) {
@@ -1639,11 +1653,57 @@ mod tests {
         assert!(s.poll_shutdown());
     }
 
+    /// The smuggling corpus on a kept-alive connection: a head with a bare
+    /// line end is refused whole, and nothing behind it is read as a
+    /// request. Each case goes in whole and cut at every byte.
+    #[test]
+    fn a_request_cannot_hide_another_behind_a_bare_line_end() {
+        let config = Config::default();
+        let next = "POST /send?name=mallory HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
+        let heads = [
+            "POST /send?name=alice HTTP/1.1\r\nHost: x\r\nContent-Length: 5\n\n",
+            "POST /send?name=alice HTTP/1.1\nHost: x\nContent-Length: 5\n\n",
+            "POST /send?name=alice HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\n",
+            "POST /send?name=alice HTTP/1.1\r\nHost: x\rContent-Length: 5\r\n\r\n",
+            "\nPOST /send?name=alice HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\n\r\nPOST /send?name=alice HTTP/1.1\nHost: x\n\n",
+        ];
+        for head in heads {
+            let input = format!("{head}{next}");
+            let plain_first = head.starts_with("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+            for cut in 0..input.len() {
+                let mut s = Session::<u32>::new(ms(0), peer());
+                let mut got = feed(&mut s, ms(0), &config, &input.as_bytes()[..cut]);
+                if !got.iter().any(|g| g.starts_with("error")) {
+                    got.extend(feed(&mut s, ms(0), &config, &input.as_bytes()[cut..]));
+                }
+                let replies = String::from_utf8(written(&mut s)).unwrap();
+                assert_eq!(
+                    got,
+                    ["error: handshake refused: request head has a CR or LF outside a CRLF line ending"],
+                    "{head:?} cut at {cut}"
+                );
+                assert!(
+                    !replies.contains("POST page"),
+                    "{head:?} cut at {cut}: {replies}"
+                );
+                let answers = replies.matches("HTTP/1.1 ").count();
+                assert_eq!(answers, 1 + plain_first as usize, "{replies}");
+                assert!(replies.contains("400 Bad Request\r\n"), "{replies}");
+                assert!(s.poll_shutdown(), "the connection closes after the 400");
+            }
+        }
+    }
+
     #[test]
     fn a_head_after_blank_lines_gets_no_body() {
         let config = Config::default();
-        let (_, reply) = answered(&config, b"\r\n\nHEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let (_, reply) = answered(&config, b"\r\n\r\nHEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(reply.ends_with("Content-Length: 9\r\n\r\n"), "{reply}");
+        // The fuzz finding: an unfinished HEAD after empty lines is owed
+        // nothing yet.
+        let (_, reply) = answered(&config, b"\r\n\r\n\r\n\r\nHEAD ");
+        assert_eq!(reply, "");
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct Stats {
     closes: [AtomicU64; CODES.len() + 1],
     http_requests: AtomicU64,
     held: AtomicU64,
+    /// Written by publishing threads, not this worker: only when they
+    /// find its inbox full, which is rare.
+    publishes_refused: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
@@ -82,6 +85,9 @@ impl Stats {
     pub(crate) fn unhold(&self) {
         self.held.fetch_sub(1, Relaxed);
     }
+    pub(crate) fn publish_refused(&self) {
+        bump(&self.publishes_refused, 1);
+    }
     pub(crate) fn bytes_in(&self, n: usize) {
         bump(&self.bytes_in, n as u64);
     }
@@ -110,6 +116,7 @@ impl Stats {
             closes: self.closes.each_ref().map(load),
             http_requests: load(&self.http_requests),
             held: load(&self.held),
+            publishes_refused: load(&self.publishes_refused),
         }
     }
 }
@@ -143,6 +150,9 @@ pub struct Counters {
     pub http_requests: u64,
     /// Requests held ([`Reply::Hold`](crate::Reply::Hold)) now.
     pub held: u64,
+    /// Publishes refused because this worker's inbox was full
+    /// ([`PublishStatus::Refused`](crate::PublishStatus::Refused)).
+    pub publishes_refused: u64,
 }
 
 impl Counters {
@@ -165,6 +175,7 @@ impl Counters {
         }
         self.http_requests += other.http_requests;
         self.held += other.held;
+        self.publishes_refused += other.publishes_refused;
     }
 
     /// Closes counted for one code; codes outside the tracked set count as 0
@@ -204,8 +215,8 @@ impl fmt::Display for Counters {
         writeln!(f, "bytes  in {}  out {}", self.bytes_in, self.bytes_out)?;
         writeln!(
             f,
-            "http requests {}  held now {}",
-            self.http_requests, self.held
+            "http requests {}  held now {}  publishes refused {}",
+            self.http_requests, self.held, self.publishes_refused
         )?;
         write!(f, "closes by code:")?;
         for (code, n) in CODES.iter().zip(self.closes) {

@@ -44,6 +44,9 @@ pub(crate) struct Worker<H: Handler> {
     origin: Instant,
     /// Connections with broadcast frames queued in this batch.
     delivered: Vec<usize>,
+    /// Connections whose read budget ran out with input left, in the order
+    /// they get their next turn.
+    ready: Vec<usize>,
     /// Set once shutdown has begun: when to give up on close replies.
     shutdown_deadline: Option<Time>,
 }
@@ -67,6 +70,7 @@ impl<H: Handler> Worker<H> {
             timers: TimerWheel::new(TICK),
             origin: Instant::now(),
             delivered: Vec::new(),
+            ready: Vec::new(),
             shutdown_deadline: None,
         }
     }
@@ -105,6 +109,7 @@ impl<H: Handler> Worker<H> {
                 self.on_timer(key, tick);
             }
             self.deliver_published();
+            self.serve_ready();
         }
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
@@ -117,8 +122,9 @@ impl<H: Handler> Worker<H> {
     /// How long `poll` may sleep: until the next timer or the shutdown
     /// deadline.
     fn poll_timeout(&self) -> Option<Duration> {
-        // Messages published in the last round's callbacks go out now.
-        if !self.shared.published.is_empty() {
+        // Messages published in the last round's callbacks go out now, and
+        // connections with input left get their turn after this look.
+        if !self.shared.published.is_empty() || !self.ready.is_empty() {
             return Some(Duration::ZERO);
         }
         let wake_at = self
@@ -185,16 +191,47 @@ impl<H: Handler> Worker<H> {
         }
     }
 
+    /// Reads what the connection's budget allows; one with input left
+    /// joins the back of the ready list, once.
     fn read_ready(&mut self, key: usize, to_the_end: bool) {
         let Worker {
             conns,
             handler,
             shared,
             rbuf,
+            ready,
             ..
         } = self;
         if let Some(conn) = conns.get_mut(key) {
-            conn.read_ready(key, handler, shared, rbuf, to_the_end);
+            if conn.read_ready(key, handler, shared, rbuf, to_the_end)
+                && !conn.set_read_pending(true)
+            {
+                ready.push(key);
+            }
+        }
+    }
+
+    /// Gives each connection in the ready list its next turn, in order,
+    /// after this round's events, timers and deliveries. One that still has
+    /// input left goes to the back, for the next round. A key whose
+    /// connection has gone, or been replaced, is skipped.
+    fn serve_ready(&mut self) {
+        let mut turn = std::mem::take(&mut self.ready);
+        for &key in &turn {
+            let pending = self
+                .conns
+                .get_mut(key)
+                .is_some_and(|conn| conn.set_read_pending(false));
+            if pending {
+                // No edge will come for what is already in the socket.
+                self.read_ready(key, true);
+                self.drive(key);
+            }
+        }
+        turn.clear();
+        // Keep the allocation when nothing was added meanwhile.
+        if self.ready.is_empty() {
+            self.ready = turn;
         }
     }
 
@@ -316,7 +353,9 @@ impl<H: Handler> Worker<H> {
             // After the callback, so that a subscription made in it cannot
             // pass to the next connection that gets this key.
             for topic in self.shared.topics.remove_conn(key) {
-                self.shared.hub.worker_interest(&topic, false);
+                self.shared
+                    .hub
+                    .worker_interest(self.shared.worker, &topic, false);
             }
         }
         self.shared.stats.removed();
@@ -329,6 +368,7 @@ impl<H: Handler> Worker<H> {
             .pending
             .store(false, Ordering::Release);
         while let Ok(publish) = self.inbox.try_recv() {
+            self.shared.hub.remotes[self.shared.worker].took(&publish);
             self.deliver(&publish);
         }
         self.flush_delivered();

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use util::{start, Client};
 use wsloop::frame::OpCode;
-use wsloop::{Bridge, Conn, Handler, Message};
+use wsloop::{Bridge, Conn, Handler, Message, PublishStatus};
 
 /// Records what the server tells it.
 #[derive(Default)]
@@ -64,7 +64,7 @@ impl Handler for Rooms {
         let Message::Text(text) = msg else { return };
         if let Some(rest) = text.strip_prefix("say ") {
             let (room, words) = rest.split_once(' ').unwrap();
-            conn.publish(room, Message::Text(words));
+            let _ = conn.publish(room, Message::Text(words));
         } else if let Some(room) = text.strip_prefix("leave ") {
             conn.unsubscribe(room);
             assert_eq!(conn.send_text("left"), wsloop::SendStatus::Queued);
@@ -100,12 +100,14 @@ fn the_bridge_hears_publishes_and_each_topic_s_first_and_last_subscriber() {
     for client in others.iter_mut().chain([&mut early]) {
         assert_eq!(client.expect_frame().payload, b"hello");
     }
-    server
+    let status = server
         .broadcaster()
         .publish("lobby", Message::Text("from afar"));
-    server
+    assert_eq!(status, PublishStatus::Queued);
+    let status = server
         .broadcaster()
         .publish_local("lobby", Message::Text("from a bridge"));
+    assert_eq!(status, PublishStatus::Queued);
     for client in others.iter_mut().chain([&mut early]) {
         assert_eq!(client.expect_frame().payload, b"from afar");
         assert_eq!(client.expect_frame().payload, b"from a bridge");

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use util::{start, Client, Room};
 use wsloop::frame::OpCode;
 
-use wsloop::{CloseCode, Conn, Handler, Message, Request, Upgrade};
+use wsloop::{CloseCode, Conn, Handler, Message, PublishStatus, Request, Upgrade};
 
 const CLIENTS: usize = 200;
 const EACH: usize = 5;
@@ -69,7 +69,8 @@ fn broadcaster_reaches_subscribers_from_another_thread() {
     let broadcaster = server.broadcaster();
     std::thread::spawn(move || {
         for i in 0..100 {
-            broadcaster.publish("room", Message::Text(&i.to_string()));
+            let status = broadcaster.publish("room", Message::Text(&i.to_string()));
+            assert_eq!(status, PublishStatus::Queued);
         }
     })
     .join()
@@ -99,7 +100,7 @@ fn unsubscribed_and_closed_connections_get_nothing() {
             }
         }
         fn on_message(&mut self, conn: &mut Conn<'_, bool>, msg: Message<'_>) {
-            conn.publish("room", msg);
+            let _ = conn.publish("room", msg);
         }
     }
     let server = start(util::config(1), || Picky);
@@ -152,9 +153,10 @@ fn a_subscription_made_in_on_close_ends_with_the_connection() {
     // The next connection gets the first one's slab key.
     let mut second = Client::open(addr, "/");
     let mut witness = Client::open(addr, "/witness");
-    server
+    let status = server
         .broadcaster()
         .publish("late", Message::Text("leaked?"));
+    assert_eq!(status, PublishStatus::Queued);
     // Once the witness has it, the worker has delivered it everywhere.
     assert_eq!(witness.expect_frame().payload, b"leaked?");
     second.send_text("probe");

@@ -557,6 +557,13 @@ fuzz_target!(|data: &[u8]| {
             (Ok(got), Ok(Parsed::Upgrade(req, len) | Parsed::Http(req, len))) => {
                 assert_eq!(summary(&req), *got);
                 assert_eq!(s.end, Some(s.start + len), "the request's length differs");
+                // The head is exactly what httparse reads.
+                let mut headers = [httparse::EMPTY_HEADER; 64];
+                let head = match httparse::Request::new(&mut headers).parse(&stream[s.start..]) {
+                    Ok(httparse::Status::Complete(n)) => n,
+                    other => panic!("at {}: httparse says {other:?}", s.start),
+                };
+                assert_eq!(head + req.body().len(), len, "the head's length differs");
             }
             (Err(got), Err(whole)) => assert_eq!(*got, whole),
             (got, whole) => panic!("at {}: whole: {whole:?}, in chunks: {got:?}", s.start),

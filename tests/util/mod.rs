@@ -236,7 +236,7 @@ impl Handler for Room {
     }
 
     fn on_message(&mut self, conn: &mut wsloop::Conn<'_>, msg: wsloop::Message<'_>) {
-        conn.publish("room", msg);
+        let _ = conn.publish("room", msg);
     }
 }
 

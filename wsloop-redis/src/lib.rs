@@ -63,7 +63,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use wsloop::{Bridge, Broadcaster, Message, Server};
+use wsloop::{Bridge, Broadcaster, Message, PublishStatus, Server};
 
 /// The Redis client this crate uses, for callers that want to talk to the
 /// same Redis (the benchmark checks subscriptions with it).
@@ -130,7 +130,8 @@ pub struct BridgeCounters {
     /// Messages from other servers handed to local subscribers.
     pub received: u64,
     /// Messages for other servers that were dropped: Redis was away or the
-    /// queue was full.
+    /// queue was full; and messages from them that this server refused
+    /// because a worker's inbox was full (`PublishStatus::Refused`).
     pub dropped: u64,
     /// Connections to Redis made again after one was lost.
     pub reconnects: u64,
@@ -600,6 +601,7 @@ fn listen(
         match deliver(inner.node, topic, msg.get_payload_bytes(), broadcaster) {
             Delivered::Local => {}
             Delivered::Remote => bump(&inner.counters.received),
+            Delivered::Refused => bump(&inner.counters.dropped),
             Delivered::Malformed => bump(&inner.counters.malformed),
         }
     }
@@ -609,6 +611,8 @@ enum Delivered {
     /// Our own message, delivered here when it was published.
     Local,
     Remote,
+    /// A worker here was too far behind to take it.
+    Refused,
     Malformed,
 }
 
@@ -626,8 +630,10 @@ fn deliver(node: u64, topic: &str, payload: &[u8], broadcaster: &Broadcaster) ->
     if from == node {
         return Delivered::Local;
     }
-    broadcaster.publish_local(topic, msg);
-    Delivered::Remote
+    match broadcaster.publish_local(topic, msg) {
+        PublishStatus::Queued => Delivered::Remote,
+        _ => Delivered::Refused,
+    }
 }
 
 #[cfg(test)]
