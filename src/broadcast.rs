@@ -463,6 +463,94 @@ mod tests {
         .wants(id(7, 1)));
     }
 
+    /// A hub of `workers` whose inboxes hold `max` bytes, and its inboxes.
+    fn hub(
+        workers: usize,
+        max: usize,
+        history: Option<History>,
+    ) -> (Hub, Vec<mpsc::Receiver<Publish>>, Vec<mio::Poll>) {
+        let mut remotes = Vec::new();
+        let mut inboxes = Vec::new();
+        let mut polls = Vec::new();
+        for _ in 0..workers {
+            let poll = mio::Poll::new().unwrap();
+            let (inbox, receiver) = mpsc::channel();
+            remotes.push(Remote {
+                waker: Waker::new(poll.registry(), mio::Token(1)).unwrap(),
+                inbox,
+                pending: AtomicBool::new(false),
+                queued: AtomicUsize::new(0),
+                stats: Arc::default(),
+            });
+            inboxes.push(receiver);
+            polls.push(poll);
+        }
+        let hub = Hub {
+            shutdown: AtomicBool::new(false),
+            remotes,
+            history: history.map(Mutex::new),
+            bridge: OnceLock::new(),
+            interest: Mutex::default(),
+            max_inbox_bytes: max,
+        };
+        (hub, inboxes, polls)
+    }
+
+    #[test]
+    fn a_worker_without_subscribers_gets_nothing_queued() {
+        let (hub, inboxes, _polls) = hub(3, 1 << 20, None);
+        hub.worker_interest(2, "room", true);
+        let (status, local) = hub.publish("room", Message::Text("hi"), Some(0));
+        assert_eq!(status, PublishStatus::Queued);
+        assert!(local.is_some(), "the publisher's own worker delivers itself");
+        assert!(inboxes[1].try_recv().is_err(), "worker 1 has no subscriber");
+        assert_eq!(&*inboxes[2].try_recv().unwrap().frame, b"\x81\x02hi");
+        let status = hub.publish("elsewhere", Message::Text("x"), None).0;
+        assert_eq!(status, PublishStatus::Queued);
+        assert!(inboxes.iter().all(|inbox| inbox.try_recv().is_err()));
+        hub.worker_interest(2, "room", false);
+        let _ = hub.publish("room", Message::Text("gone"), None);
+        assert!(inboxes[2].try_recv().is_err());
+    }
+
+    #[test]
+    fn a_full_inbox_refuses_the_publish_for_everyone_and_records_nothing() {
+        let history = History::new(crate::HistoryConfig::default(), 1);
+        let (hub, inboxes, _polls) = hub(2, 4_096, Some(history));
+        hub.worker_interest(0, "room", true);
+        hub.worker_interest(1, "room", true);
+        let line = "x".repeat(1_000);
+        let mut queued = 0;
+        while hub.publish("room", Message::Text(&line), None).0 == PublishStatus::Queued {
+            queued += 1;
+            assert!(queued < 100, "never refused");
+        }
+        // Full at the bound, by at most the one message that reached it.
+        let held = hub.remotes[1].queued.load(Ordering::Acquire);
+        let one = inboxes[1].try_recv().unwrap().cost();
+        assert!((4_096..4_096 + one).contains(&held), "{held}");
+        let refused = |r: &Remote| r.stats.snapshot().publishes_refused;
+        assert_eq!(hub.remotes.iter().map(refused).sum::<u64>(), 1);
+        // Nothing of the refused message anywhere: not in either inbox,
+        // not in the history.
+        assert_eq!(inboxes[0].try_iter().count(), queued);
+        assert_eq!(inboxes[1].try_iter().count(), queued - 1);
+        for _ in 0..queued {
+            hub.remotes[0].took(&Publish::new("room", Message::Text(&line)));
+        }
+        let first = MessageId { epoch: 1, seq: 1 };
+        assert_eq!(hub.since("room", Some(first)).entries.len(), queued - 1);
+        // The worker drains: publishes are taken again.
+        for _ in 0..queued {
+            hub.remotes[1].took(&Publish::new("room", Message::Text(&line)));
+        }
+        let _ = hub.publish("other", Message::Text("y"), None);
+        assert_eq!(
+            hub.publish("room", Message::Text("again"), None).0,
+            PublishStatus::Queued
+        );
+    }
+
     #[test]
     fn publish_encodes_an_unmasked_frame_once() {
         let p = Publish::new("room", Message::Text("hi"));
