@@ -131,9 +131,15 @@ pub struct Config {
     /// second with a burst ([`RateLimit`]). Default `None`: no limit past
     /// the sizes in `limits`. Past it the connection is closed with 1008.
     pub rate_limit: Option<RateLimit>,
-    /// Peers whose `X-Forwarded-For` or `X-Real-IP` header is believed for
-    /// the client address. Default empty: the socket address is used.
+    /// Peers whose `X-Forwarded-For` header is believed for the client
+    /// address: its last entry, which the proxy appended. Default empty:
+    /// the socket address is used.
     pub trusted_proxies: Vec<IpAddr>,
+    /// Believe `X-Real-IP` from trusted proxies instead of
+    /// `X-Forwarded-For`. Default false. Set it only when every trusted
+    /// proxy sets `X-Real-IP` itself: one that does not passes the
+    /// client's own header through, and the client picks its address.
+    pub real_ip_header: bool,
     /// Topic history: numbered messages kept per topic, for resuming and
     /// long polls. Default `None`: messages are not numbered, and topics
     /// keep nothing.
@@ -170,6 +176,7 @@ impl Default for Config {
             max_inbox_bytes: 16 << 20,
             rate_limit: None,
             trusted_proxies: Vec::new(),
+            real_ip_header: false,
             history: None,
             max_held_per_ip: 64,
             #[cfg(feature = "deflate")]
@@ -197,6 +204,7 @@ setters! {
         max_inbox_bytes: usize,
         rate_limit: Option<RateLimit>,
         trusted_proxies: Vec<IpAddr>,
+        real_ip_header: bool,
         history: Option<HistoryConfig>,
         max_held_per_ip: usize,
     }

@@ -147,6 +147,7 @@ impl<D> Connection<D> {
         let mut pos = 0;
         while pos < buf.len() {
             let trusted = &shared.config.trusted_proxies;
+            let real_ip = shared.config.real_ip_header;
             // Shared::publisher() would borrow all of `shared`; the config
             // and the proxies are borrowed beside it here.
             let mut publisher = Publisher {
@@ -157,7 +158,7 @@ impl<D> Connection<D> {
             let stats = &shared.stats;
             let mut hold = None;
             let answer = |req: &Request<'_>, peer| {
-                let peer = req.client_addr(peer, trusted);
+                let peer = req.client_addr(peer, trusted, real_ip);
                 if req.is_upgrade() {
                     return Answer::from(handler.on_upgrade(req, peer));
                 }

@@ -171,24 +171,30 @@ impl<'a> Request<'a> {
         self.key.is_some()
     }
 
-    /// The client's address: the one a trusted proxy forwards in
-    /// `X-Real-IP` or `X-Forwarded-For` (its last entry, which that proxy
-    /// added), else the socket's `peer`. Headers from anyone not in
-    /// `trusted` are ignored.
-    pub fn client_addr(&self, peer: SocketAddr, trusted: &[IpAddr]) -> SocketAddr {
+    /// The client's address: the one a trusted proxy forwards, else the
+    /// socket's `peer`. Headers from anyone not in `trusted` are ignored.
+    ///
+    /// The address is the last entry of `X-Forwarded-For`, the one the
+    /// proxy itself appended: entries before it are the client's to
+    /// choose. `X-Real-IP` is believed instead only when `real_ip` says
+    /// so ([`Config::real_ip_header`](crate::Config::real_ip_header)): a
+    /// proxy that only appends to `X-Forwarded-For` passes a client's own
+    /// `X-Real-IP` through.
+    pub fn client_addr(&self, peer: SocketAddr, trusted: &[IpAddr], real_ip: bool) -> SocketAddr {
         if !trusted.contains(&peer.ip()) {
             return peer;
         }
-        // The proxy appends to the last X-Forwarded-For line, or adds one.
-        let forwarded = self
-            .header("x-real-ip")
-            .or_else(|| {
-                self.all("x-forwarded-for")
-                    .last()
-                    .and_then(|v| v.rsplit(',').next())
-            })
-            .and_then(|ip| ip.trim().parse::<IpAddr>().ok());
-        forwarded.map_or(peer, |ip| SocketAddr::new(ip, peer.port()))
+        let forwarded = if real_ip {
+            self.header("x-real-ip")
+        } else {
+            // The proxy appends to the last line, or adds one.
+            self.all("x-forwarded-for")
+                .last()
+                .and_then(|v| v.rsplit(',').next())
+        };
+        forwarded
+            .and_then(|ip| ip.trim().parse::<IpAddr>().ok())
+            .map_or(peer, |ip| SocketAddr::new(ip, peer.port()))
     }
 
     /// `Sec-WebSocket-Accept` for this upgrade (RFC 6455 §4.2.2); `None`
@@ -907,18 +913,32 @@ mod tests {
         let proxy: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let trusted = ["127.0.0.1".parse().unwrap()];
         assert_eq!(
-            req.client_addr(proxy, &trusted),
+            req.client_addr(proxy, &trusted, false),
             "192.0.2.7:5000".parse().unwrap()
         );
-        assert_eq!(req.client_addr(proxy, &[]), proxy);
+        assert_eq!(req.client_addr(proxy, &[], false), proxy);
         // With two header lines, the proxy's addition is on the last.
         let req = b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 192.0.2.8\r\n\r\n";
         let Ok(Parsed::Http(req, _)) = parse(req, 0, &Default::default()) else {
             panic!()
         };
         assert_eq!(
-            req.client_addr(proxy, &trusted),
+            req.client_addr(proxy, &trusted, false),
             "192.0.2.8:5000".parse().unwrap()
+        );
+        // A client's own X-Real-IP, passed through by a proxy that only
+        // appends to X-Forwarded-For, is not believed unless configured.
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\nX-Real-IP: 6.6.6.6\r\nX-Forwarded-For: 192.0.2.9\r\n\r\n";
+        let Ok(Parsed::Http(req, _)) = parse(req, 0, &Default::default()) else {
+            panic!()
+        };
+        assert_eq!(
+            req.client_addr(proxy, &trusted, false),
+            "192.0.2.9:5000".parse().unwrap()
+        );
+        assert_eq!(
+            req.client_addr(proxy, &trusted, true),
+            "6.6.6.6:5000".parse().unwrap()
         );
     }
 

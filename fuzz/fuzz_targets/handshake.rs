@@ -206,16 +206,24 @@ fn httparse_head_len(buf: &[u8]) -> Option<usize> {
 }
 
 /// Forwarding headers are believed from a trusted proxy only, and then
-/// give the address of `X-Real-IP`, else the last of `X-Forwarded-For`.
+/// give the address of the last entry of the last `X-Forwarded-For`, or
+/// of `X-Real-IP` where that is configured.
 fn check_client_addr(req: &Request<'_>) {
     let proxy = SocketAddr::from(([127, 0, 0, 1], 5000));
-    assert_eq!(req.client_addr(proxy, &[]), proxy);
     let other: IpAddr = [10, 0, 0, 1].into();
-    assert_eq!(req.client_addr(proxy, &[other]), proxy);
-    let forwarded = req
-        .header("x-real-ip")
-        .or_else(|| req.header("x-forwarded-for")?.rsplit(',').next())
-        .and_then(|ip| ip.trim().parse::<IpAddr>().ok());
-    let want = forwarded.map_or(proxy, |ip| SocketAddr::new(ip, proxy.port()));
-    assert_eq!(req.client_addr(proxy, &[other, proxy.ip()]), want);
+    for real_ip in [false, true] {
+        assert_eq!(req.client_addr(proxy, &[], real_ip), proxy);
+        assert_eq!(req.client_addr(proxy, &[other], real_ip), proxy);
+        let header = if real_ip {
+            req.header("x-real-ip")
+        } else {
+            req.headers()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
+                .last()
+                .and_then(|(_, v)| v.rsplit(',').next())
+        };
+        let forwarded = header.and_then(|ip| ip.trim().parse::<IpAddr>().ok());
+        let want = forwarded.map_or(proxy, |ip| SocketAddr::new(ip, proxy.port()));
+        assert_eq!(req.client_addr(proxy, &[other, proxy.ip()], real_ip), want);
+    }
 }
