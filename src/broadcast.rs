@@ -502,7 +502,10 @@ mod tests {
         hub.worker_interest(2, "room", true);
         let (status, local) = hub.publish("room", Message::Text("hi"), Some(0));
         assert_eq!(status, PublishStatus::Queued);
-        assert!(local.is_some(), "the publisher's own worker delivers itself");
+        assert!(
+            local.is_some(),
+            "the publisher's own worker delivers itself"
+        );
         assert!(inboxes[1].try_recv().is_err(), "worker 1 has no subscriber");
         assert_eq!(&*inboxes[2].try_recv().unwrap().frame, b"\x81\x02hi");
         let status = hub.publish("elsewhere", Message::Text("x"), None).0;
