@@ -516,13 +516,11 @@ pub fn inflate(
         let base = inflater.total_in();
         loop {
             let used = (inflater.total_in() - base) as usize;
-            let produced = out.len() - start;
-            // Room for what is allowed and one byte more, to see an overrun.
-            let room = max
-                .saturating_add(1)
-                .saturating_sub(produced)
-                .min(produced.max(input.len() * 4).max(1024));
-            out.reserve_exact(room);
+            let room = inflate_room(max, out.len() - start, input.len());
+            // A reservation too large for memory (a 32-bit target, a
+            // message size without limit) fails the message, not the worker.
+            out.try_reserve_exact(room)
+                .map_err(|_| ProtocolError::InflatedTooLarge { max })?;
             let spare = out.capacity() - out.len();
             let status = inflater
                 .decompress_vec(&input[used..], out, FlushDecompress::Sync)
@@ -556,6 +554,16 @@ pub fn inflate(
         }
     }
     Ok(())
+}
+
+/// How much more output room to give the inflater: what is allowed and
+/// one byte more, to see an overrun, but no more than doubling what it has
+/// made, or four times the input for a start. All saturating: `max` may be
+/// `usize::MAX`, and the input's length is the peer's.
+fn inflate_room(max: usize, produced: usize, input_len: usize) -> usize {
+    max.saturating_add(1)
+        .saturating_sub(produced)
+        .min(produced.max(input_len.saturating_mul(4)).max(1024))
 }
 
 #[cfg(test)]
@@ -747,6 +755,18 @@ mod tests {
         let mut d = fresh_inflater();
         let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
         assert_eq!(inflate_all(&mut d, &hello, usize::MAX).unwrap(), b"Hello");
+    }
+
+    #[test]
+    fn the_output_room_saturates_at_extreme_sizes() {
+        // Input past usize::MAX / 4 (a 1 GiB message on a 32-bit target).
+        let huge = usize::MAX / 4 + 1;
+        assert_eq!(inflate_room(usize::MAX, 0, huge), usize::MAX);
+        assert_eq!(inflate_room(100, 0, huge), 101);
+        assert_eq!(inflate_room(usize::MAX, usize::MAX, 0), 0);
+        assert_eq!(inflate_room(10, 20, 5), 0);
+        assert_eq!(inflate_room(1 << 20, 4096, 16), 4096);
+        assert_eq!(inflate_room(1 << 20, 0, 16), 1024);
     }
 
     #[test]

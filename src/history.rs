@@ -268,8 +268,11 @@ impl History {
         let continues = after.epoch == ring.epoch
             && after.seq < ring.next_seq
             && after.seq >= first.saturating_sub(1);
+        // `after.seq < next_seq`, so the +1 cannot wrap; the count is at
+        // most the ring's length, and a usize of 32 bits that could not
+        // hold it would skip everything rather than truncate.
         let skip = if continues {
-            (after.seq + 1 - first) as usize
+            usize::try_from(after.seq + 1 - first).unwrap_or(usize::MAX)
         } else {
             0
         };
@@ -389,6 +392,34 @@ mod tests {
         // A topic with no history.
         assert!(h.since("none", Some(id(1, 1))).reset);
         assert!(!h.since("none", None).reset);
+    }
+
+    #[test]
+    fn cursors_at_the_top_of_the_numbering() {
+        let mut h = History::new(HistoryConfig::default(), 1);
+        h.record("r", Message::Text("x"));
+        // As if the ring had numbered all but its last few ids.
+        let ring = h.rings.get_mut("r").unwrap();
+        ring.entries.clear();
+        ring.bytes = 0;
+        ring.next_seq = u64::MAX - 2;
+        h.record("r", Message::Text("y"));
+        h.record("r", Message::Text("z"));
+        // The ring holds MAX-2 and MAX-1; the next id would be MAX.
+        let at = |seq| h.since("r", Some(id(1, seq)));
+        let oldest = at(u64::MAX - 3);
+        assert!(oldest.entries.len() == 2 && !oldest.reset);
+        assert_eq!(
+            texts(&at(u64::MAX - 2).entries),
+            ["00000001-18446744073709551614 z"]
+        );
+        let newest = at(u64::MAX - 1);
+        assert!(newest.entries.is_empty() && !newest.reset);
+        assert_eq!(newest.latest, Some(id(1, u64::MAX - 1)));
+        for cursor in [u64::MAX, u64::MAX - 4, 0] {
+            let c = at(cursor);
+            assert!(c.reset && c.entries.len() == 2, "{cursor}");
+        }
     }
 
     #[test]

@@ -128,11 +128,15 @@ pub struct ControlPayload {
 
 impl ControlPayload {
     fn new(payload: &[u8]) -> Self {
+        // Control frames carry at most 125 bytes (§5.5), which
+        // `FrameHeader::parse` checks far from here; the cut keeps the
+        // index and the `u8` below in range whatever a caller passes.
+        let len = payload.len().min(MAX_CONTROL_PAYLOAD);
         let mut bytes = [0; MAX_CONTROL_PAYLOAD];
-        bytes[..payload.len()].copy_from_slice(payload);
+        bytes[..len].copy_from_slice(&payload[..len]);
         ControlPayload {
             bytes,
-            len: payload.len() as u8,
+            len: len as u8,
         }
     }
 
@@ -352,6 +356,8 @@ impl MessageReader {
             };
             let header = frame.header;
             let left = header.payload_len - frame.received;
+            // At most the input left, so it fits a usize even where the
+            // peer's 64-bit length would not.
             let take = left.min((input.len() - pos) as u64) as usize;
             let chunk = &mut input[pos..pos + take];
             if let Some(key) = header.mask {
@@ -485,11 +491,15 @@ impl MessageReader {
             (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
             (OpCode::Continuation, Some(_)) => {
                 let p = self.partial();
-                p.fragments += 1;
-                if p.fragments as usize > limits.max_fragments {
-                    return Err(ProtocolError::TooManyFragments {
-                        max: limits.max_fragments,
-                    });
+                // Config caps max_fragments at u32::MAX, so a count that
+                // would pass u32::MAX is over the limit too, not a wrap.
+                match p.fragments.checked_add(1) {
+                    Some(n) if n as usize <= limits.max_fragments => p.fragments = n,
+                    _ => {
+                        return Err(ProtocolError::TooManyFragments {
+                            max: limits.max_fragments,
+                        })
+                    }
                 }
             }
             (_, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
@@ -499,7 +509,10 @@ impl MessageReader {
                 }
             }
         }
-        let total = held as u64 + header.payload_len;
+        // In u64, never usize, so a 32-bit target cannot wrap the sum under
+        // the limit; saturating, so no wrap rests on `payload_len < 2^63`
+        // being checked in another file.
+        let total = (held as u64).saturating_add(header.payload_len);
         if total > limits.max_message_size as u64 {
             return Err(ProtocolError::MessageTooLarge {
                 len: total,
@@ -1157,6 +1170,68 @@ mod tests {
         ] {
             assert_eq!(err.close_code(), CloseCode::TOO_BIG);
         }
+    }
+
+    /// A masked binary frame header declaring `len`, in the 64-bit form.
+    fn header_64(fin: bool, op: OpCode, len: u64) -> Vec<u8> {
+        let mut header = vec![(u8::from(fin) << 7) | op.as_u8(), 0xFF];
+        header.extend(len.to_be_bytes());
+        header.extend([1, 2, 3, 4]);
+        header
+    }
+
+    #[test]
+    fn extreme_lengths_fail_with_typed_errors() {
+        // The top bit set (u64::MAX, 2^63) is refused by the header, and
+        // the largest legal length, 2^63 - 1, by the frame limit.
+        for len in [u64::MAX, 1 << 63] {
+            let input = header_64(true, OpCode::Binary, len);
+            check(&input, &[Owned::Error(ProtocolError::InvalidLength)]);
+        }
+        let len = i64::MAX as u64;
+        check(
+            &header_64(true, OpCode::Binary, len),
+            &[Owned::Error(ProtocolError::FrameTooLarge {
+                len,
+                max: 16 << 20,
+            })],
+        );
+        // Fragments whose sum passes u32::MAX, a 32-bit usize::MAX: the
+        // sum is taken in u64, so it cannot wrap to under the limit.
+        let max = u32::MAX as usize;
+        let limits = Limits::default().max_frame_size(max).max_message_size(max);
+        let mut input = masked(false, OpCode::Binary, &[0; 10]);
+        input.extend(header_64(true, OpCode::Continuation, u32::MAX.into()));
+        assert_eq!(
+            run(&input, &[], limits),
+            [Owned::Error(ProtocolError::MessageTooLarge {
+                len: u64::from(u32::MAX) + 10,
+                max
+            })]
+        );
+    }
+
+    #[test]
+    fn the_fragment_count_stops_at_u32_max() {
+        let max = u32::MAX as usize;
+        let limits = Limits::default().max_fragments(max);
+        let mut reader = MessageReader::new(Role::Server);
+        let mut first = masked(false, OpCode::Binary, b"a");
+        assert_eq!(reader.read(&mut first, &limits).unwrap().event, None);
+        // As if 2^32 - 3 more fragments had come.
+        reader.partial.as_mut().unwrap().fragments = u32::MAX - 1;
+        let mut last_allowed = masked(false, OpCode::Continuation, b"b");
+        assert_eq!(reader.read(&mut last_allowed, &limits).unwrap().event, None);
+        let mut one_more = masked(true, OpCode::Continuation, b"c");
+        assert_eq!(
+            reader.read(&mut one_more, &limits),
+            Err(ProtocolError::TooManyFragments { max })
+        );
+    }
+
+    #[test]
+    fn a_control_payload_never_holds_more_than_125_bytes() {
+        assert_eq!(ControlPayload::new(&[7; 300]).as_bytes(), &[7; 125][..]);
     }
 
     #[test]

@@ -28,7 +28,8 @@ impl TimerWheel {
     /// A wheel with the given tick length, starting at time 0.
     pub fn new(tick: Duration) -> Self {
         TimerWheel {
-            tick_ms: (tick.as_millis() as u64).max(1),
+            // `as u64` would wrap a tick of 2^64 ms to 0, then 1.
+            tick_ms: u64::try_from(tick.as_millis()).unwrap_or(u64::MAX).max(1),
             slots: (0..SLOTS).map(|_| Vec::new()).collect(),
             next_tick: 0,
             earliest: u64::MAX,
@@ -62,11 +63,13 @@ impl TimerWheel {
     /// Moves every entry due at `now` into `fired` as `(key, tick)`.
     pub fn expire(&mut self, now: Time, fired: &mut Vec<(usize, u64)>) {
         let now_tick = now.as_millis() / self.tick_ms;
+        // Ticks saturate: at u64::MAX ms of a 1 ms tick, the last tick
+        // stays the next one rather than wrapping to 0.
         if self.len == 0 || now_tick < self.earliest {
-            self.next_tick = self.next_tick.max(now_tick + 1);
+            self.next_tick = self.next_tick.max(now_tick.saturating_add(1));
             return;
         }
-        let last = now_tick.min(self.next_tick + SLOTS as u64 - 1);
+        let last = now_tick.min(self.next_tick.saturating_add(SLOTS as u64 - 1));
         for tick in self.next_tick..=last {
             let slot = &mut self.slots[(tick % SLOTS as u64) as usize];
             let before = slot.len();
@@ -79,7 +82,7 @@ impl TimerWheel {
             });
             self.len -= before - slot.len();
         }
-        self.next_tick = now_tick + 1;
+        self.next_tick = now_tick.saturating_add(1);
         self.earliest = self.find_earliest();
     }
 
@@ -88,7 +91,7 @@ impl TimerWheel {
         if self.len == 0 {
             return u64::MAX;
         }
-        for tick in self.next_tick..self.next_tick + SLOTS as u64 {
+        for tick in self.next_tick..self.next_tick.saturating_add(SLOTS as u64) {
             let slot = &self.slots[(tick % SLOTS as u64) as usize];
             if slot.iter().any(|&(_, at)| at == tick) {
                 return tick;
@@ -135,6 +138,33 @@ mod tests {
         assert_eq!(fired, [(2, b)]);
         assert!(wheel.is_empty());
         assert_eq!(wheel.next_due(), None);
+    }
+
+    #[test]
+    fn the_last_millisecond_fires_without_overflow() {
+        let mut wheel = TimerWheel::new(Duration::from_millis(1));
+        let end = ms(u64::MAX);
+        let a = wheel.arm(1, wheel.tick_of(end));
+        assert_eq!(a, u64::MAX);
+        assert_eq!(wheel.next_due(), Some(end));
+        let mut fired = Vec::new();
+        wheel.expire(ms(u64::MAX - 1), &mut fired);
+        assert!(fired.is_empty());
+        wheel.expire(end, &mut fired);
+        assert_eq!(fired, [(1, a)]);
+        // Armed at the last tick after it was expired: fires on the next call.
+        let b = wheel.arm(2, wheel.tick_of(end));
+        fired.clear();
+        wheel.expire(end, &mut fired);
+        assert_eq!(fired, [(2, b)]);
+        assert!(wheel.is_empty());
+    }
+
+    #[test]
+    fn a_tick_past_u64_millis_is_not_cut_short() {
+        // 2^64 ms: `as u64` would make it 0, then a 1 ms tick.
+        let wheel = TimerWheel::new(Duration::from_millis(u64::MAX) + Duration::from_millis(1));
+        assert_eq!(wheel.tick_of(ms(1000)), 1);
     }
 
     #[test]

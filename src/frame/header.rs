@@ -37,7 +37,9 @@ pub struct FrameHeader {
     pub opcode: OpCode,
     /// The masking key, if the frame is masked.
     pub mask: Option<[u8; 4]>,
-    /// The payload length in bytes.
+    /// The payload length in bytes: below 2^63 once parsed, but checked
+    /// against no limit, so not known to fit a `usize` (32 bits on some
+    /// targets) until a reader has compared it with one.
     pub payload_len: u64,
 }
 
@@ -256,5 +258,24 @@ mod tests {
                 "{bytes:x?}"
             );
         }
+    }
+
+    #[test]
+    fn extreme_64_bit_lengths() {
+        // §5.2: the top bit MUST be 0, so u64::MAX and 2^63 are refused,
+        // and 2^63 - 1 is the largest length a peer can declare.
+        for top in [u64::MAX, 1 << 63] {
+            let mut bytes = vec![0x82, 0x7F];
+            bytes.extend(top.to_be_bytes());
+            assert_eq!(
+                parse_all_splits(&bytes, Role::Client),
+                Err(ProtocolError::InvalidLength)
+            );
+        }
+        let mut bytes = vec![0x82, 0xFF];
+        bytes.extend((i64::MAX as u64).to_be_bytes());
+        bytes.extend([1, 2, 3, 4]);
+        let (h, n) = parse_all_splits(&bytes, Role::Server).unwrap().unwrap();
+        assert_eq!((h.payload_len, n), (i64::MAX as u64, MAX_HEADER_LEN));
     }
 }

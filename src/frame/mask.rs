@@ -70,6 +70,17 @@ mod tests {
     }
 
     #[test]
+    fn the_largest_offset_rotates_like_its_low_two_bits() {
+        // A frame's received count is the offset; only its phase matters.
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        let mut at_max = *b"abcdefghijk";
+        let mut at_three = at_max;
+        apply_mask(&mut at_max, key, u64::MAX);
+        naive(&mut at_three, key, 3);
+        assert_eq!(at_max, at_three);
+    }
+
+    #[test]
     fn rfc_6455_masked_hello() {
         // RFC 6455 §5.7: "Hello" masked with 37 fa 21 3d.
         let mut payload = [0x7f, 0x9f, 0x4d, 0x51, 0x58];
