@@ -4,7 +4,8 @@
 //! A token bucket is kept as its debt: how far ahead of the steady rate
 //! the peer is, in microseconds. Each message or byte adds its share of a
 //! second; time pays the debt off; a debt over the burst is over the
-//! limit. One 32-bit stamp and two 32-bit debts: 12 bytes a connection.
+//! limit. One 32-bit stamp and two 32-bit debts: 12 bytes, boxed, for
+//! each open connection when a limit is set.
 
 use crate::config::RateLimit;
 use crate::session::Time;
