@@ -8,7 +8,9 @@ cd "$(dirname "$0")/../fuzz"
 seconds=${1:-30}
 
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
-cargo +nightly fuzz build -O
+# -a keeps debug assertions and overflow checks in the optimized build, so
+# that a wrap on a peer's number is a crash, not a silent wrap.
+cargo +nightly fuzz build -O -a
 for target in $(cargo +nightly fuzz list); do
     extra=()
     [ "$target" = handshake ] && extra=(-dict=handshake.dict)
@@ -16,7 +18,7 @@ for target in $(cargo +nightly fuzz list); do
     scratch=$(mktemp -d)
     cp corpus/"$target"/seed-* "$scratch"/
     log=$(mktemp)
-    if ! cargo +nightly fuzz run -O "$target" "$scratch" -- \
+    if ! cargo +nightly fuzz run -O -a "$target" "$scratch" -- \
         -max_total_time="$seconds" "${extra[@]}" >"$log" 2>&1; then
         tail -n 40 "$log"
         echo "fuzz: $target crashed; the input is in fuzz/artifacts/$target/" >&2
