@@ -232,16 +232,24 @@ pub(crate) fn request_start(buf: &[u8]) -> usize {
         * 2
 }
 
-/// Finds where a head ends: the CRLF CRLF after its request line. `start`
-/// is [`request_start`]; bytes before `scanned` were searched already.
+/// Finds where a head ends: the CRLF CRLF after its request line, within
+/// the first `limit` bytes (bytes past them are not looked at, so that a
+/// head refused for its size is refused for that however it arrives).
+/// `start` is [`request_start`]; bytes before `scanned` were searched
+/// already.
 /// Every CR and LF must be one half of a CRLF pair: a parser that takes a
 /// bare LF as a line end and one that does not would disagree on where
 /// the request ends, which is how requests are smuggled past a proxy
 /// (RFC 9112 §11.2).
-fn head_end(buf: &[u8], start: usize, scanned: usize) -> Result<Option<usize>, HandshakeError> {
+fn head_end(
+    buf: &[u8],
+    start: usize,
+    scanned: usize,
+    limit: usize,
+) -> Result<Option<usize>, HandshakeError> {
     // Back up over a line end that the last search saw only part of.
     let from = scanned.saturating_sub(3).max(start);
-    for at in from..buf.len() {
+    for at in from..buf.len().min(limit) {
         match buf[at] {
             b'\n' if at == 0 || buf[at - 1] != b'\r' => return Err(HandshakeError::BareLineEnding),
             // The request line is not empty, so the blank line cannot
@@ -270,7 +278,7 @@ pub fn parse<'a>(
             max: limits.max_empty_lines,
         });
     }
-    let end = head_end(buf, start, scanned)?;
+    let end = head_end(buf, start, scanned, limits.max_header_bytes)?;
     // The one check of the head's size, complete or not; empty lines
     // before it count.
     if end.unwrap_or(buf.len()) > limits.max_header_bytes {
@@ -618,10 +626,10 @@ mod tests {
     #[test]
     fn the_head_end_is_found_from_any_resume_point() {
         for cut in 0..GOOD.len() {
-            assert_eq!(head_end(&GOOD[..cut], 0, 0), Ok(None));
+            assert_eq!(head_end(&GOOD[..cut], 0, 0, 8192), Ok(None));
         }
         for scanned in 0..GOOD.len() {
-            assert_eq!(head_end(GOOD, 0, scanned), Ok(Some(GOOD.len())));
+            assert_eq!(head_end(GOOD, 0, scanned, 8192), Ok(Some(GOOD.len())));
         }
     }
 
@@ -674,6 +682,16 @@ mod tests {
                 }
             }
             assert!(refused_at.is_some_and(|at| at <= bad + 2), "{refused_at:?}");
+        }
+        // Past the size limit nothing is looked at: too large, whole or cut.
+        let small = HandshakeLimits::default().max_header_bytes(32);
+        let long = b"GET / HTTP/1.1\r\nX-Pad: aaaaaaaaaaaaaaaaaaaa\nHost: x\r\n\r\n";
+        for cut in 33..=long.len() {
+            assert_eq!(
+                parse(&long[..cut], 0, &small),
+                Err(HandshakeError::HeadersTooLarge { max: 32 }),
+                "{cut}"
+            );
         }
         let ends = parse(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\nGET", 0, &limits);
         assert!(

@@ -494,12 +494,12 @@ fuzz_target!(|data: &[u8]| {
                                 verdict: Err(e.clone()),
                             });
                             // A refused HEAD gets no body either.
-                            // Blank lines may come before the request line.
-                            let line = &stream[start..];
-                            let line = match line.iter().position(|&b| b != b'\r' && b != b'\n') {
-                                Some(at) => &line[at..],
-                                None => &[][..],
-                            };
+                            // Empty lines (CRLF) may come before the
+                            // request line.
+                            let mut line = &stream[start..];
+                            while let Some(rest) = line.strip_prefix(b"\r\n") {
+                                line = rest;
+                            }
                             let with_body = !line.starts_with(b"HEAD ");
                             run.expected
                                 .extend(Response::for_error(e).encode(with_body, false));
