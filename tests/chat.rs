@@ -1,15 +1,19 @@
 //! The chat example's rules, over raw sockets against the built example:
 //! paths, Origin, room and name checks, the messages it relays, history
-//! and resume, and long polling beside WebSockets in one room.
+//! and resume, long polling beside WebSockets in one room, and the bounds
+//! on what a stranger can make it hold or send.
 
 mod util;
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Barrier};
 use std::thread;
 
 use serde_json::Value;
 use util::{spawn_example, upgrade_request, Client};
+use wsloop::frame::OpCode;
+use wsloop::protocol::encode_frame;
 
 fn refused_with(addr: SocketAddr, request: &str) -> String {
     let mut client = Client::connect(addr);
@@ -52,9 +56,20 @@ fn assert_consecutive(messages: &[Value]) {
 /// An HTTP request with a body on a kept-alive connection; the answer's
 /// head and body.
 fn request(client: &mut Client, method: &str, path: &str, body: &str) -> (String, Vec<u8>) {
+    request_with(client, method, path, "", body)
+}
+
+/// [`request`] with `headers` (each line ending in CRLF) added.
+fn request_with(
+    client: &mut Client,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (String, Vec<u8>) {
     client.send_raw(
         format!(
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {}\r\n\r\n{body}",
             body.len()
         )
         .as_bytes(),
@@ -62,30 +77,47 @@ fn request(client: &mut Client, method: &str, path: &str, body: &str) -> (String
     client.read_response()
 }
 
+/// The status line of an answer's head.
+fn status_of(head: &str) -> &str {
+    head.lines().next().unwrap()
+}
+
 /// A long-polling chat client: one connection for polls, one for sends.
 struct Poller {
     polls: Client,
     sends: Client,
+    /// Room, name and the client token, as the page sends them.
     query: String,
     cursor: String,
 }
 
 impl Poller {
     /// Joins with `after=0`: the answer is at once, with the latest id.
+    /// Its client token is made from its name.
     fn join(addr: SocketAddr, room: &str, name: &str) -> (Poller, Value) {
+        Poller::join_as(addr, room, name, &format!("client-{name}"))
+    }
+
+    /// [`Poller::join`] with a client token of its own.
+    fn join_as(addr: SocketAddr, room: &str, name: &str, client: &str) -> (Poller, Value) {
         let mut poller = Poller {
             polls: Client::connect(addr),
             sends: Client::connect(addr),
-            query: format!("room={room}&name={name}"),
+            query: format!("room={room}&name={name}&client={client}"),
             cursor: "0".into(),
         };
         let joined = poller.poll();
         (poller, joined)
     }
 
+    /// The path of a poll after the cursor.
+    fn poll_path(&self) -> String {
+        format!("/poll?{}&after={}", self.query, self.cursor)
+    }
+
     /// One poll: held until the room has something after the cursor.
     fn poll(&mut self) -> Value {
-        let path = format!("/poll?{}&after={}", self.query, self.cursor);
+        let path = self.poll_path();
         let (head, body) = request(&mut self.polls, "GET", &path, "");
         assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
         assert!(head.contains("Cache-Control: no-store\r\n"), "{head}");
@@ -374,11 +406,11 @@ fn polls_are_held_until_a_message_and_bad_input_gets_4xx() {
         head.lines().next().unwrap().to_owned()
     };
     for path in [
-        "/poll?room=p&name=pat",
-        "/poll?room=p&name=pat&after=",
-        "/poll?room=p&name=pat&after=garbled",
-        "/poll?room=p&name=pat&after=0000000g-1",
-        "/poll?room=p&after=0",
+        "/poll?room=p&name=pat&client=client-pat",
+        "/poll?room=p&name=pat&client=client-pat&after=",
+        "/poll?room=p&name=pat&client=client-pat&after=garbled",
+        "/poll?room=p&name=pat&client=client-pat&after=0000000g-1",
+        "/poll?room=p&client=client-pat&after=0",
     ] {
         assert_eq!(
             status(&mut c, "GET", path, ""),
@@ -387,27 +419,76 @@ fn polls_are_held_until_a_message_and_bad_input_gets_4xx() {
         );
     }
     assert_eq!(
-        status(&mut c, "POST", "/send?room=p&name=pat", ""),
+        status(
+            &mut c,
+            "POST",
+            "/send?room=p&name=pat&client=client-pat",
+            ""
+        ),
         "HTTP/1.1 400 Bad Request"
     );
     assert_eq!(
-        status(&mut c, "POST", "/send?room=p&name=pat", " \n"),
+        status(
+            &mut c,
+            "POST",
+            "/send?room=p&name=pat&client=client-pat",
+            " \n"
+        ),
         "HTTP/1.1 400 Bad Request"
     );
     assert_eq!(
         status(&mut c, "POST", "/poll?room=p&name=pat&after=0", ""),
         "HTTP/1.1 405 Method Not Allowed"
     );
+    // The client token: 8 to 64 of A-Z a-z 0-9 _ -, and required.
+    let long_token = "t".repeat(65);
+    for token in [
+        "",
+        "&client=",
+        "&client=short",
+        "&client=bad!token",
+        "&client=%41bcdefgh",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .chain([format!("&client={long_token}")])
+    {
+        let poll = format!("/poll?room=p&name=pat&after=0{token}");
+        assert_eq!(
+            status(&mut c, "GET", &poll, ""),
+            "HTTP/1.1 400 Bad Request",
+            "{poll}"
+        );
+        let send = format!("/send?room=p&name=pat{token}");
+        assert_eq!(
+            status(&mut c, "POST", &send, "hi"),
+            "HTTP/1.1 400 Bad Request",
+            "{send}"
+        );
+    }
+    for token in ["Az09_-Az", &"t".repeat(64)] {
+        let send = format!("/send?room=p&name=pat&client={token}");
+        assert_eq!(
+            status(&mut c, "POST", &send, "hi"),
+            "HTTP/1.1 204 No Content",
+            "{send}"
+        );
+    }
     // Refusals of the body close the connection.
     let long = "x".repeat(2001);
     let mut c = Client::connect(addr);
     assert_eq!(
-        status(&mut c, "POST", "/send?room=p&name=pat", &long),
+        status(
+            &mut c,
+            "POST",
+            "/send?room=p&name=pat&client=client-pat",
+            &long
+        ),
         "HTTP/1.1 413 Content Too Large"
     );
     c.expect_eof();
     let mut c = Client::connect(addr);
-    c.send_raw(b"POST /send?room=p&name=pat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n");
+    c.send_raw(b"POST /send?room=p&name=pat&client=client-pat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n");
     assert!(c.read_response().0.starts_with("HTTP/1.1 411 "));
     c.expect_eof();
     assert!(
@@ -447,4 +528,284 @@ fn a_silent_poller_is_announced_as_gone() {
     // test can see that the poll is held before it shuts the server down.)
     drop(wes);
     let _ = &mut child;
+}
+
+#[test]
+fn sends_and_polls_from_a_foreign_origin_are_refused_as_upgrades_are() {
+    let (_child, _stdout, addr) = spawn_example("chat", &["--workers", "2"]);
+    let mut wes = Client::open(addr, "/ws?room=o&name=wes");
+    read_room(&mut wes, 1);
+    let send = "/send?room=o&name=eve&client=client-eve";
+    let poll = "/poll?room=o&name=eve&client=client-eve&after=0";
+    let mut c = Client::connect(addr);
+    // A page of another site, and one without an origin of its own
+    // (a sandboxed frame): a browser sends these without asking first.
+    for origin in ["http://evil.example", "https://x.evil.example", "null"] {
+        let header = format!("Origin: {origin}\r\n");
+        let (head, _) = request_with(&mut c, "POST", send, &header, "from elsewhere");
+        assert_eq!(status_of(&head), "HTTP/1.1 403 Forbidden", "{origin}");
+        let (head, _) = request_with(&mut c, "GET", poll, &header, "");
+        assert_eq!(status_of(&head), "HTTP/1.1 403 Forbidden", "{origin}");
+    }
+    // The page's own origin (Host is "x"), and no Origin at all (curl, a
+    // script), as for upgrades.
+    let (head, _) = request_with(&mut c, "POST", send, "Origin: http://x\r\n", "from home");
+    assert_eq!(status_of(&head), "HTTP/1.1 204 No Content");
+    let (head, _) = request_with(&mut c, "GET", poll, "Origin: http://x\r\n", "");
+    assert_eq!(status_of(&head), "HTTP/1.1 200 OK");
+    let (head, _) = request(&mut c, "POST", send, "from curl");
+    assert_eq!(status_of(&head), "HTTP/1.1 204 No Content");
+    // The refused requests said nothing and joined no one.
+    assert_eq!(next_text(&mut wes, "join"), "* eve joined");
+    assert_eq!(next_text(&mut wes, "say"), "eve: from home");
+    assert_eq!(next_text(&mut wes, "say"), "eve: from curl");
+}
+
+#[test]
+fn a_poll_is_replaced_only_by_a_poll_with_the_same_client_token() {
+    let (_child, _stdout, addr) = spawn_example("chat", &["--workers", "2", "--poll-hold", "3"]);
+    let (mut pat, _) = Poller::join(addr, "k", "pat");
+    let held = thread::spawn(move || {
+        let answer = pat.poll();
+        (pat, answer)
+    });
+    // Someone else behind the same address polls with pat's room and name
+    // but a token of its own: a second pat, announced, which takes
+    // nothing from the first.
+    let (_mallory, joined) = Poller::join_as(addr, "k", "pat", "mallorys-token");
+    assert_eq!(
+        joined["here"],
+        serde_json::json!(["pat", "pat"]),
+        "{joined}"
+    );
+    let (mut pat, answer) = held.join().unwrap();
+    let messages = answer["messages"].as_array().unwrap();
+    assert!(
+        messages.iter().any(|m| m["text"] == "* pat joined"),
+        "pat's poll got the second pat's join: {answer}"
+    );
+
+    // A poll with pat's own token does replace pat's earlier poll: of two
+    // at once, whichever came first is answered 409.
+    let path = pat.poll_path();
+    let mut other = Client::connect(addr);
+    other.send_raw(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+    pat.polls
+        .send_raw(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+    let mut statuses = [
+        status_of(&pat.polls.read_response().0).to_owned(),
+        status_of(&other.read_response().0).to_owned(),
+    ];
+    statuses.sort();
+    assert_eq!(statuses, ["HTTP/1.1 200 OK", "HTTP/1.1 409 Conflict"]);
+}
+
+#[test]
+fn presence_is_bounded_per_address_per_room_and_overall() {
+    let args = [
+        "--workers",
+        "2",
+        "--trusted-proxy",
+        "127.0.0.1",
+        "--max-names-per-address",
+        "4",
+        "--max-room-members",
+        "6",
+        "--max-members",
+        "8",
+    ];
+    let (_child, _stdout, addr) = spawn_example("chat", &args);
+    let mut wes = Client::open(addr, "/ws?room=b&name=wes");
+    read_room(&mut wes, 1);
+    let mut c = Client::connect(addr);
+    // Says "hi" in `room` as `name` from `from`, as a proxy forwards it;
+    // the answer's head.
+    let mut say = |from: &str, room: &str, name: &str| {
+        let path = format!("/send?room={room}&name={name}&client=client-{name}");
+        let from = format!("X-Forwarded-For: {from}\r\n");
+        request_with(&mut c, "POST", &path, &from, "hi").0
+    };
+    let refused = |head: &str, why: &str| {
+        assert_eq!(status_of(head), "HTTP/1.1 429 Too Many Requests", "{why}");
+        // The default poll hold and grace: when a silent poller's place frees.
+        assert!(head.contains("Retry-After: 35\r\n"), "{head}");
+    };
+
+    // Four names from one address fit; a fifth is refused, posting or polling.
+    for name in ["n0", "n1", "n2", "n3"] {
+        assert_eq!(
+            status_of(&say("10.0.0.1", "b", name)),
+            "HTTP/1.1 204 No Content"
+        );
+    }
+    refused(&say("10.0.0.1", "b", "n4"), "a fifth name from one address");
+    let mut p = Client::connect(addr);
+    let poll = "/poll?room=b&name=n5&client=client-n5&after=0";
+    let (head, _) = request_with(&mut p, "GET", poll, "X-Forwarded-For: 10.0.0.1\r\n", "");
+    refused(&head, "a fifth name polling");
+
+    // Wes and five pollers fill the room, for pollers and sockets alike.
+    assert_eq!(
+        status_of(&say("10.0.0.2", "b", "m0")),
+        "HTTP/1.1 204 No Content"
+    );
+    refused(&say("10.0.0.2", "b", "m1"), "a seventh member");
+    let mut late = Client::connect(addr);
+    late.send_raw(upgrade_request("/ws?room=b&name=late").as_bytes());
+    refused(&late.read_head(), "a socket into a full room");
+
+    // Another room takes the chat to its eight members, and no further.
+    assert_eq!(
+        status_of(&say("10.0.0.3", "c", "r0")),
+        "HTTP/1.1 204 No Content"
+    );
+    assert_eq!(
+        status_of(&say("10.0.0.3", "c", "r1")),
+        "HTTP/1.1 204 No Content"
+    );
+    refused(&say("10.0.0.3", "c", "r2"), "a ninth member");
+
+    // Who is here stays within the room's bound.
+    let poll = "/poll?room=b&name=n0&client=client-n0&after=0";
+    let (head, body) = request_with(&mut p, "GET", poll, "X-Forwarded-For: 10.0.0.1\r\n", "");
+    assert_eq!(status_of(&head), "HTTP/1.1 200 OK");
+    let joined: Value = serde_json::from_slice(&body).unwrap();
+    let mut here: Vec<String> = serde_json::from_value(joined["here"].clone()).unwrap();
+    here.sort();
+    assert_eq!(here, ["m0", "n0", "n1", "n2", "n3", "wes"]);
+    // And those refused said nothing: wes heard the five that fit, each
+    // joining and saying hi, then its own last line.
+    wes.send_text("end");
+    let mut heard = Vec::new();
+    loop {
+        let msg = next(&mut wes);
+        if msg["text"] == "wes: end" {
+            break;
+        }
+        heard.push(msg["text"].as_str().unwrap().to_owned());
+    }
+    let mut want = Vec::new();
+    for name in ["n0", "n1", "n2", "n3", "m0"] {
+        want.push(format!("* {name} joined"));
+        want.push(format!("{name}: hi"));
+    }
+    assert_eq!(heard, want);
+}
+
+#[test]
+fn names_are_trimmed_and_lose_format_characters() {
+    let (_child, _stdout, addr) = spawn_example("chat", &["--workers", "2"]);
+    // Nothing visible: zero-width space, right-to-left override, a space,
+    // soft hyphen and spaces, byte order mark, a tag character.
+    for name in [
+        "%E2%80%8B",
+        "%E2%80%AE",
+        "+",
+        "%20%E2%80%8B%C2%AD%20",
+        "%EF%BB%BF",
+        "%F3%A0%80%A1",
+    ] {
+        let upgrade = upgrade_request(&format!("/ws?room=n&name={name}"));
+        assert!(
+            refused_with(addr, &upgrade).starts_with("HTTP/1.1 400 "),
+            "{name}"
+        );
+        let mut c = Client::connect(addr);
+        let query = format!("room=n&name={name}&client=client-xyz");
+        let (head, _) = request(&mut c, "GET", &format!("/poll?{query}&after=0"), "");
+        assert_eq!(status_of(&head), "HTTP/1.1 400 Bad Request", "{name}");
+        let (head, _) = request(&mut c, "POST", &format!("/send?{query}"), "hi");
+        assert_eq!(status_of(&head), "HTTP/1.1 400 Bad Request", "{name}");
+    }
+    // Format characters inside a name are dropped (a bidi override must
+    // not reorder the page's text after it), and white space around it.
+    let mut alice = Client::open(addr, "/ws?room=n&name=+al%E2%80%AEice%E2%80%8B+");
+    assert_eq!(next(&mut alice)["names"], serde_json::json!([]));
+    let joined = next(&mut alice);
+    assert_eq!(
+        (&joined["name"], &joined["text"]),
+        (&"alice".into(), &"* alice joined".into())
+    );
+    let (mut bob, answer) = Poller::join_as(addr, "n", "%E2%80%8Fbob%E2%80%8E%20", "client-bob");
+    assert_eq!(
+        answer["here"],
+        serde_json::json!(["alice", "bob"]),
+        "{answer}"
+    );
+    assert_eq!(next_text(&mut alice, "join"), "* bob joined");
+    bob.say("hi");
+    let said = next(&mut alice);
+    assert_eq!(
+        (&said["name"], &said["text"]),
+        (&"bob".into(), &"bob: hi".into())
+    );
+    // Letters, and white space between them, are kept as they are.
+    let mut carol = Client::open(addr, "/ws?room=n&name=car%C3%B6l+d");
+    read_room(&mut carol, 1);
+    assert_eq!(next_text(&mut alice, "join"), "* caröl d joined");
+}
+
+#[test]
+fn a_get_with_an_h2c_upgrade_gets_the_page() {
+    let (_child, _stdout, addr) = spawn_example("chat", &["--workers", "1"]);
+    // What `curl --http2` sends over plain HTTP: an upgrade the server
+    // may ignore (RFC 9110 §7.8), answering in HTTP/1.1.
+    let mut c = Client::connect(addr);
+    c.send_raw(
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
+    );
+    let (head, body) = c.read_response();
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(String::from_utf8(body).unwrap().contains("id=\"log\""));
+}
+
+#[test]
+fn a_flooding_client_is_stopped_on_either_transport() {
+    let (_child, _stdout, addr) = spawn_example("chat", &["--workers", "2"]);
+    // A WebSocket that writes lines back to back: 20 a second and 200 at
+    // once are let through, then it is closed with 1008.
+    let mut ws = Client::open(addr, "/ws?room=f&name=flood");
+    let mut writer = ws.stream.try_clone().unwrap();
+    let flood = thread::spawn(move || {
+        let mut frames = Vec::new();
+        for i in 0..10_000 {
+            let line = format!("line {i}");
+            encode_frame(
+                &mut frames,
+                true,
+                OpCode::Text,
+                Some([1, 2, 3, 4]),
+                line.as_bytes(),
+            );
+        }
+        // The server discards what comes after its close.
+        let _ = writer.write_all(&frames);
+    });
+    let mut relayed = 0;
+    let code = loop {
+        let frame = ws.expect_frame();
+        match frame.opcode {
+            OpCode::Close => break frame.close_code(),
+            OpCode::Text if frame.payload.starts_with(b"{\"id\"") => relayed += 1,
+            _ => {}
+        }
+    };
+    assert_eq!(code, Some(1008), "after {relayed} lines");
+    assert!(relayed < 1_000, "{relayed} lines relayed before the close");
+    flood.join().unwrap();
+
+    // A poller that posts back to back gets 429 past the same rate.
+    let (mut pat, _) = Poller::join(addr, "f", "pat");
+    let path = format!("/send?{}", pat.query);
+    let mut accepted = 0;
+    let head = loop {
+        let (head, _) = request(&mut pat.sends, "POST", &path, "again");
+        if !head.starts_with("HTTP/1.1 204 ") {
+            break head;
+        }
+        accepted += 1;
+        assert!(accepted < 1_000, "1,000 lines without a refusal");
+    };
+    assert_eq!(status_of(&head), "HTTP/1.1 429 Too Many Requests");
+    assert!(head.contains("Retry-After: 1\r\n"), "{head}");
 }

@@ -110,7 +110,8 @@ async function requests(browser) {
   const context = await browser.newContext();
   const http = context.request;
   const url = (path) => new URL(path, plain).href;
-  const room = "room=checks&name=probe";
+  // Room, name and the client token the page makes once.
+  const room = "room=checks&name=probe&client=probe-token-0123";
 
   const joined = await http.get(url(`/poll?${room}&after=0`));
   assert.strictEqual(joined.status(), 200);
@@ -122,6 +123,9 @@ async function requests(browser) {
 
   assert.strictEqual((await http.get(url(`/poll?${room}`))).status(), 400, "poll without after");
   assert.strictEqual((await http.get(url(`/poll?${room}&after=zz`))).status(), 400, "garbled after");
+  const untokened = "/poll?room=checks&name=probe&after=0";
+  assert.strictEqual((await http.get(url(untokened))).status(), 400, "poll without a client token");
+  assert.strictEqual((await http.get(url(`${untokened}&client=short`))).status(), 400, "short token");
   assert.strictEqual((await http.post(url(`/send?${room}`), { data: "" })).status(), 400, "empty line");
   const long = await http.post(url(`/send?${room}`), { data: "x".repeat(2001) });
   assert.strictEqual(long.status(), 413, "line over 2000 bytes");
@@ -129,6 +133,14 @@ async function requests(browser) {
     data: "hi", headers: { "content-type": "text/plain" },
   });
   assert.strictEqual(sent.status(), 204);
+  // What another site's page would send from a visitor's browser.
+  const foreign = { origin: "http://evil.example" };
+  const forged = await http.post(url(`/send?${room}`), {
+    data: "forged", headers: { "content-type": "text/plain", ...foreign },
+  });
+  assert.strictEqual(forged.status(), 403, "a send from another site");
+  assert.strictEqual((await http.get(url(`/poll?${room}&after=0`), { headers: foreign })).status(), 403,
+    "a poll from another site");
   await context.close();
 }
 

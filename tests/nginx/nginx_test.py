@@ -13,6 +13,7 @@ both logs, comma-separated); a room must span both.
 import asyncio
 import sys
 import json
+import secrets
 import time
 import urllib.error
 import urllib.request
@@ -44,9 +45,10 @@ def poll(addr, query, timeout=10):
 async def long_poll(addr, phase):
     """A poll held through nginx: answered by the chat at its hold when
     that is under proxy_read_timeout, else cut by nginx with 504."""
-    status, joined = poll(addr, "room=lp&name=pat&after=0")
+    client = secrets.token_urlsafe(16)  # the token a page makes once
+    status, joined = poll(addr, f"room=lp&name=pat&client={client}&after=0")
     assert status == 200, status
-    query = f"room=lp&name=pat&after={joined['latest']}"
+    query = f"room=lp&name=pat&client={client}&after={joined['latest']}"
     began = time.monotonic()
     status, body = await asyncio.to_thread(poll, addr, query)
     held = time.monotonic() - began

@@ -9,6 +9,7 @@ scripts/poll-test.sh starts the chat and runs this.
 import asyncio
 import http.client
 import json
+import secrets
 import sys
 import threading
 
@@ -36,13 +37,14 @@ def said(msgs):
 
 
 class Poller:
-    """Raw HTTP/1.1 on kept-alive connections: one for polls, one for sends."""
+    """Raw HTTP/1.1 on kept-alive connections: one for polls, one for sends,
+    both with the client token a page makes once (8 to 64 of A-Z a-z 0-9 _ -)."""
 
     def __init__(self, addr, name):
         host, port = addr.rsplit(":", 1)
         self.polls = http.client.HTTPConnection(host, int(port), timeout=30)
         self.sends = http.client.HTTPConnection(host, int(port), timeout=30)
-        self.query = f"room=mixed&name={name}"
+        self.query = f"room=mixed&name={name}&client={secrets.token_urlsafe(16)}"
         self.cursor = "0"
 
     def poll(self):

@@ -137,7 +137,8 @@ struct Chat {
 }
 
 impl Chat {
-    fn start() -> Chat {
+    /// Starts the chat for members that each say a line every `every`.
+    fn start(every: Duration) -> Chat {
         let exe = std::env::current_exe().expect("own path");
         let chat = exe
             .parent()
@@ -157,7 +158,13 @@ impl Chat {
             "--history",
             "1000",
         ];
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        // The chat's rate limit, 20 lines a second per client, is for
+        // strangers: a faster pace asked of the bench is let through.
+        let per_sec = (1.0 / every.as_secs_f64()).ceil().min(1e6) as u32;
+        if per_sec >= 20 {
+            args.extend(["--rate".to_owned(), (per_sec + 1).to_string()]);
+        }
         let process = Running::start(&chat, &args, "chat").expect("the chat starts");
         let addr = process.addr.parse().expect("an address");
         Chat { process, addr }
@@ -398,7 +405,9 @@ fn open_member(
             (Mouth::Socket(mouth), vec![closer], listener)
         }
         Transport::Polling => {
-            let query = format!("room={room}&name={name}");
+            // The token a page makes once: a poll replaces only an
+            // earlier poll that carries the same.
+            let query = format!("room={room}&name={name}&client=bench-{name}-{room}");
             let mut polls = BufReader::new(Counted::connect(addr, from, &tally));
             let sends = BufReader::new(Counted::connect(addr, from, &tally));
             let closers = vec![
@@ -543,7 +552,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let chat = Chat::start();
+    let chat = Chat::start(opts.every);
     println!(
         "polling: chat at {}, rooms of {}, a line per member every {} ms, {} s windows, medians of {}",
         chat.addr,
