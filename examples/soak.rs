@@ -12,11 +12,18 @@
 //! - **slow readers** (20): stop reading for 3 s at a time;
 //! - **droppers**: connect, upgrade, send half a frame and vanish;
 //! - **reconnect storms**: 1,000 clients upgrade at once, then leave;
-//! - **ping floods**: 10,000 pings without reading, then a clean close;
+//! - **ping floods**: 10,000 pings without reading, which the chat's rate
+//!   limit closes with 1008;
+//! - **line floods**: chat lines of 1,990 bytes back to back, never
+//!   reading, until the server closes the connection;
 //! - **bad frames**: oversized (1009), unmasked (1002), invalid UTF-8
 //!   (1007), a reserved opcode (1002);
 //! - **slowloris**: a request head one byte a second, which the server
 //!   must drop at its handshake deadline.
+//!
+//! A **prober** says a line in a room of its own every 100 ms and times
+//! its return, and fetches the page every 500 ms: the fairness figure, the
+//! latency a well-behaved client sees while the others misbehave.
 //!
 //! Every 2 s it samples the server's RSS, open fds, CPU and TCP
 //! connections by state. At the end it asserts that every chatter got
@@ -24,6 +31,19 @@
 //! every misbehaving client got its documented outcome, and that fds and
 //! RSS came back to near their baseline. The script then stops the chat
 //! with SIGTERM and requires a clean exit (no worker died).
+//!
+//! `--flood-seconds S` runs the memory figure instead: one line flood,
+//! reconnecting whenever it is closed, for S seconds, beside the prober;
+//! RSS is sampled every second, and must stay within `--rss-ceiling-mib`
+//! (64) of the baseline, and once the flood has gone come back to within
+//! a fifth of it plus `--kept-mib` (3): what glibc keeps of each worker's
+//! arena for reuse, one write buffer cap and one read buffer a worker
+//! (2 workers: 2.1 MiB). A flood of 30 s and one of 5 min end at the same
+//! RSS: nothing grows with the flood's length.
+//!
+//! `--posts N` sends N pipelined `POST /send` with distinct names from one
+//! address and checks that the chat's presence stays bounded: past the
+//! per-address bound the answer is 429, and RSS stays within the ceiling.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
@@ -39,6 +59,8 @@ use wsloop::protocol::encode_frame;
 const SLOW_READERS: usize = 20;
 const STORM: usize = 1000;
 const FLOOD: usize = 10_000;
+/// A line flood's lines: the chat takes up to 2,000 bytes.
+const FLOOD_LINE: usize = 1_990;
 /// The chat's MAX_LINE is 2,000 bytes; this frame is over it.
 const OVERSIZED: usize = 100_000;
 /// The bad frames: what the report calls them, the tally's keys for
@@ -56,12 +78,22 @@ struct Opts {
     minutes: f64,
     clients: usize,
     rooms: usize,
+    /// The memory figure instead of the mix: a line flood for this long.
+    flood_seconds: Option<f64>,
+    rss_ceiling_mib: u64,
+    /// What the allocator may keep after the flood, past a fifth of the
+    /// baseline: the chat's workers times (write buffer cap + read buffer).
+    kept_mib: u64,
+    /// Pipelined posts with distinct names, instead of the mix.
+    posts: Option<u64>,
 }
 
 fn parse_opts() -> Result<Opts, String> {
     let mut addr = None;
     let mut pid = None;
     let (mut minutes, mut clients, mut rooms) = (1.0, 50, 5);
+    let (mut flood_seconds, mut rss_ceiling_mib, mut posts) = (None, 64, None);
+    let mut kept_mib = 3;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
@@ -72,6 +104,12 @@ fn parse_opts() -> Result<Opts, String> {
             "--minutes" => minutes = value.parse().map_err(|_| format!("bad minutes {value}"))?,
             "--clients" => clients = value.parse().map_err(bad)?,
             "--rooms" => rooms = value.parse().map_err(bad)?,
+            "--flood-seconds" => {
+                flood_seconds = Some(value.parse().map_err(|_| format!("bad seconds {value}"))?)
+            }
+            "--rss-ceiling-mib" => rss_ceiling_mib = value.parse().map_err(bad)?,
+            "--posts" => posts = Some(value.parse().map_err(bad)?),
+            "--kept-mib" => kept_mib = value.parse().map_err(bad)?,
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -81,6 +119,10 @@ fn parse_opts() -> Result<Opts, String> {
         minutes,
         clients,
         rooms: rooms.max(1),
+        flood_seconds,
+        rss_ceiling_mib,
+        posts,
+        kept_mib,
     })
 }
 
@@ -347,6 +389,12 @@ fn main() {
         "soak: baseline RSS {} KiB, {} fds",
         baseline.rss_kib, baseline.fds
     );
+    if let Some(seconds) = opts.flood_seconds {
+        return flood_figure(&opts, Duration::from_secs_f64(seconds), baseline);
+    }
+    if let Some(posts) = opts.posts {
+        return posts_figure(&opts, posts, baseline);
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
@@ -377,8 +425,13 @@ fn main() {
         })
     };
 
-    // The chatters, one thread per room.
+    // The chatters, one thread per room, and the prober beside them.
     let deadline = Instant::now() + run_for;
+    let probe_stop = Arc::new(AtomicBool::new(false));
+    let prober = {
+        let stop = probe_stop.clone();
+        thread::spawn(move || probe(addr, &stop))
+    };
     let mut rooms = Vec::new();
     for r in 0..opts.rooms {
         let names: Vec<String> = (0..opts.clients)
@@ -390,7 +443,7 @@ fn main() {
 
     // The misbehavers, each kind on a thread of its own, until the deadline.
     let mut hostile = Vec::new();
-    for kind in 0..6 {
+    for kind in 0..7 {
         let (stop, tally) = (stop.clone(), tally.clone());
         hostile.push(thread::spawn(move || {
             while Instant::now() < deadline && !stop.load(Ordering::Acquire) {
@@ -400,7 +453,9 @@ fn main() {
                     2 => storm(addr, &tally),
                     3 => ping_flood(addr, &tally),
                     4 => bad_frames(addr, &tally),
-                    _ => slowloris(addr, &tally, deadline),
+                    5 => slowloris(addr, &tally, deadline),
+                    // Closed within the close timeout once over the limit.
+                    _ => line_flood(addr, &tally, deadline + Duration::from_secs(30)),
                 }
             }
         }));
@@ -418,6 +473,8 @@ fn main() {
         lines += got;
     }
     tally.add("chatters finished");
+    probe_stop.store(true, Ordering::Release);
+    let probes = prober.join().expect("every probe was answered");
 
     // Back to baseline: every connection gone, fds and RSS near where they were.
     let settle = Instant::now();
@@ -460,10 +517,16 @@ fn main() {
         &format!("ping floods of {FLOOD}"),
         tally.get("ping flood"),
         format!(
-            "{} closed cleanly with 1000 afterwards",
-            tally.get("ping flood 1000")
+            "{} closed with 1008 by the rate limit",
+            tally.get("ping flood 1008")
         ),
     );
+    row(
+        &format!("line floods ({FLOOD_LINE}-byte lines, never reading)"),
+        tally.get("line flood"),
+        format!("{} closed by the server", tally.get("line flood closed")),
+    );
+    println!("{probes}");
     for (label, sent, closed, code) in BAD_FRAMES {
         row(
             label,
@@ -489,7 +552,8 @@ fn main() {
     for (_, sent, closed, _) in BAD_FRAMES {
         same(sent, closed);
     }
-    same("ping flood", "ping flood 1000");
+    same("ping flood", "ping flood 1008");
+    same("line flood", "line flood closed");
     same("slowloris", "slowloris dropped");
     assert_eq!(
         tally.get("storm") * STORM as u64,
@@ -672,7 +736,8 @@ fn storm(addr: SocketAddr, tally: &Tally) {
     thread::sleep(Duration::from_secs(10));
 }
 
-/// 10,000 pings without reading, then a clean close.
+/// 10,000 pings without reading, then a close, which comes too late: the
+/// rate limit closes the connection with 1008 first.
 fn ping_flood(addr: SocketAddr, tally: &Tally) {
     let Ok(mut raw) = Raw::open(addr, "flood", "flooder") else {
         return;
@@ -703,8 +768,8 @@ fn ping_flood(addr: SocketAddr, tally: &Tally) {
         );
         let _ = writer.write_all(&close);
     });
-    if raw.close_code() == Some(1000) {
-        tally.add("ping flood 1000");
+    if raw.close_code() == Some(1008) {
+        tally.add("ping flood 1008");
     }
     sender.join().unwrap();
     thread::sleep(Duration::from_secs(2));
@@ -779,4 +844,291 @@ fn slowloris(addr: SocketAddr, tally: &Tally, deadline: Instant) {
             tally.add("slowloris dropped");
         }
     }
+}
+
+/// Chat lines back to back, never reading, until the server closes the
+/// connection: a write fails once it drops it (after its close timeout,
+/// since our close frame never reads its close frame). Gives up at `until`.
+fn line_flood(addr: SocketAddr, tally: &Tally, until: Instant) {
+    let Ok(mut raw) = Raw::open(addr, "flood", "liner") else {
+        return;
+    };
+    tally.add("line flood");
+    let line = vec![b'f'; FLOOD_LINE];
+    let mut batch = Vec::new();
+    for _ in 0..32 {
+        encode_frame(&mut batch, true, OpCode::Text, Some([7, 7, 7, 7]), &line);
+    }
+    // A server that stopped reading would fail the write here too, and
+    // the soak would report it: the server reads and discards what a
+    // closed connection sends.
+    let _ = raw.stream.set_write_timeout(Some(Duration::from_secs(15)));
+    while Instant::now() < until {
+        if raw.stream.write_all(&batch).is_err() {
+            tally.add("line flood closed");
+            return;
+        }
+    }
+}
+
+/// What a well-behaved client saw: its own lines' round trips, and page
+/// fetches, each on a fresh connection.
+#[derive(Default)]
+struct Probes {
+    echo: Vec<Duration>,
+    page: Vec<Duration>,
+}
+
+impl std::fmt::Display for Probes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn stats(v: &[Duration]) -> String {
+            let mut v = v.to_vec();
+            v.sort();
+            let at = |q: usize| v.get((v.len() * q / 100).min(v.len().saturating_sub(1)));
+            let ms = |d: Option<&Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1e3);
+            format!(
+                "{} answered, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                v.len(),
+                ms(at(50)),
+                ms(at(99)),
+                ms(v.last())
+            )
+        }
+        writeln!(
+            f,
+            "| prober: its own line back, every 100 ms | {} | {} |",
+            self.echo.len(),
+            stats(&self.echo)
+        )?;
+        write!(
+            f,
+            "| prober: GET / on a new connection, every 500 ms | {} | {} |",
+            self.page.len(),
+            stats(&self.page)
+        )
+    }
+}
+
+/// Says a line every 100 ms in a room of its own and times its return;
+/// fetches the page every 500 ms. Panics if either goes unanswered for
+/// 15 s: the worker it shares with the misbehavers must keep serving it.
+fn probe(addr: SocketAddr, stop: &AtomicBool) -> Probes {
+    let stream = TcpStream::connect(addr).expect("the prober connects");
+    stream.set_nodelay(true).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let url = format!("ws://{addr}/ws?room=probe&name=prober");
+    let (mut ws, _) = tungstenite::client(url.as_str(), stream).expect("the prober upgrades");
+    let mut probes = Probes::default();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Acquire) {
+        let line = format!("p{n}");
+        let sent = Instant::now();
+        ws.send(tungstenite::Message::text(line.clone()))
+            .expect("the prober can send");
+        let want = format!("prober: {line}");
+        loop {
+            let msg = ws.read().expect("the prober's line came back");
+            let Ok(text) = msg.to_text() else { continue };
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(text) else {
+                continue;
+            };
+            if json["kind"] == "say" && json["text"] == want.as_str() {
+                break;
+            }
+        }
+        probes.echo.push(sent.elapsed());
+        if n % 5 == 0 {
+            probes.page.push(fetch_page(addr));
+        }
+        n += 1;
+        thread::sleep(Duration::from_millis(100));
+    }
+    let _ = ws.close(None);
+    while ws.read().is_ok() {}
+    probes
+}
+
+/// The time to fetch the chat page whole, on a new connection.
+fn fetch_page(addr: SocketAddr) -> Duration {
+    let start = Instant::now();
+    let mut stream = TcpStream::connect(addr).expect("the page's connection");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut page = Vec::new();
+    stream.read_to_end(&mut page).expect("the page came");
+    assert!(page.starts_with(b"HTTP/1.1 200 "), "the page was refused");
+    start.elapsed()
+}
+
+/// The memory figure: one line flood after another for `run_for`, beside
+/// the prober, with RSS sampled every second; then the flood goes and RSS
+/// must come back.
+fn flood_figure(opts: &Opts, run_for: Duration, baseline: Sample) {
+    let (addr, pid, port) = (opts.addr, opts.pid, opts.addr.port());
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Tally::default();
+    let prober = {
+        let stop = stop.clone();
+        thread::spawn(move || probe(addr, &stop))
+    };
+    let peak = Arc::new(AtomicU64::new(baseline.rss_kib));
+    let sampler = {
+        let (stop, peak) = (stop.clone(), peak.clone());
+        thread::spawn(move || {
+            let start = Instant::now();
+            while !stop.load(Ordering::Acquire) {
+                thread::sleep(Duration::from_secs(1));
+                let now = sample(pid, port);
+                peak.fetch_max(now.rss_kib, Ordering::Relaxed);
+                println!(
+                    "soak: t={:>3.0}s  RSS {:>7} KiB  tcp established {:>3}",
+                    start.elapsed().as_secs_f64(),
+                    now.rss_kib,
+                    now.established
+                );
+            }
+        })
+    };
+    let deadline = Instant::now() + run_for;
+    while Instant::now() < deadline {
+        line_flood(addr, &tally, deadline);
+    }
+    stop.store(true, Ordering::Release);
+    sampler.join().unwrap();
+    let probes = prober.join().expect("every probe was answered");
+    // The flood has gone: every connection closes, and RSS settles.
+    let settle = Instant::now();
+    let mut end = sample(pid, port);
+    while end.established > 0 && settle.elapsed() < Duration::from_secs(30) {
+        thread::sleep(Duration::from_millis(200));
+        end = sample(pid, port);
+    }
+    thread::sleep(Duration::from_secs(1));
+    end = sample(pid, port);
+    let peak = peak.load(Ordering::Relaxed).max(end.rss_kib);
+    println!(
+        "\n| line flood for {:.0} s | value |",
+        run_for.as_secs_f64()
+    );
+    println!("|---|---|");
+    println!(
+        "| floods (each until the server closed it) | {} opened, {} closed |",
+        tally.get("line flood"),
+        tally.get("line flood closed")
+    );
+    println!("| RSS at baseline | {} KiB |", baseline.rss_kib);
+    println!(
+        "| RSS at the peak | {} KiB (+{} KiB) |",
+        peak,
+        peak.saturating_sub(baseline.rss_kib)
+    );
+    println!("| RSS after the flood | {} KiB |", end.rss_kib);
+    println!("{probes}");
+    let ceiling = baseline.rss_kib + opts.rss_ceiling_mib * 1024;
+    assert!(
+        peak <= ceiling,
+        "RSS peaked at {peak} KiB, over the ceiling of {ceiling} KiB"
+    );
+    // glibc keeps each worker arena's high-water mark for reuse: about one
+    // write buffer cap (1 MiB) and a read buffer a worker. Past that and a
+    // fifth of the baseline, memory did not come back.
+    let kept = baseline.rss_kib / 5 + opts.kept_mib * 1024;
+    assert!(
+        end.rss_kib <= baseline.rss_kib + kept,
+        "RSS {} KiB after the flood, against a baseline of {} KiB and {kept} KiB kept",
+        end.rss_kib,
+        baseline.rss_kib
+    );
+    assert_eq!(end.established, 0, "connections left open");
+    println!("soak: all checks passed");
+}
+
+/// Pipelined posts, each with a name of its own, on one connection from
+/// one address; the answers are read as they come. The chat keeps a
+/// poster's name as present, so this would grow its presence without end
+/// if nothing bounded it.
+fn posts_figure(opts: &Opts, posts: u64, baseline: Sample) {
+    let (addr, pid, port) = (opts.addr, opts.pid, opts.addr.port());
+    let mut stream = TcpStream::connect(addr).expect("the poster connects");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut reader = stream.try_clone().unwrap();
+    let counter = thread::spawn(move || {
+        let (mut ok, mut busy, mut other) = (0u64, 0u64, 0u64);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut carry = Vec::new();
+        while ok + busy + other < posts {
+            let n = reader.read(&mut buf).expect("the answers come");
+            assert!(n > 0, "the chat closed the connection");
+            carry.extend_from_slice(&buf[..n]);
+            // Count status lines; every answer here has no body but 429's
+            // short text, which holds no "HTTP/1.1 ".
+            let mut at = 0;
+            while let Some(i) = find(&carry[at..], b"HTTP/1.1 ") {
+                let line = at + i;
+                if carry.len() < line + 12 {
+                    break;
+                }
+                match &carry[line + 9..line + 12] {
+                    b"204" => ok += 1,
+                    b"429" => busy += 1,
+                    _ => other += 1,
+                }
+                at = line + 12;
+            }
+            carry.drain(..at);
+        }
+        (ok, busy, other)
+    });
+    let start = Instant::now();
+    let mut batch = Vec::new();
+    for i in 0..posts {
+        batch.extend_from_slice(
+            format!(
+                "POST /send?room=posts&name=n{i}&client=poster01 HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 2\r\n\r\nhi"
+            )
+            .as_bytes(),
+        );
+        if batch.len() > 60_000 || i + 1 == posts {
+            stream.write_all(&batch).expect("the chat reads the posts");
+            batch.clear();
+        }
+    }
+    let (ok, busy, other) = counter.join().expect("every post was answered");
+    let took = start.elapsed();
+    let peak = sample(pid, port);
+    drop(stream);
+    println!("\n| {posts} pipelined posts, each a new name, one address | value |");
+    println!("|---|---|");
+    println!(
+        "| answered | {ok} with 204, {busy} with 429, {other} otherwise, in {:.1} s |",
+        took.as_secs_f64()
+    );
+    println!(
+        "| RSS | {} KiB at baseline, {} KiB after (+{} KiB) |",
+        baseline.rss_kib,
+        peak.rss_kib,
+        peak.rss_kib.saturating_sub(baseline.rss_kib)
+    );
+    assert_eq!(other, 0, "answers other than 204 and 429");
+    assert!(busy > 0, "no post was refused: presence has no bound");
+    let ceiling = baseline.rss_kib + opts.rss_ceiling_mib * 1024;
+    assert!(
+        peak.rss_kib <= ceiling,
+        "RSS {} KiB, over the ceiling of {ceiling} KiB",
+        peak.rss_kib
+    );
+    println!("soak: all checks passed");
+}
+
+/// Where `needle` first occurs in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
 }

@@ -106,6 +106,13 @@ impl<D> Connection<D> {
         let mut budget = shared.config.read_budget;
         while !self.session.is_ended() {
             if budget == 0 {
+                // A peer that broke the protocol and still sends a whole
+                // budget's worth is flooding: drop it now rather than read
+                // and discard until its close timeout.
+                if self.session.is_failed() {
+                    self.session.handle_io_error();
+                    return false;
+                }
                 return true;
             }
             let room = rbuf.len().min(budget);

@@ -1209,6 +1209,12 @@ impl<D> Session<D> {
         matches!(self.state, State::Ended(_))
     }
 
+    /// Whether the peer broke the protocol or the rate limit, and what it
+    /// still sends is read only to be thrown away.
+    pub fn is_failed(&self) -> bool {
+        matches!(self.state, State::Failed(_))
+    }
+
     /// Whether messages can be sent.
     pub fn is_open(&self) -> bool {
         matches!(self.state, State::Open(_))
