@@ -42,57 +42,9 @@ use crate::protocol::{
     MAX_CONTROL_PAYLOAD,
 };
 use crate::rate::Rate;
+use crate::time::Stamp;
 
-/// The longest timeout a [`Config`] may set: connection timestamps are
-/// kept as 32-bit milliseconds and compared by their difference.
-pub const MAX_TIMEOUT: Duration = Duration::from_millis(1 << 31);
-
-/// A moment, in milliseconds from an origin the caller picks (a worker
-/// uses its own start). Tests make their own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Time(u64);
-
-impl Time {
-    /// The moment `ms` milliseconds after the origin.
-    pub const fn from_millis(ms: u64) -> Time {
-        Time(ms)
-    }
-
-    /// Milliseconds since the origin.
-    pub const fn as_millis(self) -> u64 {
-        self.0
-    }
-
-    /// This moment as a stamp, for moments that are kept.
-    fn stamp(self) -> Stamp {
-        Stamp(self.0 as u32)
-    }
-
-    /// The moment `wait` after `stamp`, a moment no later than now.
-    fn after(self, stamp: Stamp, wait: Duration) -> Time {
-        let ago = (self.0 as u32).wrapping_sub(stamp.0) as u64;
-        Time(self.0.saturating_sub(ago) + wait.as_millis() as u64)
-    }
-
-    /// Whether `wait` has passed since `stamp`.
-    fn reached(self, stamp: Stamp, wait: Duration) -> bool {
-        self >= self.after(stamp, wait)
-    }
-}
-
-impl std::ops::Add<Duration> for Time {
-    type Output = Time;
-
-    fn add(self, d: Duration) -> Time {
-        Time(self.0 + d.as_millis() as u64)
-    }
-}
-
-/// A past moment's low 32 bits: half the size of a `Time` and a quarter of
-/// an `Instant`. Only its distance to now is used, which is exact for
-/// anything under 24 days ([`MAX_TIMEOUT`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp(u32);
+pub use crate::time::{Time, MAX_TIMEOUT};
 
 /// How the application answers a request head.
 #[derive(Debug)]
@@ -1138,7 +1090,7 @@ impl<D> Session<D> {
                     code,
                     reason: reason.into(),
                 };
-                State::Ended(Some(Ending::new(open.data, Time(0), record)))
+                State::Ended(Some(Ending::new(open.data, Time::from_millis(0), record)))
             }
             State::Closing(ending) | State::Closed(ending) | State::Failed(ending) => {
                 State::Ended(Some(ending))
