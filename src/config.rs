@@ -8,7 +8,7 @@ use crate::error::ConfigError;
 use crate::handshake::HandshakeLimits;
 use crate::history::HistoryConfig;
 use crate::protocol::Limits;
-use crate::session::MAX_TIMEOUT;
+use crate::time::MAX_TIMEOUT;
 
 /// The longest [`RateLimit::burst`].
 const MAX_BURST: Duration = Duration::from_secs(3_600);

@@ -13,7 +13,8 @@ use crate::handler::{
     Conn, ConnId, Handler, HeldRequest, Pending, Publisher, Reply, Shared, Wake, WakeReason,
 };
 use crate::handshake::{Request, Response};
-use crate::session::{Answer, Delivery, Session, Time};
+use crate::session::{Answer, Delivery, Session};
+use crate::time::Time;
 
 /// Most pieces handed to one `sendmsg`.
 const MAX_IOVECS: usize = 64;

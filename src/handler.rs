@@ -12,8 +12,9 @@ use crate::error::{CloseCode, PingTooLong};
 use crate::handshake::{Request, Response};
 use crate::history::{Catchup, MessageId};
 use crate::protocol::{Message, SharedFrame};
-use crate::session::{Answer, SendStatus, Session, Time};
+use crate::session::{Answer, SendStatus, Session};
 use crate::stats::Stats;
+use crate::time::Time;
 
 /// The handler's answer to an upgrade request.
 #[derive(Debug, Clone, PartialEq, Eq)]

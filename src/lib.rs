@@ -86,6 +86,7 @@ mod rate;
 mod server;
 pub mod session;
 mod stats;
+mod time;
 mod timer;
 pub mod utf8;
 mod worker;

@@ -8,7 +8,7 @@
 //! each open connection when a limit is set.
 
 use crate::config::RateLimit;
-use crate::session::Time;
+use crate::time::Time;
 
 /// A connection's two buckets, messages and bytes.
 #[derive(Debug, Clone, Copy)]

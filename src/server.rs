@@ -16,8 +16,8 @@ use crate::broadcast::{Bridge, Broadcaster, Hub, Publish, Remote, Topics};
 use crate::config::Config;
 use crate::handler::{Handler, Shared};
 use crate::history::History;
-use crate::session::Time;
 use crate::stats::{Counters, Stats};
+use crate::time::Time;
 use crate::worker::{Worker, WAKER};
 
 /// Stops a running server from any thread: the workers stop accepting,

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::session::Time;
+use crate::time::Time;
 
 const SLOTS: usize = 4096;
 

@@ -17,7 +17,8 @@ use crate::conn::{interrupted, would_block, Connection};
 use crate::error::CloseCode;
 use crate::handler::{Handler, Shared, WakeReason};
 use crate::protocol::SharedFrame;
-use crate::session::{SendStatus, Time};
+use crate::session::SendStatus;
+use crate::time::Time;
 use crate::timer::TimerWheel;
 
 /// The listener's token.

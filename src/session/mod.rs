@@ -1,0 +1,412 @@
+//! One connection's whole life, pure: the request head, an HTTP answer or
+//! the upgrade, messages, the close handshake, the end; the five deadlines;
+//! and the close record that `on_close` reports.
+//!
+//! ```text
+//!                 head read, answered          reply out, FIN, peer's FIN
+//!  ReadingRequest ─────────────────► Answering ──────────────────────────┐
+//!        │ upgrade accepted                                              │
+//!        ▼                                                               │
+//!      Open ── we send close ──► Closing ── peer's close ──► Closed ─────┤
+//!        │                          │                          ▲  echo   │
+//!        ├── peer's close (we echo) ┼──────────────────────────┘  out    │
+//!        │                          │ protocol error                     │
+//!        └── protocol error ────────┴──────────► Failed ─────────────────┤
+//!                                       close out, FIN, peer's FIN       ▼
+//!  any state: peer's FIN, socket error, or a deadline ──────────────► Ended
+//! ```
+//!
+//! Nothing here reads a clock or touches a socket. Input goes in through
+//! `handle_*` calls: [`Session::handle_read`] for bytes read,
+//! [`Session::handle_timeout`], [`Session::handle_eof`] and
+//! [`Session::handle_write_blocked`]; the application's commands are
+//! [`Session::send`], [`Session::ping`] and [`Session::close`]. Output is
+//! pulled through `poll_*` calls: [`Session::poll_transmit`] for bytes to
+//! write, [`Session::poll_timeout`] for the next deadline,
+//! [`Session::poll_shutdown`] for when to send FIN and
+//! [`Session::poll_drain`] for when queued output has gone.
+//!
+//! Whatever the application sends while the reactor handles one readiness
+//! event is queued here, and the reactor writes it once when the event is
+//! done ("corking"): sixteen pipelined replies cost one `sendmsg`.
+
+// One file per question a reader has. This one holds the states, the
+// `handle_*` and `poll_*` surface that routes input to the parts, and the end.
+mod deadlines; // the five deadlines: handle_timeout, poll_timeout
+mod extensions; // permessage-deflate: agreed, inflating, compressing
+mod http; // the request head, its body, and the answer to it
+mod open; // an upgraded connection: frames, sends, the close handshake
+#[cfg(test)]
+mod test_util; // what the parts' tests share
+
+use std::net::SocketAddr;
+
+use crate::config::Config;
+use crate::error::{CloseCode, HandshakeError, ProtocolError};
+use crate::frame::Role;
+use crate::handshake::Request;
+use crate::protocol::{Incoming, MessageReader, Outbox};
+use crate::time::Stamp;
+use http::{Reading, Waiting};
+use open::{CloseRecord, Ending, Open};
+
+pub use crate::time::{Time, MAX_TIMEOUT};
+pub use http::Answer;
+
+/// What a read delivers to the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Delivery<'a> {
+    /// The upgrade was accepted: the connection is open.
+    Opened,
+    /// A data message, borrowed from the input where it arrived whole.
+    Message(Incoming<'a>),
+    /// A plain request's answer is held, as [`Answer::Hold`] asked.
+    Held,
+}
+
+/// The result of [`Session::handle_read`]: input bytes used, and what they
+/// delivered. Call again with the rest of the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step<'a> {
+    /// Bytes of input consumed.
+    pub consumed: usize,
+    /// What the application is to be given, if anything.
+    pub delivery: Option<Delivery<'a>>,
+}
+
+/// Why a read ended the connection's useful life. The session has already
+/// queued the answer (an HTTP error or a close frame); this is for counting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The request head was refused.
+    Handshake(HandshakeError),
+    /// The peer broke RFC 6455 or a limit.
+    Protocol(ProtocolError),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Handshake(e) => write!(f, "handshake refused: {e}"),
+            ReadError::Protocol(e) => write!(f, "protocol error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+/// What became of a send.
+#[must_use = "a send can be dropped or refused"]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendStatus {
+    /// Queued; it is written when the current event is done, with
+    /// everything else queued in it.
+    Queued,
+    /// Not sent: output is queued and this message would take it over
+    /// [`Config::max_write_buffer`]. Under
+    /// [`Backpressure::Close`](crate::Backpressure::Close) the connection
+    /// is now closing with 1008.
+    Dropped,
+    /// Not sent: the connection is closing or closed.
+    Closed,
+}
+
+/// Whether our FIN has gone out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fin {
+    /// Ours is still to go.
+    Pending,
+    /// Ours went out; we wait for the peer's.
+    Sent,
+    /// The peer's came first: once our last bytes are out we are done.
+    PeerFirst,
+}
+
+/// Where a connection is in its life; each state holds what only it needs.
+#[derive(Debug)]
+enum State<D> {
+    /// Reading the request head (boxed: most connections spend their life
+    /// in the smaller states).
+    ReadingRequest(Box<Reading>),
+    /// An HTTP answer (a page or a refusal) is queued; once it is out we
+    /// send FIN and wait for the peer's.
+    Answering { since: Stamp, fin: Fin },
+    /// A plain request whose answer the application holds (boxed: rare).
+    Held(Box<Waiting<D>>),
+    /// Upgraded: messages flow.
+    Open(Open<D>),
+    /// We sent a close frame and wait for the peer's.
+    Closing(Ending<D>),
+    /// Both close frames are exchanged: our last bytes go out, then the
+    /// TCP connection is dropped, the server closing first (§7.1.1). The
+    /// peer sends nothing after its close frame, so no reset can follow.
+    Closed(Ending<D>),
+    /// The peer broke the protocol: our close frame goes out, then FIN,
+    /// then we wait for the peer's FIN, so that input it is still sending
+    /// cannot turn our close frame into a reset.
+    Failed(Ending<D>),
+    /// The TCP connection is to be dropped now. An upgraded connection
+    /// keeps its data and record until `on_close` has seen them.
+    Ended(Option<Ending<D>>),
+}
+
+/// One server connection's protocol state, from the first byte of the
+/// request to the end. `D` is the application's data for an upgraded
+/// connection, decided when the upgrade is accepted.
+#[derive(Debug)]
+pub struct Session<D> {
+    state: State<D>,
+    reader: MessageReader,
+    out: Outbox,
+}
+
+impl<D> Session<D> {
+    /// A session for a connection from `peer`, accepted at `now`.
+    pub fn new(now: Time, peer: SocketAddr) -> Self {
+        Session {
+            state: State::ReadingRequest(Reading::boxed(now, peer)),
+            reader: MessageReader::new(Role::Server),
+            out: Outbox::new(),
+        }
+    }
+
+    /// Takes bytes read from the socket, unmasking frames in place. Returns
+    /// after at most one delivery; call again with the rest. When a request
+    /// head completes, `answer` decides what to do with it, given the
+    /// request and the socket's peer address. An error has
+    /// already been answered on the wire; it is returned for counting.
+    pub fn handle_read<'a>(
+        &mut self,
+        now: Time,
+        config: &Config,
+        input: &'a mut [u8],
+        answer: impl FnOnce(&Request<'_>, SocketAddr) -> Answer<D>,
+    ) -> Result<Step<'a>, ReadError> {
+        match self.state {
+            State::ReadingRequest(_) => self.read_request(now, config, input, answer),
+            State::Open(_) | State::Closing(_) => self.read_frames(now, config, input),
+            // A client must not send while its request is held: it has
+            // given up on the answer, or pipelines, which wsloop does not
+            // serve behind a held answer.
+            State::Held(_) => {
+                self.end(CloseCode::ABNORMAL, "");
+                Ok(Step {
+                    consumed: input.len(),
+                    delivery: None,
+                })
+            }
+            // Input after our last words is discarded.
+            State::Answering { .. } | State::Closed(_) | State::Failed(_) | State::Ended(_) => {
+                Ok(Step {
+                    consumed: input.len(),
+                    delivery: None,
+                })
+            }
+        }
+    }
+
+    /// The peer's FIN: it sends no more. Where our last words (an HTTP
+    /// answer, a close frame) are still queued they go out first, since the
+    /// peer may still read; anywhere else the connection ends, an open one
+    /// reporting 1006, a closing one its own record.
+    pub fn handle_eof(&mut self) {
+        if !self.out.is_empty() {
+            match &mut self.state {
+                // Closed ends once flushed anyway.
+                State::Closed(_) => return,
+                State::Answering { fin, .. } | State::Failed(Ending { fin, .. }) => {
+                    *fin = Fin::PeerFirst;
+                    return;
+                }
+                // An answer to a kept-alive request is going out, and no
+                // next request can come: finish the answer, then end.
+                State::ReadingRequest(reading) => {
+                    let since = reading.since;
+                    self.state = State::Answering {
+                        since,
+                        fin: Fin::PeerFirst,
+                    };
+                    return;
+                }
+                _ => {}
+            }
+        }
+        self.end(CloseCode::ABNORMAL, "");
+    }
+
+    /// A socket error, such as a reset: nothing more can be sent, so the
+    /// connection ends at once, reporting as [`Session::handle_eof`] does.
+    pub fn handle_io_error(&mut self) {
+        self.end(CloseCode::ABNORMAL, "");
+    }
+
+    /// Moves to `Ended`, keeping the first close record, or making one
+    /// with this code for a connection that had none.
+    fn end(&mut self, code: CloseCode, reason: &str) {
+        self.state = match std::mem::replace(&mut self.state, State::Ended(None)) {
+            State::Open(open) => {
+                let record = CloseRecord {
+                    code,
+                    reason: reason.into(),
+                };
+                State::Ended(Some(Ending::new(open.data, Time::from_millis(0), record)))
+            }
+            State::Closing(ending) | State::Closed(ending) | State::Failed(ending) => {
+                State::Ended(Some(ending))
+            }
+            State::Ended(ending) => State::Ended(ending),
+            State::ReadingRequest(_) | State::Answering { .. } | State::Held(_) => {
+                State::Ended(None)
+            }
+        };
+    }
+
+    /// A closed connection ends once its last bytes are written, and so
+    /// does one whose peer sent FIN while our last words were queued.
+    fn end_when_flushed(&mut self) {
+        let done = match &self.state {
+            State::Closed(_) => true,
+            State::Answering { fin, .. } | State::Failed(Ending { fin, .. }) => {
+                *fin == Fin::PeerFirst
+            }
+            _ => false,
+        };
+        if done && self.out.is_empty() {
+            self.end(CloseCode::ABNORMAL, "");
+        }
+    }
+
+    /// The socket took only part of the output: the application hears of
+    /// it through [`Session::poll_drain`] once the rest is written.
+    pub fn handle_write_blocked(&mut self) {
+        if let State::Open(open) = &mut self.state {
+            open.drain_wanted = true;
+        }
+    }
+
+    /// The bytes waiting to be written, in order, as pieces for one vectored send.
+    pub fn poll_transmit(&self) -> impl Iterator<Item = &[u8]> {
+        self.out.pieces()
+    }
+
+    /// Marks `n` bytes from [`Session::poll_transmit`] as written.
+    pub fn transmitted(&mut self, n: usize) {
+        self.out.consume(n);
+        self.end_when_flushed();
+    }
+
+    /// Whether output waits to be written.
+    pub fn wants_write(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// True once, when our last words are written and it is time to send
+    /// FIN: after an HTTP answer, or after the close frame that failed the
+    /// connection.
+    pub fn poll_shutdown(&mut self) -> bool {
+        if !self.out.is_empty() {
+            return false;
+        }
+        match &mut self.state {
+            State::Answering { fin, .. } | State::Failed(Ending { fin, .. })
+                if *fin == Fin::Pending =>
+            {
+                *fin = Fin::Sent;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// True once, when output that the socket had refused, or a dropped
+    /// send, is behind us and the queue is empty.
+    pub fn poll_drain(&mut self) -> bool {
+        match &mut self.state {
+            State::Open(open) if open.drain_wanted && self.out.is_empty() => {
+                open.drain_wanted = false;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the TCP connection is to be dropped now.
+    pub fn is_ended(&self) -> bool {
+        matches!(self.state, State::Ended(_))
+    }
+
+    /// Whether the peer broke the protocol or the rate limit, and what it
+    /// still sends is read only to be thrown away.
+    pub fn is_failed(&self) -> bool {
+        matches!(self.state, State::Failed(_))
+    }
+
+    /// Whether messages can be sent.
+    pub fn is_open(&self) -> bool {
+        matches!(self.state, State::Open(_))
+    }
+
+    /// Whether the upgrade happened, so that the application has data here.
+    pub fn is_upgraded(&self) -> bool {
+        self.data().is_some()
+    }
+
+    /// Output bytes queued and not yet written.
+    pub fn buffered_amount(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Bytes held for a partly received request head, frame or message.
+    pub fn buffered_input(&self) -> usize {
+        match &self.state {
+            State::ReadingRequest(reading) => reading.request.capacity(),
+            _ => self.reader.buffered(),
+        }
+    }
+
+    /// The application's data, once the upgrade is accepted.
+    pub fn data(&self) -> Option<&D> {
+        match &self.state {
+            State::Open(open) => Some(&open.data),
+            State::Closing(ending) | State::Closed(ending) | State::Failed(ending) => {
+                Some(&ending.data)
+            }
+            State::Ended(ending) => ending.as_ref().map(|e| &e.data),
+            State::ReadingRequest(_) | State::Answering { .. } | State::Held(_) => None,
+        }
+    }
+
+    /// The application's data, mutable.
+    pub fn data_mut(&mut self) -> Option<&mut D> {
+        match &mut self.state {
+            State::Open(open) => Some(&mut open.data),
+            State::Closing(ending) | State::Closed(ending) | State::Failed(ending) => {
+                Some(&mut ending.data)
+            }
+            State::Ended(ending) => ending.as_mut().map(|e| &mut e.data),
+            State::ReadingRequest(_) | State::Answering { .. } | State::Held(_) => None,
+        }
+    }
+
+    /// The permessage-deflate agreement in force, while open.
+    #[cfg(feature = "deflate")]
+    pub fn deflate(&self) -> Option<&crate::deflate::Agreement> {
+        match &self.state {
+            State::Open(open) => open.deflate.as_deref().map(|d| d.agreement()),
+            _ => None,
+        }
+    }
+
+    /// For an upgraded connection that has ended: the close code and
+    /// reason to report. The peer's if it closed first, ours (as sent) if
+    /// we did, 1006 if TCP ended without a close frame.
+    pub fn close_record(&self) -> Option<(CloseCode, &str)> {
+        match &self.state {
+            State::Ended(Some(ending)) => Some((ending.code, &ending.reason)),
+            _ => None,
+        }
+    }
+}
