@@ -107,10 +107,11 @@ impl<D> Connection<D> {
         let mut budget = shared.config.read_budget;
         while !self.session.is_ended() {
             if budget == 0 {
-                // A peer that broke the protocol and still sends a whole
-                // budget's worth is flooding: drop it now rather than read
-                // and discard until its close timeout.
-                if self.session.is_failed() {
+                // A peer that was sent a close frame (it broke the
+                // protocol or a limit, or did not read) and still sends a
+                // whole budget's worth in one turn is flooding: drop it now
+                // rather than read and discard until the close timeout.
+                if self.session.sent_close() {
                     self.session.handle_io_error();
                     return false;
                 }

@@ -338,10 +338,13 @@ impl<D> Session<D> {
         matches!(self.state, State::Ended(_))
     }
 
-    /// Whether the peer broke the protocol or the rate limit, and what it
-    /// still sends is read only to be thrown away.
-    pub fn is_failed(&self) -> bool {
-        matches!(self.state, State::Failed(_))
+    /// Whether our close frame is queued or sent: what the peer still
+    /// sends is read only for its close frame, or thrown away.
+    pub fn sent_close(&self) -> bool {
+        matches!(
+            self.state,
+            State::Closing(_) | State::Failed(_) | State::Closed(_)
+        )
     }
 
     /// Whether messages can be sent.
