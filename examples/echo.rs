@@ -25,7 +25,8 @@ impl Handler for Echo {
 
     fn on_message(&mut self, conn: &mut Conn<'_>, msg: Message<'_>) {
         // The message borrows the worker's read buffer; the reply is queued
-        // and written with every other reply of this read, in one writev.
+        // and written with every other reply of this read, in one send
+        // (sendmsg for several pieces).
         // A send is refused only when the client stops reading and its
         // queue passes `max_write_buffer`; the default policy then closes
         // with 1008, which is all an echo server wants.
