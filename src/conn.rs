@@ -39,6 +39,9 @@ pub(crate) struct Connection<D> {
     /// Its read budget ran out with input left: it waits in the worker's
     /// ready list for another turn.
     read_pending: bool,
+    /// No more is read: the peer flooded after our close frame, which
+    /// waits for it to read, until the close timeout drops it.
+    muted: bool,
 }
 
 /// `Connection::armed` when no timer is armed.
@@ -52,6 +55,7 @@ impl<D> Connection<D> {
             armed: NOT_ARMED,
             write_interest: false,
             read_pending: false,
+            muted: false,
         }
     }
 
@@ -105,17 +109,15 @@ impl<D> Connection<D> {
         to_the_end: bool,
     ) -> bool {
         let mut budget = shared.config.read_budget;
-        while !self.session.is_ended() {
+        while !self.session.is_ended() && !self.muted {
             if budget == 0 {
                 // A peer that was sent a close frame (it broke the
                 // protocol or a limit, or did not read) and still sends a
-                // whole budget's worth in one turn is flooding: drop it now
-                // rather than read and discard until the close timeout.
-                if self.session.sent_close() {
-                    self.session.handle_io_error();
-                    return false;
-                }
-                return true;
+                // whole budget's worth in one turn is flooding: read no
+                // more of it. Our close frame waits for it to read; the
+                // close timeout drops it.
+                self.muted = self.session.sent_close();
+                return !self.muted;
             }
             let room = rbuf.len().min(budget);
             match (&self.stream).read(&mut rbuf[..room]) {
