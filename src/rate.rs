@@ -1,5 +1,5 @@
 //! Inbound rate limits, pure: each connection's standing against its
-//! [`RateLimit`](crate::RateLimit), with time passed in.
+//! [`RateLimit`], with time passed in.
 //!
 //! A token bucket is kept as its debt: how far ahead of the steady rate
 //! the peer is, in microseconds. Each message or byte adds its share of a
