@@ -4,7 +4,11 @@
 //! not masked, so the same bytes, shared as an `Arc<[u8]>`, go to every
 //! subscriber. Each worker owns its subscriptions ([`Topics`]); other
 //! workers reach it through its own queue and `Waker`, so no lock is shared
-//! by all publishers.
+//! by all publishers. A message is queued only for the workers with
+//! subscribers to its topic, and each queue is bounded in bytes
+//! ([`Config::max_inbox_bytes`](crate::Config::max_inbox_bytes)): a
+//! publish goes to all of those workers or, when one is full, to none
+//! ([`PublishStatus::Refused`]).
 //!
 //! Ordering: messages from one publisher to one topic reach every
 //! subscriber in the order they were published. A publisher is a handler
@@ -12,8 +16,9 @@
 //! from different publishers may interleave differently at different
 //! subscribers, unless the server keeps history
 //! ([`Config::history`](crate::Config::history)): then every message is
-//! numbered under one lock and queued to every worker, its own included,
-//! under the same lock, so every subscriber sees every topic in one order.
+//! numbered under one lock and queued to every worker with subscribers, its
+//! own included, under the same lock, so every subscriber sees every topic
+//! in one order.
 //!
 //! Beyond one process, a [`Bridge`] sees every message published here and
 //! which topics have subscribers here; the `wsloop-redis` crate is one,
