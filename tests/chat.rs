@@ -1,10 +1,12 @@
 //! The chat example's rules, over raw sockets against the built example:
 //! paths, Origin, room and name checks, the messages it relays, history
-//! and resume, long polling beside WebSockets in one room, and the bounds
-//! on what a stranger can make it hold or send.
+//! and resume, long polling beside WebSockets in one room, the bounds
+//! on what a stranger can make it hold or send, and who is here as each
+//! member is told it, against the joins and leaves that follow.
 
 mod util;
 
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Barrier};
@@ -808,4 +810,185 @@ fn a_flooding_client_is_stopped_on_either_transport() {
     };
     assert_eq!(status_of(&head), "HTTP/1.1 429 Too Many Requests");
     assert!(head.contains("Retry-After: 1\r\n"), "{head}");
+}
+
+/// Who is here as a member's page counts it: the here-list it was given,
+/// then each join and leave after it, in order. Every name in the test
+/// is used once, so a count of two is a name counted twice, and a leave
+/// of a name that is not here is a join that was missed.
+struct HereView {
+    member: String,
+    counts: HashMap<String, usize>,
+}
+
+impl HereView {
+    fn new(member: &str, here: &Value) -> HereView {
+        let mut view = HereView {
+            member: member.to_owned(),
+            counts: HashMap::new(),
+        };
+        for name in here.as_array().expect("a list of names") {
+            view.add(name.as_str().unwrap(), "in the here-list");
+        }
+        view
+    }
+
+    fn add(&mut self, name: &str, how: &str) {
+        let count = self.counts.entry(name.to_owned()).or_default();
+        *count += 1;
+        assert_eq!(*count, 1, "{}: {name} counted twice, {how}", self.member);
+    }
+
+    /// Counts a room message: joins and leaves change who is here.
+    fn apply(&mut self, msg: &Value) {
+        let name = msg["name"].as_str().unwrap_or_default();
+        match msg["kind"].as_str() {
+            Some("join") => self.add(name, &format!("then joined: {msg}")),
+            Some("leave") => {
+                let was = self.counts.remove(name);
+                assert_eq!(was, Some(1), "{}: {name} left unseen: {msg}", self.member);
+            }
+            _ => {}
+        }
+    }
+
+    fn names(&self) -> BTreeSet<String> {
+        self.counts.keys().cloned().collect()
+    }
+}
+
+/// Whether `msg` is the line that ends the race test.
+fn is_all_in(msg: &Value) -> bool {
+    msg["kind"] == "say" && msg["text"] == "watcher: all in"
+}
+
+#[test]
+fn a_here_list_and_the_joins_and_leaves_after_it_agree() {
+    // Threads opening sockets that stay, threads opening and closing
+    // sockets, and pollers joining, all at once on two workers. Each
+    // newcomer's here-list is read while others join and leave; any of
+    // them counted both in the list and by an event after it, or in
+    // neither, shows in a member's view.
+    const OPENERS: usize = 8;
+    const EACH: usize = 40;
+    const CHURNERS: usize = 4;
+    const CHURN: usize = 80;
+    const POLLERS: usize = 6;
+    // Room for every event, so that no poller falls behind the ring.
+    let args = ["--workers", "2", "--history", "2000"];
+    let (_child, stdout, addr) = spawn_example("chat", &args);
+    // The chat prints a line per upgrade: read them, so that its stdout
+    // never fills.
+    thread::spawn(move || {
+        let mut stdout = stdout;
+        std::io::copy(&mut stdout, &mut std::io::sink())
+    });
+    // The watcher, here before all of them, hears every join and leave.
+    let mut watcher = Client::open(addr, "/ws?room=race&name=watcher");
+    let here = next(&mut watcher);
+    assert_eq!(here, serde_json::json!({"kind": "here", "names": []}));
+    let mut view = HereView::new("watcher", &here["names"]);
+
+    let start = Arc::new(Barrier::new(OPENERS + CHURNERS + POLLERS));
+    let openers: Vec<_> = (0..OPENERS)
+        .map(|t| {
+            let start = start.clone();
+            thread::spawn(move || {
+                start.wait();
+                let mut members = Vec::new();
+                for i in 0..EACH {
+                    let name = format!("s{t}-{i}");
+                    let mut ws = Client::open(addr, &format!("/ws?room=race&name={name}"));
+                    // What comes before the here-list is what the list
+                    // already counts.
+                    let here = loop {
+                        let msg = next(&mut ws);
+                        if msg["kind"] == "here" {
+                            break msg;
+                        }
+                    };
+                    let view = HereView::new(&name, &here["names"]);
+                    members.push((ws, view));
+                }
+                members
+                    .into_iter()
+                    .map(|(mut ws, mut view)| {
+                        loop {
+                            let msg = next(&mut ws);
+                            if is_all_in(&msg) {
+                                break;
+                            }
+                            view.apply(&msg);
+                        }
+                        view
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let churners: Vec<_> = (0..CHURNERS)
+        .map(|t| {
+            let start = start.clone();
+            thread::spawn(move || {
+                start.wait();
+                for i in 0..CHURN {
+                    drop(Client::open(addr, &format!("/ws?room=race&name=c{t}-{i}")));
+                }
+            })
+        })
+        .collect();
+    let pollers: Vec<_> = (0..POLLERS)
+        .map(|i| {
+            let start = start.clone();
+            thread::spawn(move || {
+                start.wait();
+                let name = format!("p{i}");
+                // As the page does: the answer's messages, then who is
+                // here after them.
+                let (mut poller, joined) = Poller::join(addr, "race", &name);
+                let mut view = HereView::new(&name, &joined["here"]);
+                'polls: loop {
+                    let answer = poller.poll();
+                    assert_eq!(answer["reset"], false, "{answer}");
+                    for msg in answer["messages"].as_array().unwrap() {
+                        if is_all_in(msg) {
+                            break 'polls;
+                        }
+                        view.apply(msg);
+                    }
+                }
+                view
+            })
+        })
+        .collect();
+
+    // Once the watcher has heard them all (and its own join), its line
+    // marks the end of the stream for everyone.
+    let (mut joins, mut leaves) = (0, 0);
+    while joins < 1 + OPENERS * EACH + CHURNERS * CHURN + POLLERS || leaves < CHURNERS * CHURN {
+        let msg = next(&mut watcher);
+        joins += usize::from(msg["kind"] == "join");
+        leaves += usize::from(msg["kind"] == "leave");
+        view.apply(&msg);
+    }
+    watcher.send_text("all in");
+    for churner in churners {
+        churner.join().unwrap();
+    }
+    let mut views = vec![view];
+    for opener in openers {
+        views.extend(opener.join().unwrap());
+    }
+    for poller in pollers {
+        views.push(poller.join().unwrap());
+    }
+
+    let mut members: BTreeSet<String> = (0..OPENERS)
+        .flat_map(|t| (0..EACH).map(move |i| format!("s{t}-{i}")))
+        .collect();
+    members.extend((0..POLLERS).map(|i| format!("p{i}")));
+    members.insert("watcher".into());
+    for view in &views {
+        assert_eq!(view.names(), members, "{}'s view at the end", view.member);
+    }
 }
