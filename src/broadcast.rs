@@ -162,10 +162,30 @@ impl Topics {
     }
 }
 
+/// What other threads hand a worker.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    /// A message for the topic's subscribers on the worker.
+    Publish(Publish),
+    /// A newer held request took this one's key: answer it now, if the
+    /// connection still holds a request with that key.
+    Replaced { conn: usize, key: Arc<str> },
+}
+
+impl Inbound {
+    /// What it costs in the inbox, for the inbox's byte bound.
+    pub fn cost(&self) -> usize {
+        match self {
+            Inbound::Publish(publish) => publish.cost(),
+            Inbound::Replaced { key, .. } => key.len() + std::mem::size_of::<Inbound>(),
+        }
+    }
+}
+
 /// How other threads reach one worker.
 pub(crate) struct Remote {
     pub waker: Waker,
-    pub inbox: mpsc::Sender<Publish>,
+    pub inbox: mpsc::Sender<Inbound>,
     /// Set while the worker has been woken and not yet drained its inbox,
     /// so that a burst of publishes costs one wakeup.
     pub pending: AtomicBool,
@@ -183,17 +203,17 @@ impl Remote {
     }
 
     /// Queues a message and wakes the worker, once per burst.
-    fn push(&self, publish: Publish) {
-        self.queued.fetch_add(publish.cost(), Ordering::AcqRel);
+    fn push(&self, inbound: Inbound) {
+        self.queued.fetch_add(inbound.cost(), Ordering::AcqRel);
         // A worker that has exited dropped its receiver; nothing to do.
-        if self.inbox.send(publish).is_ok() && !self.pending.swap(true, Ordering::AcqRel) {
+        if self.inbox.send(inbound).is_ok() && !self.pending.swap(true, Ordering::AcqRel) {
             let _ = self.waker.wake();
         }
     }
 
     /// The worker took a message off its inbox.
-    pub fn took(&self, publish: &Publish) {
-        self.queued.fetch_sub(publish.cost(), Ordering::AcqRel);
+    pub fn took(&self, inbound: &Inbound) {
+        self.queued.fetch_sub(inbound.cost(), Ordering::AcqRel);
     }
 }
 
@@ -249,6 +269,9 @@ pub(crate) struct Hub {
     /// Most bytes one worker's inbox may hold
     /// ([`Config::max_inbox_bytes`](crate::Config::max_inbox_bytes)).
     pub max_inbox_bytes: usize,
+    /// Held requests by their [`Hold::key`](crate::Hold::key): the worker
+    /// and connection that hold each key now.
+    pub held_keys: Mutex<HashMap<Arc<str>, (usize, usize)>>,
 }
 
 impl fmt::Debug for Hub {
@@ -281,7 +304,7 @@ impl Hub {
             }
             let publish = Publish::new(topic, msg);
             for worker in others() {
-                self.remotes[worker].push(publish.clone());
+                self.remotes[worker].push(Inbound::Publish(publish.clone()));
             }
             return (PublishStatus::Queued, from.map(|_| publish));
         };
@@ -300,9 +323,29 @@ impl Hub {
             id: Some(entry.id()),
         };
         for worker in workers {
-            self.remotes[worker].push(publish.clone());
+            self.remotes[worker].push(Inbound::Publish(publish.clone()));
         }
         (PublishStatus::Queued, None)
+    }
+
+    /// Gives `key` to the request held on `worker`'s connection `conn`. The
+    /// request that had it before, on any worker, is told it was replaced.
+    pub fn claim_hold(&self, key: &Arc<str>, worker: usize, conn: usize) {
+        let before = lock(&self.held_keys).insert(key.clone(), (worker, conn));
+        if let Some((w, c)) = before.filter(|&b| b != (worker, conn)) {
+            self.remotes[w].push(Inbound::Replaced {
+                conn: c,
+                key: key.clone(),
+            });
+        }
+    }
+
+    /// Lets go of `key` if `worker`'s connection `conn` still holds it.
+    pub fn release_hold(&self, key: &str, worker: usize, conn: usize) {
+        let mut keys = lock(&self.held_keys);
+        if keys.get(key) == Some(&(worker, conn)) {
+            keys.remove(key);
+        }
     }
 
     /// The workers with subscribers to `topic` now.
@@ -473,7 +516,7 @@ mod tests {
         workers: usize,
         max: usize,
         history: Option<History>,
-    ) -> (Hub, Vec<mpsc::Receiver<Publish>>, Vec<mio::Poll>) {
+    ) -> (Hub, Vec<mpsc::Receiver<Inbound>>, Vec<mio::Poll>) {
         let mut remotes = Vec::new();
         let mut inboxes = Vec::new();
         let mut polls = Vec::new();
@@ -497,6 +540,7 @@ mod tests {
             bridge: OnceLock::new(),
             interest: Mutex::default(),
             max_inbox_bytes: max,
+            held_keys: Mutex::default(),
         };
         (hub, inboxes, polls)
     }
@@ -512,7 +556,10 @@ mod tests {
             "the publisher's own worker delivers itself"
         );
         assert!(inboxes[1].try_recv().is_err(), "worker 1 has no subscriber");
-        assert_eq!(&*inboxes[2].try_recv().unwrap().frame, b"\x81\x02hi");
+        let Ok(Inbound::Publish(publish)) = inboxes[2].try_recv() else {
+            panic!("worker 2 has a subscriber");
+        };
+        assert_eq!(&*publish.frame, b"\x81\x02hi");
         let status = hub.publish("elsewhere", Message::Text("x"), None).0;
         assert_eq!(status, PublishStatus::Queued);
         assert!(inboxes.iter().all(|inbox| inbox.try_recv().is_err()));
@@ -544,19 +591,46 @@ mod tests {
         assert_eq!(inboxes[0].try_iter().count(), queued);
         assert_eq!(inboxes[1].try_iter().count(), queued - 1);
         for _ in 0..queued {
-            hub.remotes[0].took(&Publish::new("room", Message::Text(&line)));
+            hub.remotes[0].took(&Inbound::Publish(Publish::new(
+                "room",
+                Message::Text(&line),
+            )));
         }
         let first = MessageId { epoch: 1, seq: 1 };
         assert_eq!(hub.since("room", Some(first)).entries.len(), queued - 1);
         // The worker drains: publishes are taken again.
         for _ in 0..queued {
-            hub.remotes[1].took(&Publish::new("room", Message::Text(&line)));
+            hub.remotes[1].took(&Inbound::Publish(Publish::new(
+                "room",
+                Message::Text(&line),
+            )));
         }
         let _ = hub.publish("other", Message::Text("y"), None);
         assert_eq!(
             hub.publish("room", Message::Text("again"), None).0,
             PublishStatus::Queued
         );
+    }
+
+    #[test]
+    fn a_held_key_claimed_again_tells_its_last_holder_once() {
+        let (hub, inboxes, _polls) = hub(2, 1 << 20, None);
+        let key: Arc<str> = "client-1".into();
+        hub.claim_hold(&key, 0, 7);
+        assert!(inboxes.iter().all(|inbox| inbox.try_recv().is_err()));
+        // A newer request on worker 1 replaces connection 7 on worker 0.
+        hub.claim_hold(&key, 1, 3);
+        match inboxes[0].try_recv() {
+            Ok(Inbound::Replaced { conn: 7, key: k }) => assert_eq!(&*k, "client-1"),
+            other => panic!("{other:?}"),
+        }
+        // The replaced one letting go changes nothing; the holder's does.
+        hub.release_hold(&key, 0, 7);
+        assert_eq!(lock(&hub.held_keys).get(&key), Some(&(1, 3)));
+        hub.release_hold(&key, 1, 3);
+        assert!(lock(&hub.held_keys).is_empty());
+        hub.claim_hold(&key, 1, 4);
+        assert!(inboxes.iter().all(|inbox| inbox.try_recv().is_err()));
     }
 
     #[test]

@@ -181,6 +181,7 @@ impl<D> Connection<D> {
                             topic: h.topic.into(),
                             after: h.after,
                             ip: peer.ip(),
+                            key: h.key.map(Into::into),
                         });
                         Answer::Hold {
                             data: h.data,
@@ -228,8 +229,16 @@ impl<D> Connection<D> {
         shared: &mut Shared,
         held: HeldRequest,
     ) {
+        // A request with a key replaces the one its client made before,
+        // answered at once or not.
+        if let Some(hold_key) = &held.key {
+            shared.hub.claim_hold(hold_key, shared.worker, key);
+        }
         let catchup = shared.hub.since(&held.topic, held.after);
         if held.after.is_none() || catchup.reset || !catchup.entries.is_empty() {
+            if let Some(hold_key) = &held.key {
+                shared.hub.release_hold(hold_key, shared.worker, key);
+            }
             let wake = Wake {
                 reason: WakeReason::Ready,
                 catchup,
@@ -237,9 +246,20 @@ impl<D> Connection<D> {
             return self.answer_held(key, handler, shared, wake);
         }
         // It would wait: only so many may, per client address.
-        if !shared.book_held(key, held) {
+        let (topic, after) = (held.topic.clone(), held.after);
+        if let Err(held) = shared.book_held(key, held) {
+            if let Some(hold_key) = &held.key {
+                shared.hub.release_hold(hold_key, shared.worker, key);
+            }
             let busy = Response::status(429).with_header("Retry-After", "1");
-            self.session.answer_held(shared.now, &busy, false);
+            return self.session.answer_held(shared.now, &busy, false);
+        }
+        // Messages are queued only for workers with subscribers: one
+        // recorded before the booking above subscribed this worker is in
+        // the history only. Look once more.
+        let missed = shared.hub.since(&topic, after);
+        if missed.reset || !missed.entries.is_empty() {
+            self.wake(key, handler, shared, WakeReason::Message);
         }
     }
 

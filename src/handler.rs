@@ -115,6 +115,11 @@ pub struct Hold<D> {
     /// What the application keeps for the request, handed to
     /// [`Handler::on_wake`].
     pub data: D,
+    /// Whose request this is, in the application's terms (a client's
+    /// token, say). A newer held request with the same key, on any
+    /// worker, replaces this one: it is woken at once with
+    /// [`WakeReason::Replaced`]. `None`: never replaced.
+    pub key: Option<String>,
 }
 
 /// Why a held request is being answered.
@@ -129,6 +134,9 @@ pub enum WakeReason {
     Deadline,
     /// The server is shutting down; the answer closes the connection.
     Shutdown,
+    /// A newer request with the same [`Hold::key`] came, here or on
+    /// another worker: this one's client has moved on (409, say).
+    Replaced,
 }
 
 /// What [`Handler::on_wake`] answers with.
@@ -247,6 +255,8 @@ pub(crate) struct HeldRequest {
     pub topic: Box<str>,
     pub after: Option<MessageId>,
     pub ip: IpAddr,
+    /// Its [`Hold::key`], claimed in the hub while it waits.
+    pub key: Option<Arc<str>>,
 }
 
 /// Publishes and reads topic history from [`Handler::on_http`], where no
@@ -464,18 +474,19 @@ impl<D> Conn<'_, D> {
 
 impl Shared {
     /// Books a held request that is to wait: its count against its
-    /// address, and its subscription to the topic after its cursor. False,
-    /// booking nothing, when its address has `max_held_per_ip` waiting.
-    pub(crate) fn book_held(&mut self, key: usize, held: HeldRequest) -> bool {
+    /// address, and its subscription to the topic after its cursor. Gives
+    /// it back, booking nothing, when its address has `max_held_per_ip`
+    /// waiting.
+    pub(crate) fn book_held(&mut self, key: usize, held: HeldRequest) -> Result<(), HeldRequest> {
         let waiting = self.held_per_ip.entry(held.ip).or_default();
         if *waiting >= self.config.max_held_per_ip {
-            return false;
+            return Err(held);
         }
         *waiting += 1;
         self.stats.hold();
         self.subscribe(key, &held.topic, held.after);
         self.held.insert(key, held);
-        true
+        Ok(())
     }
 
     /// Takes a held request out of the worker's books, undoing
@@ -490,6 +501,9 @@ impl Shared {
             }
         }
         self.unsubscribe(key, &held.topic);
+        if let Some(hold_key) = &held.key {
+            self.hub.release_hold(hold_key, self.worker, key);
+        }
         Some(held)
     }
 

@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::broadcast::{Bridge, Broadcaster, Hub, Publish, Remote, Topics};
+use crate::broadcast::{Bridge, Broadcaster, Hub, Inbound, Remote, Topics};
 use crate::config::Config;
 use crate::handler::{Handler, Shared};
 use crate::history::History;
@@ -158,7 +158,7 @@ impl Server {
 }
 
 /// What one worker thread starts from.
-type WorkerParts = (Poll, mio::net::TcpListener, mpsc::Receiver<Publish>);
+type WorkerParts = (Poll, mio::net::TcpListener, mpsc::Receiver<Inbound>);
 
 /// One listener, poll and inbox per worker, all on the address the first
 /// one bound (so port 0 becomes one port), and the hub that reaches them.
@@ -194,6 +194,7 @@ fn bind_workers(
         bridge: OnceLock::new(),
         interest: Mutex::default(),
         max_inbox_bytes: config.max_inbox_bytes,
+        held_keys: Mutex::default(),
     });
     Ok((local_addr, parts, hub))
 }

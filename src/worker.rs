@@ -12,7 +12,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::broadcast::Publish;
+use crate::broadcast::{Inbound, Publish};
 use crate::conn::{interrupted, would_block, Connection};
 use crate::error::CloseCode;
 use crate::handler::{Handler, Shared, WakeReason};
@@ -38,7 +38,7 @@ pub(crate) struct Worker<H: Handler> {
     conns: Slab<Connection<H::Data>>,
     handler: H,
     shared: Shared,
-    inbox: mpsc::Receiver<Publish>,
+    inbox: mpsc::Receiver<Inbound>,
     rbuf: Vec<u8>,
     timers: TimerWheel,
     /// Where this worker's [`Time`] counts from.
@@ -58,7 +58,7 @@ impl<H: Handler> Worker<H> {
         listener: TcpListener,
         handler: H,
         shared: Shared,
-        inbox: mpsc::Receiver<Publish>,
+        inbox: mpsc::Receiver<Inbound>,
     ) -> Self {
         Worker {
             poll,
@@ -368,11 +368,33 @@ impl<H: Handler> Worker<H> {
         self.shared.hub.remotes[self.shared.worker]
             .pending
             .store(false, Ordering::Release);
-        while let Ok(publish) = self.inbox.try_recv() {
-            self.shared.hub.remotes[self.shared.worker].took(&publish);
-            self.deliver(&publish);
+        while let Ok(inbound) = self.inbox.try_recv() {
+            self.shared.hub.remotes[self.shared.worker].took(&inbound);
+            match inbound {
+                Inbound::Publish(publish) => self.deliver(&publish),
+                Inbound::Replaced { conn, key } => self.replaced(conn, &key),
+            }
         }
         self.flush_delivered();
+    }
+
+    /// Answers a held request that a newer one with its key replaced, if
+    /// the connection still holds it (it may have been answered, or the
+    /// connection gone and its slab key taken, meanwhile).
+    fn replaced(&mut self, conn: usize, key: &str) {
+        let holds = self.shared.held.get(&conn).and_then(|h| h.key.as_deref());
+        if holds != Some(key) {
+            return;
+        }
+        if let Some(c) = self.conns.get_mut(conn) {
+            c.wake(
+                conn,
+                &mut self.handler,
+                &mut self.shared,
+                WakeReason::Replaced,
+            );
+            self.delivered.push(conn);
+        }
     }
 
     /// Delivers what handlers on this worker published during the last

@@ -14,7 +14,8 @@ use wsloop::{
 };
 
 /// `GET /poll?after=ID` waits on topic "t" (`after=0`: no cursor) for the
-/// hold its `hold` query gives in milliseconds; `POST /pub` publishes the
+/// hold its `hold` query gives in milliseconds, replacing the poll with the
+/// same `key` query if it has one; `POST /pub` publishes the
 /// body to "t". A wake answers with its reason and the messages.
 struct Polls;
 
@@ -51,6 +52,7 @@ impl Handler for Polls {
                     after,
                     timeout: Duration::from_millis(ms),
                     data: (),
+                    key: req.query("key").map(Into::into),
                 })
             }
             _ => Response::status(404).into(),
@@ -119,6 +121,35 @@ fn latest(addr: SocketAddr) -> String {
         .next()
         .unwrap()
         .to_owned()
+}
+
+#[test]
+fn a_poll_is_replaced_at_once_by_a_newer_one_with_its_key() {
+    let (server, addr, cursor) = server_after(util::config(2), "first");
+    let mut old = Client::connect(addr);
+    get(&mut old, &format!("/poll?after={cursor}&key=alice"));
+    wait_for("the first poll to be held", || server.counters().held == 1);
+    // Another key replaces nothing.
+    let mut other = Client::connect(addr);
+    get(&mut other, &format!("/poll?after={cursor}&key=bob"));
+    wait_for("both polls to be held", || server.counters().held == 2);
+    // The same key, on whichever worker this connection lands: the older
+    // poll is answered now, long before its minute is up.
+    let mut new = Client::connect(addr);
+    get(&mut new, &format!("/poll?after={cursor}&key=alice"));
+    let (head, body) = answer(&mut old);
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(body.starts_with("Replaced "), "{body}");
+    wait_for("the newer poll to be held", || server.counters().held == 2);
+    // Both still held answer the next message.
+    publish(addr, "second");
+    for client in [&mut new, &mut other] {
+        let (_, body) = answer(client);
+        assert!(
+            body.starts_with("Message ") && body.ends_with("-2 second]"),
+            "{body}"
+        );
+    }
 }
 
 #[test]
