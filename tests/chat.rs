@@ -603,6 +603,39 @@ fn a_poll_is_replaced_only_by_a_poll_with_the_same_client_token() {
 }
 
 #[test]
+fn a_replaced_poll_is_answered_409_at_once_not_at_its_next_wake() {
+    // Polls are held for a minute, past the watchdog: only the replacement
+    // can answer the older one in time.
+    let (_child, _stdout, addr) = spawn_example("chat", &["--workers", "2", "--poll-hold", "60"]);
+    let (mut bob, _) = Poller::join(addr, "r", "bob");
+    let (pat, _) = Poller::join(addr, "r", "pat");
+    let path = pat.poll_path();
+    // Two polls of pat's at once, on two connections and maybe two
+    // workers: whichever the chat took first is replaced by the other.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let mut c = Client::connect(addr);
+            c.send_raw(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+            let tx = tx.clone();
+            thread::spawn(move || {
+                let (head, body) = c.read_response();
+                tx.send(status_of(&head).to_owned()).unwrap();
+                String::from_utf8(body).unwrap()
+            })
+        })
+        .collect();
+    // The first answer comes with nothing said in the room: the 409.
+    let first = rx.recv_timeout(util::WATCHDOG).expect("the replaced poll was answered");
+    assert_eq!(first, "HTTP/1.1 409 Conflict");
+    // The newer one is still held, and the next line answers it.
+    bob.say("hello");
+    assert_eq!(rx.recv().unwrap(), "HTTP/1.1 200 OK");
+    let bodies: Vec<String> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    assert!(bodies.iter().any(|b| b.contains("bob: hello")), "{bodies:?}");
+}
+
+#[test]
 fn presence_is_bounded_per_address_per_room_and_overall() {
     let args = [
         "--workers",

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde_json::json;
 use wsloop::history::Catchup;
-use wsloop::{Hold, Pending, PublishStatus, Publisher, Reply, Request, Response, Wake};
+use wsloop::{Hold, Pending, PublishStatus, Publisher, Reply, Request, Response, Wake, WakeReason};
 
 use crate::messages::{event, say, After};
 use crate::names::{client_of, member_of};
@@ -111,10 +111,14 @@ impl Chat {
             return json_response(200, &answer(&catchup, Some(here))).into();
         }
         drop(presence);
+        // A newer poll from the same client (address, room, name, token)
+        // replaces this one at once, on whichever worker it waits.
+        let key = format!("{}|{}|{}|{}", who.addr, member.room, who.name, who.client);
         Reply::Hold(Hold {
             topic: member.room.clone(),
             after: cursor,
             timeout: self.settings.poll_hold,
+            key: Some(key),
             data: Member {
                 poll: Some((who, number)),
                 ..member
@@ -133,8 +137,10 @@ impl Chat {
             .presence()
             .answering(room, who, *number, Instant::now());
         // A newer poll from the same client replaced this one: it gets the
-        // messages, this one nothing.
-        if !latest {
+        // messages, this one nothing. wsloop says so at once
+        // (`WakeReason::Replaced`); the number catches a replacement that
+        // came while this one was being woken for another reason.
+        if wake.reason == WakeReason::Replaced || !latest {
             return json_response(409, &json!({ "replaced": true }));
         }
         // The cursor fell out of the ring while the poll waited. wsloop
