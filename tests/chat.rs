@@ -626,13 +626,18 @@ fn a_replaced_poll_is_answered_409_at_once_not_at_its_next_wake() {
         })
         .collect();
     // The first answer comes with nothing said in the room: the 409.
-    let first = rx.recv_timeout(util::WATCHDOG).expect("the replaced poll was answered");
+    let first = rx
+        .recv_timeout(util::WATCHDOG)
+        .expect("the replaced poll was answered");
     assert_eq!(first, "HTTP/1.1 409 Conflict");
     // The newer one is still held, and the next line answers it.
     bob.say("hello");
     assert_eq!(rx.recv().unwrap(), "HTTP/1.1 200 OK");
     let bodies: Vec<String> = readers.into_iter().map(|r| r.join().unwrap()).collect();
-    assert!(bodies.iter().any(|b| b.contains("bob: hello")), "{bodies:?}");
+    assert!(
+        bodies.iter().any(|b| b.contains("bob: hello")),
+        "{bodies:?}"
+    );
 }
 
 #[test]
