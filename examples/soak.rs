@@ -296,6 +296,36 @@ fn sample(pid: u32, port: u16) -> Sample {
     }
 }
 
+/// Samples the server every `period` until `stop`, printing each sample
+/// and keeping the peak RSS.
+fn spawn_sampler(
+    pid: u32,
+    port: u16,
+    period: Duration,
+    stop: Arc<AtomicBool>,
+    peak_rss: Arc<AtomicU64>,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let start = Instant::now();
+        let mut last = sample(pid, port);
+        while !stop.load(Ordering::Acquire) {
+            thread::sleep(period);
+            let now = sample(pid, port);
+            peak_rss.fetch_max(now.rss_kib, Ordering::Relaxed);
+            println!(
+                "soak: t={:>4.0}s  RSS {:>6} KiB  fds {:>5}  CPU {:>3.0}%  tcp established {:>5} other {:>4}",
+                start.elapsed().as_secs_f64(),
+                now.rss_kib,
+                now.fds,
+                (now.cpu_ticks - last.cpu_ticks) as f64 / period.as_secs_f64(),
+                now.established,
+                now.other_tcp
+            );
+            last = now;
+        }
+    })
+}
+
 /// A chatter: says numbered lines in its room and records every line.
 struct Chatter {
     ws: tungstenite::WebSocket<TcpStream>,
@@ -400,30 +430,13 @@ fn main() {
     let tally = Arc::new(Tally::default());
     let peak_rss = Arc::new(AtomicU64::new(baseline.rss_kib));
 
-    // The sampler.
-    let sampler = {
-        let (stop, peak_rss) = (stop.clone(), peak_rss.clone());
-        let pid = opts.pid;
-        thread::spawn(move || {
-            let start = Instant::now();
-            let mut last = sample(pid, port);
-            while !stop.load(Ordering::Acquire) {
-                thread::sleep(Duration::from_secs(2));
-                let now = sample(pid, port);
-                peak_rss.fetch_max(now.rss_kib, Ordering::Relaxed);
-                println!(
-                    "soak: t={:>4.0}s  RSS {:>6} KiB  fds {:>5}  CPU {:>3.0}%  tcp established {:>5} other {:>4}",
-                    start.elapsed().as_secs_f64(),
-                    now.rss_kib,
-                    now.fds,
-                    (now.cpu_ticks - last.cpu_ticks) as f64 / 2.0,
-                    now.established,
-                    now.other_tcp
-                );
-                last = now;
-            }
-        })
-    };
+    let sampler = spawn_sampler(
+        opts.pid,
+        port,
+        Duration::from_secs(2),
+        stop.clone(),
+        peak_rss.clone(),
+    );
 
     // The chatters, one thread per room, and the prober beside them.
     let deadline = Instant::now() + run_for;
@@ -978,23 +991,7 @@ fn flood_figure(opts: &Opts, run_for: Duration, baseline: Sample) {
         thread::spawn(move || probe(addr, &stop))
     };
     let peak = Arc::new(AtomicU64::new(baseline.rss_kib));
-    let sampler = {
-        let (stop, peak) = (stop.clone(), peak.clone());
-        thread::spawn(move || {
-            let start = Instant::now();
-            while !stop.load(Ordering::Acquire) {
-                thread::sleep(Duration::from_secs(1));
-                let now = sample(pid, port);
-                peak.fetch_max(now.rss_kib, Ordering::Relaxed);
-                println!(
-                    "soak: t={:>3.0}s  RSS {:>7} KiB  tcp established {:>3}",
-                    start.elapsed().as_secs_f64(),
-                    now.rss_kib,
-                    now.established
-                );
-            }
-        })
-    };
+    let sampler = spawn_sampler(pid, port, Duration::from_secs(1), stop.clone(), peak.clone());
     let deadline = Instant::now() + run_for;
     while Instant::now() < deadline {
         line_flood(addr, &tally, deadline);
