@@ -991,7 +991,13 @@ fn flood_figure(opts: &Opts, run_for: Duration, baseline: Sample) {
         thread::spawn(move || probe(addr, &stop))
     };
     let peak = Arc::new(AtomicU64::new(baseline.rss_kib));
-    let sampler = spawn_sampler(pid, port, Duration::from_secs(1), stop.clone(), peak.clone());
+    let sampler = spawn_sampler(
+        pid,
+        port,
+        Duration::from_secs(1),
+        stop.clone(),
+        peak.clone(),
+    );
     let deadline = Instant::now() + run_for;
     while Instant::now() < deadline {
         line_flood(addr, &tally, deadline);
