@@ -8,6 +8,7 @@ use crate::error::ConfigError;
 use crate::handshake::HandshakeLimits;
 use crate::history::HistoryConfig;
 use crate::protocol::Limits;
+use crate::server::ListenerMode;
 use crate::time::MAX_TIMEOUT;
 
 /// The longest [`RateLimit::burst`].
@@ -78,6 +79,11 @@ pub struct Config {
     /// Worker threads, each with its own event loop and listener. Default 0:
     /// one per core, from `std::thread::available_parallelism`.
     pub workers: usize,
+    /// Whether each worker listens on its own SO_REUSEPORT socket or all
+    /// share one. Default: the platform's, [`ListenerMode::PerWorker`] on
+    /// Linux and [`ListenerMode::Shared`] elsewhere (why is on
+    /// [`ListenerMode`]). `PerWorker` outside Linux fails at bind.
+    pub listener: ListenerMode,
     /// Frame, message and fragment limits.
     pub limits: Limits,
     /// Request head limits for the upgrade.
@@ -160,6 +166,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             workers: 0,
+            listener: ListenerMode::default(),
             limits: Limits::default(),
             handshake_limits: HandshakeLimits::default(),
             max_connections: 16_384,
@@ -188,6 +195,7 @@ impl Default for Config {
 setters! {
     Config {
         workers: usize,
+        listener: ListenerMode,
         limits: Limits,
         handshake_limits: HandshakeLimits,
         max_connections: usize,
