@@ -253,6 +253,7 @@ fn main() {
             std::process::exit(2);
         }
     };
+    common::has_proc("broadcast_bench", "the CPU figures (0 here)");
     let subscribers = args.subscribers;
     let config = Config::default()
         .workers(args.workers)

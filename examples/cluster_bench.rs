@@ -203,6 +203,7 @@ impl Drop for RedisServer {
 }
 
 fn main() {
+    common::has_proc("cluster_bench", "redis-server's CPU figures (0 here)");
     let mut args = std::env::args().skip(1);
     let (mut subscribers, mut messages, mut runs, mut rounds) = (1000, 1000, 5, 2000);
     while let Some(flag) = args.next() {

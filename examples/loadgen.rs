@@ -323,6 +323,9 @@ fn run(opts: &Options) -> Result<(), String> {
         let _ = io::stdout().flush();
     }
 
+    if !cfg!(target_os = "linux") {
+        eprintln!("loadgen: its own CPU use comes from /proc, which only Linux has: 0 here");
+    }
     // Phase 2: the measured interval.
     let start = Instant::now();
     let cpu_start = cpu_seconds();

@@ -396,6 +396,11 @@ impl Chatter {
 }
 
 fn main() {
+    // Its verdicts rest on the server's memory, descriptors and sockets.
+    if !cfg!(target_os = "linux") {
+        eprintln!("soak: reads the server's RSS, descriptors and sockets from /proc: Linux only");
+        std::process::exit(2);
+    }
     let opts = match parse_opts() {
         Ok(o) => o,
         Err(e) => {

@@ -13,6 +13,49 @@ use crate::time::MAX_TIMEOUT;
 /// The longest [`RateLimit::burst`].
 const MAX_BURST: Duration = Duration::from_secs(3_600);
 
+/// How the workers listen: each on its own socket, or all on one.
+///
+/// The default is the platform's, chosen here and nowhere else:
+/// [`PerWorker`](ListenerMode::PerWorker) on Linux, whose SO_REUSEPORT
+/// spreads new connections over the sockets bound to a port, and
+/// [`Shared`](ListenerMode::Shared) everywhere else. macOS and the BSDs
+/// accept SO_REUSEPORT but hand each connection to one socket (the last
+/// bound), so one worker would serve them all; Windows has no
+/// SO_REUSEPORT.
+///
+/// Shared is set on Linux to test that path, or where one listening
+/// socket is wanted for its own sake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ListenerMode {
+    /// One SO_REUSEPORT socket per worker on the same port, and the kernel
+    /// picks the socket (by a hash of the connection's addresses) for each
+    /// new connection. Linux only: elsewhere [`Server::bind`](crate::Server::bind) refuses it
+    /// with `Unsupported`.
+    PerWorker,
+    /// One listening socket; each worker registers its own clone
+    /// (`try_clone`) with its own `Poll` and accepts until `WouldBlock`.
+    /// The kernel's accept queue is the balancer: whichever worker is
+    /// awake takes the next connection, so a busy worker takes fewer.
+    /// This is chosen over one acceptor thread that hands sockets to the
+    /// workers through their inboxes, which would add a hop (a queue and
+    /// a wake) to every connection and a thread that can fall behind. Its
+    /// cost is a thundering herd: a new connection may wake every idle
+    /// worker, and all but one find the queue empty, so it is bounded by
+    /// the worker count.
+    Shared,
+}
+
+impl Default for ListenerMode {
+    fn default() -> Self {
+        if cfg!(target_os = "linux") {
+            ListenerMode::PerWorker
+        } else {
+            ListenerMode::Shared
+        }
+    }
+}
+
 /// What to do when a send would take a connection's output over
 /// [`Config::max_write_buffer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +121,11 @@ pub struct Config {
     /// Worker threads, each with its own event loop and listener. Default 0:
     /// one per core, from `std::thread::available_parallelism`.
     pub workers: usize,
+    /// Whether each worker listens on its own SO_REUSEPORT socket or all
+    /// share one. Default: the platform's, [`ListenerMode::PerWorker`] on
+    /// Linux and [`ListenerMode::Shared`] elsewhere (why is on
+    /// [`ListenerMode`]). `PerWorker` outside Linux fails at bind.
+    pub listener: ListenerMode,
     /// Frame, message and fragment limits.
     pub limits: Limits,
     /// Request head limits for the upgrade.
@@ -160,6 +208,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             workers: 0,
+            listener: ListenerMode::default(),
             limits: Limits::default(),
             handshake_limits: HandshakeLimits::default(),
             max_connections: 16_384,
@@ -188,6 +237,7 @@ impl Default for Config {
 setters! {
     Config {
         workers: usize,
+        listener: ListenerMode,
         limits: Limits,
         handshake_limits: HandshakeLimits,
         max_connections: usize,

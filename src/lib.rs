@@ -2,8 +2,9 @@
 //!
 //! # The thread model
 //! One worker thread per core. Each has its own `mio::Poll`, its own
-//! listener on the shared port (SO_REUSEPORT lets the kernel spread new
-//! connections), its own slab of connections, and its own [`Handler`].
+//! listener on the shared port (on Linux an SO_REUSEPORT socket each, so
+//! the kernel spreads new connections; elsewhere a clone of one socket, see
+//! [`ListenerMode`]), its own slab of connections, and its own [`Handler`].
 //! Workers share nothing on the hot path. A connection costs about 100
 //! bytes while idle, not a thread and its stack: that is why an event loop
 //! holds tens of thousands of long-lived connections where a thread per
@@ -92,7 +93,7 @@ pub mod utf8;
 mod worker;
 
 pub use broadcast::{Bridge, Broadcaster, PublishStatus};
-pub use config::{Backpressure, Config, RateLimit};
+pub use config::{Backpressure, Config, ListenerMode, RateLimit};
 pub use error::{CloseCode, ConfigError, HandshakeError, PingTooLong, ProtocolError};
 pub use handler::{
     Conn, ConnId, Handler, Hold, Pending, Publisher, Reply, Upgrade, Wake, WakeReason,

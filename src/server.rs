@@ -1,6 +1,5 @@
-//! Starting the workers: one listener per worker on a shared port
-//! (SO_REUSEPORT, so the kernel spreads new connections), one thread each,
-//! and a handle to stop them.
+//! Starting the workers: their listening sockets (see [`ListenerMode`]),
+//! one thread each, and a handle to stop them.
 
 use std::collections::HashMap;
 use std::io;
@@ -13,7 +12,7 @@ use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::broadcast::{Bridge, Broadcaster, Hub, Inbound, Remote, Topics};
-use crate::config::Config;
+use crate::config::{Config, ListenerMode};
 use crate::handler::{Handler, Shared};
 use crate::history::History;
 use crate::stats::{Counters, Stats};
@@ -46,7 +45,7 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `addr` once per worker and starts the workers. Each worker
+    /// Binds `addr` as [`Config::listener`] says and starts the workers. Each worker
     /// thread calls `factory` once to make its own handler. Bind to port 0
     /// and read [`Server::local_addr`] to get a free port. A config that
     /// fails [`Config::validate`] is an `InvalidInput` error naming the
@@ -160,19 +159,21 @@ impl Server {
 /// What one worker thread starts from.
 type WorkerParts = (Poll, mio::net::TcpListener, mpsc::Receiver<Inbound>);
 
-/// One listener, poll and inbox per worker, all on the address the first
-/// one bound (so port 0 becomes one port), and the hub that reaches them.
+/// One listener, poll and inbox per worker, all on one address (so port 0
+/// becomes one port), and the hub that reaches them.
 fn bind_workers(
     addr: SocketAddr,
     config: &Config,
     stats: &[Arc<Stats>],
 ) -> io::Result<(SocketAddr, Vec<WorkerParts>, Arc<Hub>)> {
-    let mut local_addr = addr;
+    let listeners = match config.listener {
+        ListenerMode::PerWorker => per_worker_listeners(addr, stats.len())?,
+        ListenerMode::Shared => shared_listener(addr, stats.len())?,
+    };
+    let local_addr = listeners[0].local_addr()?;
     let mut parts = Vec::with_capacity(stats.len());
     let mut remotes = Vec::with_capacity(stats.len());
-    for stats in stats {
-        let listener = reuseport_listener(local_addr)?;
-        local_addr = listener.local_addr()?;
+    for (stats, listener) in stats.iter().zip(listeners) {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let (inbox, receiver) = mpsc::channel();
@@ -211,12 +212,66 @@ fn epoch_seed() -> u32 {
     (mixed >> 32) as u32
 }
 
-/// A non-blocking listener with SO_REUSEADDR and SO_REUSEPORT.
-fn reuseport_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+/// `workers` SO_REUSEPORT listeners on one port, all on the address the
+/// first one bound.
+#[cfg(target_os = "linux")]
+fn per_worker_listeners(
+    addr: SocketAddr,
+    workers: usize,
+) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut local_addr = addr;
+    let mut listeners = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let socket = new_socket(local_addr)?;
+        socket.set_reuse_port(true)?;
+        let listener = listen(socket, local_addr)?;
+        local_addr = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// Refused: only Linux balances connections over SO_REUSEPORT sockets.
+#[cfg(not(target_os = "linux"))]
+fn per_worker_listeners(
+    _addr: SocketAddr,
+    _workers: usize,
+) -> io::Result<Vec<std::net::TcpListener>> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "ListenerMode::PerWorker needs Linux's SO_REUSEPORT; use ListenerMode::Shared",
+    ))
+}
+
+/// One listener, and a clone of it for each worker after the first.
+fn shared_listener(addr: SocketAddr, workers: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let listener = listen(new_socket(addr)?, addr)?;
+    let mut listeners = Vec::with_capacity(workers);
+    for _ in 1..workers {
+        let clone = listener.try_clone()?;
+        // Shared by dup(2) on Unix, but set it anyway: on Windows a
+        // duplicated socket's mode is not documented to follow.
+        clone.set_nonblocking(true)?;
+        listeners.push(clone);
+    }
+    listeners.insert(0, listener);
+    Ok(listeners)
+}
+
+/// A non-blocking TCP socket for `addr`; on Unix with SO_REUSEADDR, so a
+/// restart can bind while the last run's connections are in TIME_WAIT.
+/// (On Windows SO_REUSEADDR would let another process bind the port too;
+/// std leaves it off there as well.)
+fn new_socket(addr: SocketAddr) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    #[cfg(unix)]
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+/// Binds and listens.
+fn listen(socket: Socket, addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
     Ok(socket.into())

@@ -1,4 +1,5 @@
-//! One event loop per core: a `Poll`, a listener on the shared port, a
+//! One event loop per core: a `Poll`, a listener on the shared port (its
+//! own or a clone of one, see [`ListenerMode`](crate::ListenerMode)), a
 //! slab of connections, a timer wheel and a read buffer that every
 //! connection shares. The loop moves bytes, readiness and time; what they
 //! mean is each connection's [`Session`](crate::session::Session).
@@ -13,7 +14,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::broadcast::{Inbound, Publish};
-use crate::conn::{interrupted, would_block, Connection};
+use crate::conn::{interrupted, suppress_sigpipe, would_block, Connection};
 use crate::error::CloseCode;
 use crate::handler::{Handler, Shared, WakeReason};
 use crate::protocol::SharedFrame;
@@ -166,6 +167,9 @@ impl<H: Handler> Worker<H> {
                     if self.conns.len() >= self.shared.config.max_connections {
                         self.shared.stats.refused();
                         continue; // dropping the stream closes it
+                    }
+                    if suppress_sigpipe(&stream).is_err() {
+                        continue; // a write could kill the process: close it
                     }
                     let _ = stream.set_nodelay(true);
                     let entry = self.conns.vacant_entry();

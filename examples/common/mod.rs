@@ -128,6 +128,7 @@ fn seconds(s: &str) -> Result<Duration, String> {
 }
 
 /// Starts a thread that turns SIGINT and SIGTERM into a graceful shutdown.
+#[cfg(unix)]
 pub fn shutdown_on_signals(handle: ShutdownHandle) {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
@@ -139,7 +140,36 @@ pub fn shutdown_on_signals(handle: ShutdownHandle) {
     });
 }
 
-/// Runs a server until SIGINT or SIGTERM: binds, prints `NAME: BANNER ADDR/`
+/// Starts a thread that turns Ctrl-C into a graceful shutdown. Windows has
+/// no SIGTERM, and signal-hook no signal iterator there: the C runtime
+/// raises SIGINT on Ctrl-C, which sets a flag, and the thread looks at it
+/// ten times a second.
+#[cfg(windows)]
+pub fn shutdown_on_signals(handle: ShutdownHandle) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted.clone())
+        .expect("the Ctrl-C handler can be installed at start-up");
+    std::thread::spawn(move || {
+        while !interrupted.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        handle.shutdown();
+    });
+}
+
+/// Whether this platform has the /proc files the benchmark and soak tools
+/// read for memory, CPU and sockets; where it does not, says so on stderr.
+pub fn has_proc(name: &str, what: &str) -> bool {
+    if cfg!(target_os = "linux") {
+        return true;
+    }
+    eprintln!("{name}: {what} come from /proc, which only Linux has");
+    false
+}
+
+/// Runs a server until SIGINT or SIGTERM (Ctrl-C on Windows): binds, prints `NAME: BANNER ADDR/`
 /// (scripts wait for that line), shuts down gracefully on a signal, and
 /// prints the counters.
 pub fn serve<H, F>(name: &str, banner: &str, addr: &str, config: Config, factory: F) -> ExitCode
