@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 
 use mio::Waker;
@@ -168,8 +168,8 @@ pub(crate) enum Inbound {
     /// A message for the topic's subscribers on the worker.
     Publish(Publish),
     /// A newer held request took this one's key: answer it now, if the
-    /// connection still holds a request with that key.
-    Replaced { conn: usize, key: Arc<str> },
+    /// connection still holds the request that claimed it as `seq`.
+    Replaced { conn: usize, seq: u64 },
 }
 
 impl Inbound {
@@ -177,7 +177,7 @@ impl Inbound {
     pub fn cost(&self) -> usize {
         match self {
             Inbound::Publish(publish) => publish.cost(),
-            Inbound::Replaced { key, .. } => key.len() + std::mem::size_of::<Inbound>(),
+            Inbound::Replaced { .. } => std::mem::size_of::<Inbound>(),
         }
     }
 }
@@ -269,9 +269,13 @@ pub(crate) struct Hub {
     /// Most bytes one worker's inbox may hold
     /// ([`Config::max_inbox_bytes`](crate::Config::max_inbox_bytes)).
     pub max_inbox_bytes: usize,
-    /// Held requests by their [`Hold::key`](crate::Hold::key): the worker
-    /// and connection that hold each key now.
-    pub held_keys: Mutex<HashMap<Arc<str>, (usize, usize)>>,
+    /// Held requests by their [`Hold::key`](crate::Hold::key): the worker,
+    /// connection and claim number of the request that holds each key now.
+    pub held_keys: Mutex<HashMap<Arc<str>, (usize, usize, u64)>>,
+    /// The last claim number given out: each claim is told apart by its
+    /// own, so a notice for an older request never answers a newer one on
+    /// the same connection.
+    pub claims: AtomicU64,
 }
 
 impl fmt::Debug for Hub {
@@ -328,22 +332,22 @@ impl Hub {
         (PublishStatus::Queued, None)
     }
 
-    /// Gives `key` to the request held on `worker`'s connection `conn`. The
-    /// request that had it before, on any worker, is told it was replaced.
-    pub fn claim_hold(&self, key: &Arc<str>, worker: usize, conn: usize) {
-        let before = lock(&self.held_keys).insert(key.clone(), (worker, conn));
-        if let Some((w, c)) = before.filter(|&b| b != (worker, conn)) {
-            self.remotes[w].push(Inbound::Replaced {
-                conn: c,
-                key: key.clone(),
-            });
+    /// Gives `key` to the request held on `worker`'s connection `conn`,
+    /// and returns the claim's number. The request that had it before, on
+    /// any worker, is told it was replaced.
+    pub fn claim_hold(&self, key: &Arc<str>, worker: usize, conn: usize) -> u64 {
+        let seq = self.claims.fetch_add(1, Ordering::Relaxed) + 1;
+        let before = lock(&self.held_keys).insert(key.clone(), (worker, conn, seq));
+        if let Some((w, c, s)) = before {
+            self.remotes[w].push(Inbound::Replaced { conn: c, seq: s });
         }
+        seq
     }
 
-    /// Lets go of `key` if `worker`'s connection `conn` still holds it.
-    pub fn release_hold(&self, key: &str, worker: usize, conn: usize) {
+    /// Lets go of `key` if the claim numbered `seq` still holds it.
+    pub fn release_hold(&self, key: &str, seq: u64) {
         let mut keys = lock(&self.held_keys);
-        if keys.get(key) == Some(&(worker, conn)) {
+        if keys.get(key).is_some_and(|&(_, _, s)| s == seq) {
             keys.remove(key);
         }
     }
@@ -541,6 +545,7 @@ mod tests {
             interest: Mutex::default(),
             max_inbox_bytes: max,
             held_keys: Mutex::default(),
+            claims: AtomicU64::new(0),
         };
         (hub, inboxes, polls)
     }
@@ -616,20 +621,22 @@ mod tests {
     fn a_held_key_claimed_again_tells_its_last_holder_once() {
         let (hub, inboxes, _polls) = hub(2, 1 << 20, None);
         let key: Arc<str> = "client-1".into();
-        hub.claim_hold(&key, 0, 7);
+        let first = hub.claim_hold(&key, 0, 7);
         assert!(inboxes.iter().all(|inbox| inbox.try_recv().is_err()));
-        // A newer request on worker 1 replaces connection 7 on worker 0.
-        hub.claim_hold(&key, 1, 3);
+        // A newer request on worker 1 replaces connection 7 on worker 0,
+        // naming the claim it replaces.
+        let second = hub.claim_hold(&key, 1, 3);
+        assert_ne!(first, second);
         match inboxes[0].try_recv() {
-            Ok(Inbound::Replaced { conn: 7, key: k }) => assert_eq!(&*k, "client-1"),
+            Ok(Inbound::Replaced { conn: 7, seq }) => assert_eq!(seq, first),
             other => panic!("{other:?}"),
         }
         // The replaced one letting go changes nothing; the holder's does.
-        hub.release_hold(&key, 0, 7);
-        assert_eq!(lock(&hub.held_keys).get(&key), Some(&(1, 3)));
-        hub.release_hold(&key, 1, 3);
+        hub.release_hold(&key, first);
+        assert_eq!(lock(&hub.held_keys).get(&key), Some(&(1, 3, second)));
+        hub.release_hold(&key, second);
         assert!(lock(&hub.held_keys).is_empty());
-        hub.claim_hold(&key, 1, 4);
+        let _ = hub.claim_hold(&key, 1, 4);
         assert!(inboxes.iter().all(|inbox| inbox.try_recv().is_err()));
     }
 

@@ -170,8 +170,10 @@ pub struct Config {
     /// Most bytes of published messages queued for one worker and not yet
     /// delivered by it. Default 16 MiB. A worker that falls behind its
     /// publishers (one handler that blocks, or a flood of publishes from
-    /// elsewhere) holds at most this much; past it a publish to a topic it
-    /// has subscribers to is refused for everyone
+    /// elsewhere) holds at most this much, and one message more per
+    /// publisher that finds room at the same moment (without history the
+    /// check and the queueing are not one step); past it a publish to a
+    /// topic it has subscribers to is refused for everyone
     /// ([`PublishStatus::Refused`](crate::PublishStatus::Refused)), so
     /// that no subscriber sees a gap.
     pub max_inbox_bytes: usize,

@@ -100,7 +100,8 @@ impl<D> Connection<D> {
     /// and bytes that arrive after it raise a new edge, so reading stops
     /// there rather than spending a syscall on `WouldBlock`. Not when the
     /// event already reported the peer's FIN or an error, or on a turn the
-    /// caller came back for: those raise no new edge.
+    /// caller came back for: those raise no new edge. Not on Windows
+    /// either, where mio arms readiness again only after `WouldBlock`.
     pub fn read_ready<H: Handler<Data = D>>(
         &mut self,
         key: usize,
@@ -110,14 +111,18 @@ impl<D> Connection<D> {
         to_the_end: bool,
     ) -> bool {
         let mut budget = shared.config.read_budget;
+        let to_the_end = to_the_end || cfg!(windows);
+        // Whether every byte of this turn comes after our close frame.
+        let closed_before = self.session.sent_close();
         while !self.session.is_ended() && !self.muted {
             if budget == 0 {
                 // A peer that was sent a close frame (it broke the
                 // protocol or a limit, or did not read) and still sends a
-                // whole budget's worth in one turn is flooding: read no
-                // more of it. Our close frame waits for it to read; the
-                // close timeout drops it.
-                self.muted = self.session.sent_close();
+                // whole budget's worth in a turn after it is flooding:
+                // read no more of it. Our close frame waits for it to
+                // read; the close timeout drops it. A turn in which the
+                // close was sent only gets another turn.
+                self.muted = closed_before && self.session.sent_close();
                 return !self.muted;
             }
             let room = rbuf.len().min(budget);
@@ -183,6 +188,7 @@ impl<D> Connection<D> {
                             after: h.after,
                             ip: peer.ip(),
                             key: h.key.map(Into::into),
+                            claim: 0,
                         });
                         Answer::Hold {
                             data: h.data,
@@ -230,15 +236,13 @@ impl<D> Connection<D> {
         shared: &mut Shared,
         held: HeldRequest,
     ) {
-        // A request with a key replaces the one its client made before,
-        // answered at once or not.
-        if let Some(hold_key) = &held.key {
-            shared.hub.claim_hold(hold_key, shared.worker, key);
-        }
         let catchup = shared.hub.since(&held.topic, held.after);
         if held.after.is_none() || catchup.reset || !catchup.entries.is_empty() {
+            // Answered at once, it still replaces the one its client made
+            // before.
             if let Some(hold_key) = &held.key {
-                shared.hub.release_hold(hold_key, shared.worker, key);
+                let claim = shared.hub.claim_hold(hold_key, shared.worker, key);
+                shared.hub.release_hold(hold_key, claim);
             }
             let wake = Wake {
                 reason: WakeReason::Ready,
@@ -246,14 +250,18 @@ impl<D> Connection<D> {
             };
             return self.answer_held(key, handler, shared, wake);
         }
-        // It would wait: only so many may, per client address.
-        let (topic, after) = (held.topic.clone(), held.after);
-        if let Err(held) = shared.book_held(key, held) {
-            if let Some(hold_key) = &held.key {
-                shared.hub.release_hold(hold_key, shared.worker, key);
-            }
+        // It would wait: only so many may, per client address. One refused
+        // replaces nothing.
+        let (topic, after, hold_key) = (held.topic.clone(), held.after, held.key.clone());
+        if shared.book_held(key, held).is_err() {
             let busy = Response::status(429).with_header("Retry-After", "1");
             return self.session.answer_held(shared.now, &busy, false);
+        }
+        if let Some(hold_key) = hold_key {
+            let claim = shared.hub.claim_hold(&hold_key, shared.worker, key);
+            if let Some(held) = shared.held.get_mut(&key) {
+                held.claim = claim;
+            }
         }
         // Messages are queued only for workers with subscribers: one
         // recorded before the booking above subscribed this worker is in

@@ -257,6 +257,8 @@ pub(crate) struct HeldRequest {
     pub ip: IpAddr,
     /// Its [`Hold::key`], claimed in the hub while it waits.
     pub key: Option<Arc<str>>,
+    /// The number of its claim on the key, once it waits.
+    pub claim: u64,
 }
 
 /// Publishes and reads topic history from [`Handler::on_http`], where no
@@ -414,7 +416,10 @@ impl<D> Conn<'_, D> {
     /// Subscribes to a topic's messages after `after` only: with a cursor
     /// from [`Conn::history`], after sending what it returned, a client
     /// that reconnects gets every message once, with none missing. False
-    /// if it was subscribed already.
+    /// if it was subscribed already. One case is not covered: if the
+    /// topic's ring loses `after` between the two calls (more than its
+    /// depth published in that instant, or the topic evicted), what fell
+    /// out is not sent, and the ids of what follows show the gap.
     pub fn subscribe_after(&mut self, topic: &str, after: Option<MessageId>) -> bool {
         let key = self.id.0;
         if !self.shared.subscribe(key, topic, after) {
@@ -502,7 +507,7 @@ impl Shared {
         }
         self.unsubscribe(key, &held.topic);
         if let Some(hold_key) = &held.key {
-            self.hub.release_hold(hold_key, self.worker, key);
+            self.hub.release_hold(hold_key, held.claim);
         }
         Some(held)
     }

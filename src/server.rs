@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
@@ -196,6 +196,7 @@ fn bind_workers(
         interest: Mutex::default(),
         max_inbox_bytes: config.max_inbox_bytes,
         held_keys: Mutex::default(),
+        claims: AtomicU64::new(0),
     });
     Ok((local_addr, parts, hub))
 }

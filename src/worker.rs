@@ -376,18 +376,18 @@ impl<H: Handler> Worker<H> {
             self.shared.hub.remotes[self.shared.worker].took(&inbound);
             match inbound {
                 Inbound::Publish(publish) => self.deliver(&publish),
-                Inbound::Replaced { conn, key } => self.replaced(conn, &key),
+                Inbound::Replaced { conn, seq } => self.replaced(conn, seq),
             }
         }
         self.flush_delivered();
     }
 
     /// Answers a held request that a newer one with its key replaced, if
-    /// the connection still holds it (it may have been answered, or the
-    /// connection gone and its slab key taken, meanwhile).
-    fn replaced(&mut self, conn: usize, key: &str) {
-        let holds = self.shared.held.get(&conn).and_then(|h| h.key.as_deref());
-        if holds != Some(key) {
+    /// the connection still holds that very request: its claim number
+    /// tells it from a later request on the same connection, or on a new
+    /// connection that took its slab key.
+    fn replaced(&mut self, conn: usize, claim: u64) {
+        if self.shared.held.get(&conn).is_none_or(|h| h.claim != claim) {
             return;
         }
         if let Some(c) = self.conns.get_mut(conn) {
