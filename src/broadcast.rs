@@ -27,7 +27,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::sync::{mpsc, Arc, Mutex, OnceLock, RwLock};
 
 use mio::Waker;
 
@@ -265,7 +265,7 @@ pub(crate) struct Hub {
     pub bridge: OnceLock<Arc<dyn Bridge>>,
     /// For each topic with subscribers here, the workers that have some,
     /// in order: a message is queued for those workers only.
-    pub interest: Mutex<HashMap<Arc<str>, Vec<usize>>>,
+    pub interest: RwLock<HashMap<Arc<str>, Vec<usize>>>,
     /// Most bytes one worker's inbox may hold
     /// ([`Config::max_inbox_bytes`](crate::Config::max_inbox_bytes)).
     pub max_inbox_bytes: usize,
@@ -301,35 +301,37 @@ impl Hub {
         from: Option<usize>,
     ) -> (PublishStatus, Option<Publish>) {
         let Some(history) = &self.history else {
-            let workers = self.interested(topic);
-            let others = || workers.iter().copied().filter(|&w| Some(w) != from);
-            if self.refuse_if_full(others()) {
-                return (PublishStatus::Refused, None);
-            }
-            let publish = Publish::new(topic, msg);
-            for worker in others() {
-                self.remotes[worker].push(Inbound::Publish(publish.clone()));
-            }
-            return (PublishStatus::Queued, from.map(|_| publish));
+            return self.with_interested(topic, |workers| {
+                let others = || workers.iter().copied().filter(|&w| Some(w) != from);
+                if self.refuse_if_full(others()) {
+                    return (PublishStatus::Refused, None);
+                }
+                let publish = Publish::new(topic, msg);
+                for worker in others() {
+                    self.remotes[worker].push(Inbound::Publish(publish.clone()));
+                }
+                (PublishStatus::Queued, from.map(|_| publish))
+            });
         };
         let mut history = lock(history);
         // Read under the history lock: a worker that gains its first
         // subscriber after this reads the history after this message is
         // in it (see `Conn::subscribe_after`).
-        let workers = self.interested(topic);
-        if self.refuse_if_full(workers.iter().copied()) {
-            return (PublishStatus::Refused, None);
-        }
-        let entry = history.record(topic, msg);
-        let publish = Publish {
-            topic: topic.into(),
-            frame: entry.frame().clone(),
-            id: Some(entry.id()),
-        };
-        for worker in workers {
-            self.remotes[worker].push(Inbound::Publish(publish.clone()));
-        }
-        (PublishStatus::Queued, None)
+        self.with_interested(topic, |workers| {
+            if self.refuse_if_full(workers.iter().copied()) {
+                return (PublishStatus::Refused, None);
+            }
+            let entry = history.record(topic, msg);
+            let publish = Publish {
+                topic: topic.into(),
+                frame: entry.frame().clone(),
+                id: Some(entry.id()),
+            };
+            for &worker in workers {
+                self.remotes[worker].push(Inbound::Publish(publish.clone()));
+            }
+            (PublishStatus::Queued, None)
+        })
     }
 
     /// Gives `key` to the request held on `worker`'s connection `conn`,
@@ -352,9 +354,12 @@ impl Hub {
         }
     }
 
-    /// The workers with subscribers to `topic` now.
-    fn interested(&self, topic: &str) -> Vec<usize> {
-        lock(&self.interest).get(topic).cloned().unwrap_or_default()
+    /// Runs `f` on the workers with subscribers to `topic` now, under a
+    /// read lock: publishers on different workers go on side by side, and
+    /// no list is copied per message.
+    fn with_interested<R>(&self, topic: &str, f: impl FnOnce(&[usize]) -> R) -> R {
+        let interest = self.interest.read().unwrap_or_else(|e| e.into_inner());
+        f(interest.get(topic).map_or(&[], Vec::as_slice))
     }
 
     /// Whether any of `workers` has a full inbox, counting the refusal
@@ -390,7 +395,7 @@ impl Hub {
     /// its last left. The bridge hears when the whole server's count
     /// crosses zero. Calls are made under the lock, so they come in order.
     pub fn worker_interest(&self, worker: usize, topic: &str, gained: bool) {
-        let mut interest = lock(&self.interest);
+        let mut interest = self.interest.write().unwrap_or_else(|e| e.into_inner());
         let changed = if gained {
             let workers = interest.entry(topic.into()).or_default();
             if let Err(at) = workers.binary_search(&worker) {
@@ -421,7 +426,7 @@ impl Hub {
     /// Installs the bridge, and tells it of every topic with subscribers
     /// already. False if one was installed before.
     pub fn set_bridge(&self, bridge: Arc<dyn Bridge>) -> bool {
-        let interest = lock(&self.interest);
+        let interest = self.interest.read().unwrap_or_else(|e| e.into_inner());
         if self.bridge.set(bridge).is_err() {
             return false;
         }
@@ -542,7 +547,7 @@ mod tests {
             remotes,
             history: history.map(Mutex::new),
             bridge: OnceLock::new(),
-            interest: Mutex::default(),
+            interest: RwLock::default(),
             max_inbox_bytes: max,
             held_keys: Mutex::default(),
             claims: AtomicU64::new(0),

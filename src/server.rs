@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::sync::{mpsc, Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
 
 use mio::{Poll, Waker};
@@ -193,7 +193,7 @@ fn bind_workers(
             .history
             .map(|history| Mutex::new(History::new(history, epoch_seed()))),
         bridge: OnceLock::new(),
-        interest: Mutex::default(),
+        interest: RwLock::default(),
         max_inbox_bytes: config.max_inbox_bytes,
         held_keys: Mutex::default(),
         claims: AtomicU64::new(0),
