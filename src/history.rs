@@ -153,6 +153,15 @@ pub struct Catchup {
     /// The cursor could not be continued without a gap (another epoch, or
     /// older than the ring): `entries` is the whole ring instead.
     pub reset: bool,
+    /// The history is kept elsewhere (a [`Bridge`](crate::Bridge) that
+    /// numbers messages) and this server has not loaded it yet: nothing
+    /// is known beyond the cursor, which `latest` repeats. Subscribe with
+    /// it anyway
+    /// ([`Conn::subscribe_after`](crate::Conn::subscribe_after)); once the
+    /// history is here, [`Handler::on_history`](crate::Handler::on_history)
+    /// is called with what followed the cursor, and held requests are
+    /// woken.
+    pub pending: bool,
     /// The messages after the cursor, oldest first.
     pub entries: Vec<Entry>,
     /// The topic's newest message id, if it has history.
@@ -171,6 +180,39 @@ struct Ring {
     used: u64,
 }
 
+impl Ring {
+    fn new(epoch: u32, next_seq: u64, used: u64) -> Self {
+        Ring {
+            epoch,
+            entries: VecDeque::new(),
+            bytes: 0,
+            next_seq,
+            used,
+        }
+    }
+
+    /// Appends an entry, then drops the oldest past the bounds.
+    fn push(&mut self, entry: Entry, config: &HistoryConfig) {
+        self.bytes += entry.frame.len();
+        self.entries.push_back(entry);
+        while self.entries.len() > config.depth.max(1)
+            || (self.bytes > config.max_topic_bytes && self.entries.len() > 1)
+        {
+            let old = self.entries.pop_front().expect("more than one entry");
+            self.bytes -= old.frame.len();
+        }
+    }
+
+    /// The id before the next: the newest message's, or the epoch's zero
+    /// when none has been numbered.
+    fn latest(&self) -> MessageId {
+        MessageId {
+            epoch: self.epoch,
+            seq: self.next_seq - 1,
+        }
+    }
+}
+
 /// Every topic's ring, and the least recently used order for eviction.
 #[derive(Debug)]
 pub(crate) struct History {
@@ -181,6 +223,10 @@ pub(crate) struct History {
     /// Topics by the tick of their last message.
     by_use: BTreeMap<u64, Arc<str>>,
     clock: u64,
+    /// Rings are copies of a history kept elsewhere, numbered there
+    /// ([`History::append`], [`History::restore`]): a topic without a
+    /// ring here is not known yet, rather than empty.
+    mirror: bool,
 }
 
 impl History {
@@ -193,52 +239,110 @@ impl History {
             rings: HashMap::new(),
             by_use: BTreeMap::new(),
             clock: 0,
+            mirror: false,
+        }
+    }
+
+    /// From now on, rings copy a history numbered elsewhere: topics are
+    /// numbered only by [`History::append`] and [`History::restore`].
+    pub fn set_mirror(&mut self) {
+        self.mirror = true;
+        self.rings.clear();
+        self.by_use.clear();
+    }
+
+    /// Makes `topic` the most recently used, with a ring, evicting the
+    /// least recently used past `max_topics`; returns the ring.
+    fn touch(&mut self, topic: &str, make: impl FnOnce(u64) -> Ring) -> &mut Ring {
+        self.clock += 1;
+        let clock = self.clock;
+        if !self.rings.contains_key(topic) {
+            if self.rings.len() >= self.config.max_topics.max(1) {
+                self.evict_least_used();
+            }
+            self.rings.insert(topic.into(), make(clock));
+        }
+        let (name, ring) = self.rings.get_key_value(topic).expect("inserted above");
+        let (name, used) = (name.clone(), ring.used);
+        self.by_use.remove(&used);
+        self.by_use.insert(clock, name);
+        let ring = self.rings.get_mut(topic).expect("inserted above");
+        ring.used = clock;
+        ring
+    }
+
+    /// Keeps message `id`, numbered elsewhere, if it is the one after the
+    /// newest `topic` holds; returns it to send. `None`, keeping nothing,
+    /// when the topic is not here or `id` does not follow: the caller then
+    /// [`History::restore`]s the topic.
+    pub fn append(&mut self, topic: &str, id: MessageId, msg: Message<'_>) -> Option<Entry> {
+        let ring = self.rings.get(topic)?;
+        if id.epoch != ring.epoch || id.seq != ring.next_seq || id.seq == u64::MAX {
+            return None;
+        }
+        let config = self.config;
+        let ring = self.touch(topic, |_| unreachable!("the ring is there"));
+        ring.next_seq = id.seq + 1;
+        let entry = wrap(id, msg, config.envelope);
+        ring.push(entry.clone(), &config);
+        Some(entry)
+    }
+
+    /// Replaces `topic`'s ring with a copy of a history kept elsewhere:
+    /// its epoch, the next number it will give, and its messages, oldest
+    /// first. Messages that do not fit the epoch and the numbering (not
+    /// below `next_seq`, or not rising) are left out.
+    pub fn restore<'m>(
+        &mut self,
+        topic: &str,
+        epoch: u32,
+        next_seq: u64,
+        messages: impl IntoIterator<Item = (u64, Message<'m>)>,
+    ) {
+        let config = self.config;
+        let next_seq = next_seq.max(1);
+        let ring = self.touch(topic, |used| Ring::new(epoch, next_seq, used));
+        *ring = Ring::new(epoch, next_seq, ring.used);
+        let mut last = 0;
+        for (seq, msg) in messages {
+            if seq <= last || seq >= next_seq {
+                continue;
+            }
+            last = seq;
+            ring.push(
+                wrap(MessageId { epoch, seq }, msg, config.envelope),
+                &config,
+            );
+        }
+    }
+
+    /// Forgets `topic`'s ring: in a mirror, its copy stops being kept up
+    /// to date.
+    pub fn forget(&mut self, topic: &str) {
+        if let Some(ring) = self.rings.remove(topic) {
+            self.by_use.remove(&ring.used);
         }
     }
 
     /// Numbers a message for `topic`, wraps it in the envelope, keeps it
     /// and returns it to send.
     pub fn record(&mut self, topic: &str, msg: Message<'_>) -> Entry {
-        self.clock += 1;
-        let (clock, config) = (self.clock, self.config);
-        if !self.rings.contains_key(topic) {
-            if self.rings.len() >= config.max_topics.max(1) {
-                self.evict_least_used();
-            }
-            let epoch = self.next_epoch;
-            self.next_epoch = self.next_epoch.wrapping_add(1);
-            let ring = Ring {
-                epoch,
-                entries: VecDeque::new(),
-                bytes: 0,
-                next_seq: 1,
-                used: clock,
-            };
-            self.rings.insert(topic.into(), ring);
-        }
-        let name = self
-            .rings
-            .get_key_value(topic)
-            .expect("inserted above")
-            .0
-            .clone();
-        let ring = self.rings.get_mut(topic).expect("inserted above");
-        self.by_use.remove(&ring.used);
-        ring.used = clock;
-        self.by_use.insert(clock, name);
+        let config = self.config;
+        let epoch = self.next_epoch;
+        let mut made = false;
+        let ring = self.touch(topic, |used| {
+            made = true;
+            Ring::new(epoch, 1, used)
+        });
         let id = MessageId {
             epoch: ring.epoch,
             seq: ring.next_seq,
         };
         ring.next_seq += 1;
         let entry = wrap(id, msg, config.envelope);
-        ring.bytes += entry.frame.len();
-        ring.entries.push_back(entry.clone());
-        while ring.entries.len() > config.depth.max(1)
-            || (ring.bytes > config.max_topic_bytes && ring.entries.len() > 1)
-        {
-            let old = ring.entries.pop_front().expect("more than one entry");
-            ring.bytes -= old.frame.len();
+        ring.push(entry.clone(), &config);
+        if made {
+            self.next_epoch = self.next_epoch.wrapping_add(1);
         }
         entry
     }
@@ -247,18 +351,31 @@ impl History {
     /// latest id: a new reader starts from now.
     pub fn since(&self, topic: &str, after: Option<MessageId>) -> Catchup {
         let Some(ring) = self.rings.get(topic) else {
-            // No history: a cursor from before cannot be continued.
-            return Catchup {
-                reset: after.is_some(),
-                ..Catchup::default()
+            // A mirror has not loaded the topic yet. Otherwise there is no
+            // history: a cursor from before cannot be continued.
+            return match self.mirror {
+                // Not loaded: nothing known beyond the cursor.
+                true => Catchup {
+                    pending: true,
+                    latest: after,
+                    ..Catchup::default()
+                },
+                false => Catchup {
+                    reset: after.is_some(),
+                    ..Catchup::default()
+                },
             };
         };
-        let latest = ring.entries.back().map(|e| e.id);
+        // A mirror's empty ring still has a place: the epoch's zero.
+        let latest = match ring.entries.back() {
+            Some(entry) => Some(entry.id),
+            None if self.mirror => Some(ring.latest()),
+            None => None,
+        };
         let Some(after) = after else {
             return Catchup {
-                reset: false,
-                entries: Vec::new(),
                 latest,
+                ..Catchup::default()
             };
         };
         // The cursor is the peer's: no arithmetic on it may overflow. It
@@ -278,6 +395,7 @@ impl History {
         };
         Catchup {
             reset: !continues,
+            pending: false,
             entries: ring.entries.iter().skip(skip).cloned().collect(),
             latest,
         }
@@ -461,5 +579,60 @@ mod tests {
         let e = h.record("r", Message::Text("x"));
         assert_eq!(e.message(), Message::Binary(&[0xff]));
         assert_eq!(e.frame()[0], 0x82);
+    }
+
+    #[test]
+    fn a_mirror_knows_only_topics_it_was_given() {
+        let mut h = History::new(HistoryConfig::default().depth(3), 1);
+        h.set_mirror();
+        // Not loaded: pending, and the cursor is all that is known.
+        let unknown = h.since("r", Some(id(9, 4)));
+        assert!(unknown.pending && !unknown.reset && unknown.entries.is_empty());
+        assert_eq!(unknown.latest, Some(id(9, 4)));
+        assert!(h.append("r", id(9, 1), Message::Text("x")).is_none());
+        // An empty topic has a place: the epoch's zero.
+        h.restore("e", 5, 1, []);
+        let empty = h.since("e", None);
+        assert!(!empty.pending && empty.latest == Some(id(5, 0)));
+        assert!(!h.since("e", Some(id(5, 0))).reset);
+        // Loaded with messages 3..=5 (6 is next); out-of-order ones dropped.
+        let log = [
+            (3, Message::Text("c")),
+            (2, Message::Text("b")),
+            (4, Message::Text("d")),
+            (6, Message::Text("from the future")),
+            (5, Message::Text("e")),
+        ];
+        h.restore("r", 9, 6, log);
+        assert_eq!(
+            texts(&h.since("r", Some(id(9, 3))).entries),
+            ["00000009-4 d", "00000009-5 e"]
+        );
+        assert!(h.since("r", Some(id(9, 1))).reset, "older than the log");
+        // Only the next number is appended; the depth still holds.
+        assert!(h.append("r", id(9, 7), Message::Text("gap")).is_none());
+        assert!(h.append("r", id(9, 5), Message::Text("again")).is_none());
+        assert!(h
+            .append("r", id(8, 6), Message::Text("old epoch"))
+            .is_none());
+        let six = h.append("r", id(9, 6), Message::Text("f")).unwrap();
+        assert_eq!(six.id(), id(9, 6));
+        assert_eq!(texts(&h.since("r", Some(id(9, 3))).entries).len(), 3);
+        assert!(h.since("r", Some(id(9, 2))).reset, "4 is the oldest kept");
+        // Forgotten, it is unknown again.
+        h.forget("r");
+        assert!(h.since("r", Some(id(9, 6))).pending);
+        assert_eq!(h.by_use.len(), 1);
+    }
+
+    #[test]
+    fn a_mirror_numbers_nothing_itself() {
+        let mut h = History::new(HistoryConfig::default(), 1);
+        h.record("r", Message::Text("local"));
+        h.set_mirror();
+        assert!(h.since("r", None).pending, "local rings are dropped");
+        h.restore("r", 3, u64::MAX, []);
+        // The last number there is can never be appended after.
+        assert!(h.append("r", id(3, u64::MAX), Message::Text("x")).is_none());
     }
 }
