@@ -69,6 +69,10 @@ impl Publish {
 pub(crate) struct Sub {
     pub key: usize,
     pub after: Option<MessageId>,
+    /// Subscribed while the topic's history, kept by an ordering bridge,
+    /// was not here: it takes nothing until the history is loaded
+    /// ([`Inbound::Loaded`]), which tells it what followed `after`.
+    pub waiting: bool,
 }
 
 impl Sub {
@@ -97,7 +101,11 @@ impl Topics {
         if subs.iter().any(|s| s.key == key) {
             return false;
         }
-        subs.push(Sub { key, after });
+        subs.push(Sub {
+            key,
+            after,
+            waiting: false,
+        });
         let name = self
             .by_topic
             .get_key_value(topic)
@@ -105,6 +113,18 @@ impl Topics {
             .expect("inserted above");
         self.by_conn.entry(key).or_default().push(name);
         true
+    }
+
+    /// Marks a subscription as waiting for its topic's history, or done
+    /// waiting.
+    pub fn set_waiting(&mut self, key: usize, topic: &str, waiting: bool) {
+        if let Some(sub) = self
+            .by_topic
+            .get_mut(topic)
+            .and_then(|subs| subs.iter_mut().find(|s| s.key == key))
+        {
+            sub.waiting = waiting;
+        }
     }
 
     /// Moves a subscription's cursor to `id`: it has had everything up to
@@ -160,6 +180,13 @@ impl Topics {
     pub fn subscribers(&self, topic: &str) -> &[Sub] {
         self.by_topic.get(topic).map_or(&[], Vec::as_slice)
     }
+
+    /// The subscriptions to a topic, to move their cursors.
+    pub fn subscribers_mut(&mut self, topic: &str) -> &mut [Sub] {
+        self.by_topic
+            .get_mut(topic)
+            .map_or(&mut [], Vec::as_mut_slice)
+    }
 }
 
 /// What other threads hand a worker.
@@ -170,6 +197,9 @@ pub(crate) enum Inbound {
     /// A newer held request took this one's key: answer it now, if the
     /// connection still holds the request that claimed it as `seq`.
     Replaced { conn: usize, seq: u64 },
+    /// The topic's history was loaded, or loaded again, from where it is
+    /// kept: bring every subscription to it up to date.
+    Loaded { topic: Arc<str> },
 }
 
 impl Inbound {
@@ -178,6 +208,7 @@ impl Inbound {
         match self {
             Inbound::Publish(publish) => publish.cost(),
             Inbound::Replaced { .. } => std::mem::size_of::<Inbound>(),
+            Inbound::Loaded { topic } => std::mem::size_of::<Inbound>() + topic.len(),
         }
     }
 }
@@ -253,6 +284,30 @@ pub trait Bridge: Send + Sync + 'static {
     /// `topic` gained its first subscriber on this server (`true`), or
     /// lost its last (`false`). Calls come in order, one at a time.
     fn interest(&self, topic: &str, subscribed: bool);
+
+    /// Whether this bridge numbers every message itself, in one order for
+    /// all servers. Asked once, when the bridge is installed. If so, a
+    /// message published here is handed to [`Bridge::submit`] instead of
+    /// being numbered and delivered here, and reaches this server's
+    /// subscribers only when the bridge brings it back with its id through
+    /// [`Broadcaster::deliver`]. History is then a copy of the bridge's:
+    /// [`Broadcaster::restore`] loads a topic when it gains its first
+    /// subscriber here, and a topic with none here keeps no ring. The
+    /// server must keep history ([`Config::history`](crate::Config::history)).
+    /// By default false: [`Bridge::published`] is told of messages
+    /// already delivered here.
+    fn orders(&self) -> bool {
+        false
+    }
+
+    /// Takes a message published here to be numbered, for a bridge that
+    /// [orders](Bridge::orders). `Refused` tells the publisher that it was
+    /// not sent (the bridge's store cannot be reached, or its queue is
+    /// full). By default every message is refused.
+    fn submit(&self, topic: &str, msg: Message<'_>) -> PublishStatus {
+        let _ = (topic, msg);
+        PublishStatus::Refused
+    }
 }
 
 /// What the workers and the handles share: the shutdown flag, each
@@ -263,6 +318,8 @@ pub(crate) struct Hub {
     /// Every topic's numbered messages, when the server keeps history.
     pub history: Option<Mutex<History>>,
     pub bridge: OnceLock<Arc<dyn Bridge>>,
+    /// Set with a bridge that [orders](Bridge::orders) messages.
+    pub ordered: OnceLock<Arc<dyn Bridge>>,
     /// For each topic with subscribers here, the workers that have some,
     /// in order: a message is queued for those workers only.
     pub interest: RwLock<HashMap<Arc<str>, Vec<usize>>>,
@@ -300,6 +357,24 @@ impl Hub {
         msg: Message<'_>,
         from: Option<usize>,
     ) -> (PublishStatus, Option<Publish>) {
+        match self.ordered.get() {
+            Some(bridge) => (bridge.submit(topic, msg), None),
+            None => self.publish_here(topic, msg, from),
+        }
+    }
+
+    /// [`Hub::publish`] on this server alone, numbered here if history is
+    /// kept.
+    pub fn publish_here(
+        &self,
+        topic: &str,
+        msg: Message<'_>,
+        from: Option<usize>,
+    ) -> (PublishStatus, Option<Publish>) {
+        // An ordering bridge numbers every message: none is numbered here.
+        if self.ordered.get().is_some() {
+            return (PublishStatus::Refused, None);
+        }
         let Some(history) = &self.history else {
             return self.with_interested(topic, |workers| {
                 let others = || workers.iter().copied().filter(|&w| Some(w) != from);
@@ -331,6 +406,67 @@ impl Hub {
                 self.remotes[worker].push(Inbound::Publish(publish.clone()));
             }
             (PublishStatus::Queued, None)
+        })
+    }
+
+    /// Delivers message `id`, numbered by an ordering bridge, to the
+    /// workers with subscribers to `topic`, keeping it in the topic's
+    /// history first. All or none, as [`Hub::publish`]; also refused when
+    /// `id` does not follow the newest message the history holds. With no
+    /// subscriber here there is nothing to do, and nothing is kept.
+    pub fn deliver(&self, topic: &str, id: MessageId, msg: Message<'_>) -> PublishStatus {
+        let Some(history) = &self.history else {
+            return PublishStatus::Refused;
+        };
+        let mut history = lock(history);
+        self.with_interested(topic, |workers| {
+            // Nobody here to deliver to, and no copy kept.
+            if workers.is_empty() {
+                return PublishStatus::Queued;
+            }
+            if self.refuse_if_full(workers.iter().copied()) {
+                return PublishStatus::Refused;
+            }
+            let Some(entry) = history.append(topic, id, msg) else {
+                return PublishStatus::Refused;
+            };
+            let publish = Publish {
+                topic: topic.into(),
+                frame: entry.frame().clone(),
+                id: Some(id),
+            };
+            for &worker in workers {
+                self.remotes[worker].push(Inbound::Publish(publish.clone()));
+            }
+            PublishStatus::Queued
+        })
+    }
+
+    /// Loads `topic`'s history from an ordering bridge, if this server has
+    /// subscribers to it, and tells the workers that have some to bring
+    /// them up to date. False if it has none: nothing was kept.
+    pub fn restore<'m>(
+        &self,
+        topic: &str,
+        epoch: u32,
+        next_seq: u64,
+        messages: impl IntoIterator<Item = (u64, Message<'m>)>,
+    ) -> bool {
+        let Some(history) = &self.history else {
+            return false;
+        };
+        let mut history = lock(history);
+        self.with_interested(topic, |workers| {
+            if workers.is_empty() {
+                return false;
+            }
+            history.restore(topic, epoch, next_seq, messages);
+            let topic: Arc<str> = topic.into();
+            for &worker in workers {
+                let topic = topic.clone();
+                self.remotes[worker].push(Inbound::Loaded { topic });
+            }
+            true
         })
     }
 
@@ -384,6 +520,15 @@ impl Hub {
         }
     }
 
+    /// Whether `topic`'s history is kept by an ordering bridge and not
+    /// loaded here yet.
+    pub fn is_pending(&self, topic: &str) -> bool {
+        match (&self.history, self.ordered.get()) {
+            (Some(history), Some(_)) => lock(history).since(topic, None).pending,
+            _ => false,
+        }
+    }
+
     /// Wakes every worker, for shutdown.
     pub fn wake_all(&self) {
         for remote in &self.remotes {
@@ -395,6 +540,13 @@ impl Hub {
     /// its last left. The bridge hears when the whole server's count
     /// crosses zero. Calls are made under the lock, so they come in order.
     pub fn worker_interest(&self, worker: usize, topic: &str, gained: bool) {
+        // With an ordering bridge, history is a copy kept only while this
+        // server has subscribers: taken in the publishers' order (history,
+        // then interest), so a restore never lands between the two.
+        let mut history = match (&self.history, self.ordered.get()) {
+            (Some(history), Some(_)) => Some(lock(history)),
+            _ => None,
+        };
         let mut interest = self.interest.write().unwrap_or_else(|e| e.into_inner());
         let changed = if gained {
             let workers = interest.entry(topic.into()).or_default();
@@ -411,14 +563,20 @@ impl Hub {
                 None => false,
             }
         };
+        if changed && !gained {
+            if let Some(history) = history.as_mut() {
+                history.forget(topic);
+            }
+        }
         if let (true, Some(bridge)) = (changed, self.bridge.get()) {
             bridge.interest(topic, gained);
         }
     }
 
-    /// Tells the bridge, if any, of a message published here.
+    /// Tells the bridge, if any, of a message published and delivered
+    /// here. A bridge that orders messages took it already.
     pub fn bridge_published(&self, topic: &str, msg: Message<'_>) {
-        if let Some(bridge) = self.bridge.get() {
+        if let (Some(bridge), None) = (self.bridge.get(), self.ordered.get()) {
             bridge.published(topic, msg);
         }
     }
@@ -426,7 +584,19 @@ impl Hub {
     /// Installs the bridge, and tells it of every topic with subscribers
     /// already. False if one was installed before.
     pub fn set_bridge(&self, bridge: Arc<dyn Bridge>) -> bool {
+        // History first, then interest: the publishers' order.
+        let mut history = self.history.as_ref().map(lock);
         let interest = self.interest.read().unwrap_or_else(|e| e.into_inner());
+        if self.bridge.get().is_some() || (bridge.orders() && history.is_none()) {
+            return false;
+        }
+        if bridge.orders() {
+            if let Some(history) = history.as_mut() {
+                history.set_mirror();
+            }
+            let _ = self.ordered.set(bridge.clone());
+        }
+        drop(history);
         if self.bridge.set(bridge).is_err() {
             return false;
         }
@@ -454,7 +624,7 @@ impl Broadcaster {
     /// Sends `msg` to every subscriber of `topic` on every worker, and to
     /// the bridge, if any. A refused message goes to neither.
     pub fn publish(&self, topic: &str, msg: Message<'_>) -> PublishStatus {
-        let status = self.publish_local(topic, msg);
+        let status = self.hub.publish(topic, msg, None).0;
         if status == PublishStatus::Queued {
             self.hub.bridge_published(topic, msg);
         }
@@ -464,13 +634,42 @@ impl Broadcaster {
     /// Sends `msg` to every subscriber of `topic` on this server only, not
     /// to the bridge: how a bridge delivers what other servers published.
     pub fn publish_local(&self, topic: &str, msg: Message<'_>) -> PublishStatus {
-        self.hub.publish(topic, msg, None).0
+        self.hub.publish_here(topic, msg, None).0
     }
 
     /// What `topic`'s history holds after `after` (see
     /// [`Config::history`](crate::Config::history)).
     pub fn history(&self, topic: &str, after: Option<MessageId>) -> Catchup {
         self.hub.since(topic, after)
+    }
+
+    /// Delivers message `id` of `topic`, numbered by a bridge that
+    /// [orders](Bridge::orders) messages, to this server's subscribers,
+    /// keeping it in the topic's history. Each topic's messages must come
+    /// in the bridge's order, each once: `Refused` when `id` is not the
+    /// one after the newest the history holds (a gap, a repeat, a new
+    /// epoch, or a topic not loaded; [`Broadcaster::restore`] it), or when
+    /// a worker's inbox is full.
+    pub fn deliver(&self, topic: &str, id: MessageId, msg: Message<'_>) -> PublishStatus {
+        self.hub.deliver(topic, id, msg)
+    }
+
+    /// Loads `topic`'s history as a bridge that [orders](Bridge::orders)
+    /// messages keeps it: its `epoch`, the number its next message will
+    /// get, and its messages by number, oldest first. Every subscriber
+    /// here is then brought up to date: one that subscribed with a cursor
+    /// before the history was here gets what followed it
+    /// ([`Handler::on_history`](crate::Handler::on_history)), and so does
+    /// one that missed messages the bridge did not deliver. False, keeping
+    /// nothing, if the topic has no subscriber on this server.
+    pub fn restore<'m>(
+        &self,
+        topic: &str,
+        epoch: u32,
+        next_seq: u64,
+        messages: impl IntoIterator<Item = (u64, Message<'m>)>,
+    ) -> bool {
+        self.hub.restore(topic, epoch, next_seq, messages)
     }
 }
 
@@ -509,13 +708,15 @@ mod tests {
         let sub = Sub {
             key: 0,
             after: id(7, 5),
+            waiting: false,
         };
         assert!(!sub.wants(id(7, 4)) && !sub.wants(id(7, 5)));
         assert!(sub.wants(id(7, 6)));
         assert!(sub.wants(id(8, 1)), "a new epoch is all new");
         assert!(Sub {
             key: 0,
-            after: None
+            after: None,
+            waiting: false,
         }
         .wants(id(7, 1)));
     }
@@ -547,6 +748,7 @@ mod tests {
             remotes,
             history: history.map(Mutex::new),
             bridge: OnceLock::new(),
+            ordered: OnceLock::new(),
             interest: RwLock::default(),
             max_inbox_bytes: max,
             held_keys: Mutex::default(),
@@ -651,5 +853,94 @@ mod tests {
         assert_eq!(&*p.frame, [0x81, 0x02, b'h', b'i']);
         let copy = p.clone();
         assert!(Arc::ptr_eq(&p.frame, &copy.frame));
+    }
+
+    /// A bridge that numbers messages: it keeps what it was given.
+    #[derive(Default)]
+    struct Numbering {
+        submitted: Mutex<Vec<(String, String)>>,
+        interest: Mutex<Vec<(String, bool)>>,
+    }
+
+    impl Bridge for Numbering {
+        fn published(&self, _: &str, _: Message<'_>) {
+            panic!("an ordering bridge is never told of local deliveries");
+        }
+
+        fn interest(&self, topic: &str, subscribed: bool) {
+            lock(&self.interest).push((topic.to_owned(), subscribed));
+        }
+
+        fn orders(&self) -> bool {
+            true
+        }
+
+        fn submit(&self, topic: &str, msg: Message<'_>) -> PublishStatus {
+            let text = String::from_utf8_lossy(msg.as_bytes()).into_owned();
+            lock(&self.submitted).push((topic.to_owned(), text));
+            PublishStatus::Queued
+        }
+    }
+
+    #[test]
+    fn with_an_ordering_bridge_messages_go_out_and_come_back_numbered() {
+        let id = |seq| MessageId { epoch: 7, seq };
+        let history = History::new(crate::HistoryConfig::default(), 1);
+        let (hub, inboxes, _polls) = hub(2, 1 << 20, Some(history));
+        let bridge = Arc::new(Numbering::default());
+        assert!(hub.set_bridge(bridge.clone()));
+        hub.worker_interest(1, "room", true);
+        assert_eq!(*lock(&bridge.interest), [("room".to_owned(), true)]);
+        // Published here: handed to the bridge, delivered nowhere yet.
+        let (status, local) = hub.publish("room", Message::Text("hi"), Some(1));
+        assert_eq!((status, local.is_none()), (PublishStatus::Queued, true));
+        assert_eq!(lock(&bridge.submitted).len(), 1);
+        assert!(inboxes[1].try_recv().is_err());
+        assert_eq!(
+            hub.publish_here("room", Message::Text("x"), None).0,
+            PublishStatus::Refused,
+            "nothing is numbered here"
+        );
+        // Not loaded: pending, and a delivery is refused.
+        assert!(hub.is_pending("room"));
+        assert_eq!(
+            hub.deliver("room", id(1), Message::Text("hi")),
+            PublishStatus::Refused
+        );
+        assert!(hub.restore("room", 7, 1, []));
+        let Ok(Inbound::Loaded { topic }) = inboxes[1].try_recv() else {
+            panic!("the worker with subscribers hears of the load");
+        };
+        assert_eq!(&*topic, "room");
+        assert!(inboxes[0].try_recv().is_err());
+        assert_eq!(
+            hub.deliver("room", id(1), Message::Text("hi")),
+            PublishStatus::Queued
+        );
+        let Ok(Inbound::Publish(publish)) = inboxes[1].try_recv() else {
+            panic!("delivered");
+        };
+        assert_eq!(publish.id, Some(id(1)));
+        assert_eq!(hub.since("room", None).latest, Some(id(1)));
+        // Out of order: refused, for the bridge to load the topic again.
+        assert_eq!(
+            hub.deliver("room", id(3), Message::Text("x")),
+            PublishStatus::Refused
+        );
+        // No subscriber here: nothing to do, and the copy is dropped.
+        hub.worker_interest(1, "room", false);
+        assert!(hub.is_pending("room"));
+        assert_eq!(
+            hub.deliver("room", id(2), Message::Text("x")),
+            PublishStatus::Queued
+        );
+        assert!(!hub.restore("room", 7, 3, []), "nothing kept for nobody");
+        assert!(hub.is_pending("room"));
+    }
+
+    #[test]
+    fn an_ordering_bridge_needs_history() {
+        let (hub, _inboxes, _polls) = hub(1, 1 << 20, None);
+        assert!(!hub.set_bridge(Arc::new(Numbering::default())));
     }
 }

@@ -237,7 +237,10 @@ impl<D> Connection<D> {
         held: HeldRequest,
     ) {
         let catchup = shared.hub.since(&held.topic, held.after);
-        if held.after.is_none() || catchup.reset || !catchup.entries.is_empty() {
+        // History a bridge keeps and this server has not loaded yet: wait
+        // for it, as for a message.
+        let ready = held.after.is_none() || catchup.reset || !catchup.entries.is_empty();
+        if ready && !catchup.pending {
             // Answered at once, it still replaces the one its client made
             // before.
             if let Some(hold_key) = &held.key {
@@ -267,7 +270,7 @@ impl<D> Connection<D> {
         // recorded before the booking above subscribed this worker is in
         // the history only. Look once more.
         let missed = shared.hub.since(&topic, after);
-        if missed.reset || !missed.entries.is_empty() {
+        if !missed.pending && (missed.reset || !missed.entries.is_empty()) {
             self.wake(key, handler, shared, WakeReason::Message);
         }
     }
@@ -281,10 +284,13 @@ impl<D> Connection<D> {
         shared: &mut Shared,
         reason: WakeReason,
     ) {
-        let Some(held) = shared.forget_held(key) else {
+        // Read while still subscribed: with history kept by an ordering
+        // bridge, the last subscriber leaving takes this server's copy.
+        let Some(held) = shared.held.get(&key) else {
             return;
         };
         let catchup = shared.hub.since(&held.topic, held.after);
+        shared.forget_held(key);
         self.answer_held(key, handler, shared, Wake { reason, catchup });
     }
 

@@ -10,7 +10,7 @@ use crate::broadcast::{Hub, Publish, PublishStatus, Topics};
 use crate::config::Config;
 use crate::error::{CloseCode, PingTooLong};
 use crate::handshake::{Request, Response};
-use crate::history::{Catchup, MessageId};
+use crate::history::{Catchup, Entry, MessageId};
 use crate::protocol::{Message, SharedFrame};
 use crate::session::{Answer, SendStatus, Session};
 use crate::stats::Stats;
@@ -217,6 +217,24 @@ pub trait Handler {
         let _ = conn;
     }
 
+    /// A topic's history, kept by a bridge that numbers messages (see
+    /// [`Bridge::orders`](crate::Bridge::orders)), reached this server
+    /// after this connection subscribed to the topic, or was loaded again
+    /// after this server missed some of its messages. `catchup` is what
+    /// followed the connection's place in the topic: its cursor if it
+    /// subscribed with one while the history was
+    /// [pending](Catchup::pending), else the last message it got. Called
+    /// only when there is something to tell: entries, or a
+    /// [reset](Catchup::reset). Everything the topic delivers after this
+    /// call follows `catchup`'s entries. By default the entries are sent
+    /// as they are, and a reset is not told.
+    fn on_history(&mut self, conn: &mut Conn<'_, Self::Data>, topic: &str, catchup: Catchup) {
+        let _ = topic;
+        for entry in &catchup.entries {
+            let _ = conn.send_entry(entry);
+        }
+    }
+
     /// The connection ended. `code` and `reason` are the peer's for a
     /// clean close it started, ours as sent if we closed first or failed
     /// the connection, and 1006 when TCP ended without a close frame.
@@ -373,6 +391,16 @@ impl<D> Conn<'_, D> {
         self.queue(msg, true)
     }
 
+    /// Sends a history entry as the topic's subscribers got it, its frame
+    /// shared rather than encoded again.
+    pub fn send_entry(&mut self, entry: &Entry) -> SendStatus {
+        let (now, config) = (self.shared.now, &self.shared.config);
+        let mut frame = SharedFrame::from_frame(entry.frame().clone());
+        let status = self.session.send_shared(now, config, &mut frame);
+        self.shared.stats.sent(status, entry.frame().len());
+        status
+    }
+
     /// Sends a message never compressed, even with permessage-deflate in
     /// force: for data compressed already, or secrets sent next to text an
     /// attacker chooses (the CRIME and BREACH attacks).
@@ -420,6 +448,11 @@ impl<D> Conn<'_, D> {
     /// topic's ring loses `after` between the two calls (more than its
     /// depth published in that instant, or the topic evicted), what fell
     /// out is not sent, and the ids of what follows show the gap.
+    ///
+    /// When the history is [pending](Catchup::pending) (kept by a bridge
+    /// that numbers messages, and not on this server yet), subscribe with
+    /// the client's own cursor: [`Handler::on_history`] tells what
+    /// followed it once the history is here.
     pub fn subscribe_after(&mut self, topic: &str, after: Option<MessageId>) -> bool {
         let key = self.id.0;
         if !self.shared.subscribe(key, topic, after) {
@@ -433,14 +466,11 @@ impl<D> Conn<'_, D> {
             return true;
         };
         let missed = self.shared.hub.since(topic, Some(after));
-        if missed.reset {
+        if missed.reset || missed.pending {
             return true;
         }
-        let (now, config) = (self.shared.now, &self.shared.config);
         for entry in &missed.entries {
-            let mut frame = SharedFrame::from_frame(entry.frame().clone());
-            let status = self.session.send_shared(now, config, &mut frame);
-            self.shared.stats.sent(status, entry.frame().len());
+            let _ = self.send_entry(entry);
         }
         if let Some(last) = missed.entries.last() {
             self.shared.topics.advance(key, topic, last.id());
@@ -526,6 +556,11 @@ impl Shared {
         let added = self.topics.subscribe(key, topic, after);
         if added && self.topics.subscribers(topic).len() == 1 {
             self.hub.worker_interest(self.worker, topic, true);
+        }
+        // Read once subscribed: a history loaded after this queues its
+        // notice behind the subscription.
+        if added && self.hub.is_pending(topic) {
+            self.topics.set_waiting(key, topic, true);
         }
         added
     }

@@ -122,8 +122,16 @@ impl Server {
     /// processes. It is told at once of every topic that has subscribers
     /// already. Returns false, leaving the first in place, if a bridge was
     /// installed before.
+    ///
+    /// A bridge that [orders](Bridge::orders) messages needs a server that
+    /// keeps history ([`Config::history`]): without it, it is refused.
     pub fn set_bridge(&self, bridge: Arc<dyn Bridge>) -> bool {
         self.hub.set_bridge(bridge)
+    }
+
+    /// Whether this server keeps topic history ([`Config::history`]).
+    pub fn keeps_history(&self) -> bool {
+        self.hub.history.is_some()
     }
 
     /// The counters of every worker, summed.
@@ -193,6 +201,7 @@ fn bind_workers(
             .history
             .map(|history| Mutex::new(History::new(history, epoch_seed()))),
         bridge: OnceLock::new(),
+        ordered: OnceLock::new(),
         interest: RwLock::default(),
         max_inbox_bytes: config.max_inbox_bytes,
         held_keys: Mutex::default(),

@@ -13,7 +13,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::broadcast::{Inbound, Publish};
+use crate::broadcast::{Inbound, Publish, Sub};
 use crate::conn::{interrupted, suppress_sigpipe, would_block, Connection};
 use crate::error::CloseCode;
 use crate::handler::{Handler, Shared, WakeReason};
@@ -377,6 +377,7 @@ impl<H: Handler> Worker<H> {
             match inbound {
                 Inbound::Publish(publish) => self.deliver(&publish),
                 Inbound::Replaced { conn, seq } => self.replaced(conn, seq),
+                Inbound::Loaded { topic } => self.loaded(&topic),
             }
         }
         self.flush_delivered();
@@ -398,6 +399,47 @@ impl<H: Handler> Worker<H> {
                 WakeReason::Replaced,
             );
             self.delivered.push(conn);
+        }
+    }
+
+    /// `topic`'s history was loaded from an ordering bridge: each
+    /// subscription here learns what followed its place. One that
+    /// subscribed with no cursor starts from the newest message; a held
+    /// request is answered if there is something to answer with.
+    fn loaded(&mut self, topic: &str) {
+        let places: Vec<Sub> = self.shared.topics.subscribers(topic).to_vec();
+        for Sub { key, after, .. } in places {
+            let catchup = self.shared.hub.since(topic, after);
+            if catchup.pending {
+                // Forgotten again since: a later load comes.
+                return;
+            }
+            self.shared.topics.set_waiting(key, topic, false);
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.session().is_held() {
+                if after.is_none() || catchup.reset || !catchup.entries.is_empty() {
+                    conn.wake(
+                        key,
+                        &mut self.handler,
+                        &mut self.shared,
+                        WakeReason::Message,
+                    );
+                    self.delivered.push(key);
+                }
+                continue;
+            }
+            let latest = catchup.latest;
+            if after.is_some() && (catchup.reset || !catchup.entries.is_empty()) {
+                conn.callback(key, &mut self.handler, &mut self.shared, |h, conn| {
+                    h.on_history(conn, topic, catchup)
+                });
+                self.delivered.push(key);
+            }
+            if let Some(latest) = latest {
+                self.shared.topics.advance(key, topic, latest);
+            }
         }
     }
 
@@ -426,18 +468,24 @@ impl<H: Handler> Worker<H> {
             stats,
             now,
             ..
-        } = &self.shared;
+        } = &mut self.shared;
         // Compressed forms, if any subscriber wants one, are made once
         // here for all of this worker's subscribers.
         let mut frame = SharedFrame::from_frame(publish.frame.clone());
         let mut woken = Vec::new();
-        for sub in topics.subscribers(&publish.topic) {
+        for sub in topics.subscribers_mut(&publish.topic) {
             let key = sub.key;
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            if !sub.wants(publish.id) {
+            // One waiting for the history is told by the load, and what
+            // comes before it belongs to an older copy.
+            if sub.waiting || !sub.wants(publish.id) {
                 continue;
+            }
+            // Its place in the topic, should the history be loaded again.
+            if publish.id.is_some() {
+                sub.after = publish.id;
             }
             let session = conn.session_mut();
             if session.is_held() {
