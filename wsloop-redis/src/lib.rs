@@ -17,7 +17,43 @@
 //! # Ok(()) }
 //! ```
 //!
-//! # Delivery
+//! Two ways to deliver, chosen by [`BridgeConfig::history`].
+//!
+//! # Ordered: history in Redis
+//! With `BridgeConfig::default().history(depth)` Redis numbers every
+//! message, and every server delivers each topic in that one order, its
+//! own publishers' messages included. The server must keep history
+//! ([`wsloop::Config::history`]); its history becomes a copy of Redis's.
+//! - **One numbering.** A Lua script numbers the message in the topic's
+//!   hash, appends it to the topic's log (a list capped at `depth`), and
+//!   publishes it, in one step. Ids keep wsloop's `EPOCH-SEQ` form. The
+//!   epoch lives in Redis with the topic: a restarted server finds it
+//!   again, and only a Redis that lost its data starts a new one.
+//! - **Resume on any server.** A server keeps a copy of the log of each
+//!   topic it has subscribers to, and answers cursors from it with no
+//!   round trip. A topic with no subscriber here has no copy: the first
+//!   subscriber's history is [pending](wsloop::history::Catchup::pending),
+//!   and [`wsloop::Handler::on_history`] tells it what followed its
+//!   cursor once the log is loaded. A subscriber with no cursor gets every
+//!   message published once the server listens, and every message its own
+//!   server publishes after it subscribed.
+//! - **Nothing lost while Redis is up.** A message that does not follow
+//!   the copy (the subscription dropped and came back, or a worker could
+//!   not take it) has the topic loaded again from the log, which brings
+//!   every subscriber up to date; one already seen is skipped. Within the
+//!   log's depth, every subscriber gets every message once, in order.
+//! - **Redis away: refused.** While Redis cannot be reached a publish
+//!   returns [`PublishStatus::Refused`], so the publisher can tell its
+//!   client; nothing is delivered, here or elsewhere. A message taken in
+//!   the instant Redis went away, before the bridge noticed, is dropped
+//!   and counted, never numbered twice. When Redis comes back with its
+//!   data, copies are loaded again; if it lost its data, topics start new
+//!   epochs, and every subscriber gets one reset.
+//! - **Cost.** Every message crosses Redis before anyone gets it, its
+//!   publisher's neighbours too: one round trip more for them than
+//!   local-first delivery.
+//!
+//! # Local-first (the default)
 //! - **Each subscriber gets each message once.** A message published on a
 //!   server is delivered to that server's subscribers at once, as without
 //!   Redis, and sent to Redis tagged with the server's random node id.
@@ -28,37 +64,42 @@
 //! - **Order** is kept per publisher and topic: one thread publishes to
 //!   Redis in the order of publishing, Redis keeps the order on each
 //!   connection, and one thread hands over what arrives in that order.
+//!   Two publishers on two servers may be seen in different orders, and
+//!   each server numbers its own history.
 //! - **At most once across servers.** While Redis cannot be reached,
 //!   messages for other servers are dropped and counted, and so are
 //!   messages over the bounded queue to the publishing thread. Nothing
-//!   waits to be replayed: a chat line from minutes ago is worth less than
-//!   a server that never blocks.
+//!   waits to be replayed.
 //!
 //! # Subscriptions follow demand
 //! A server subscribes to the channel `<prefix>:<topic>` when the topic
 //! gets its first subscriber on that server, and unsubscribes when the
 //! last one leaves, all on one Redis connection per server (plus one to
-//! publish). `PUBSUB CHANNELS` shows exactly the topics someone listens
-//! to, per server.
+//! publish, and with history in Redis one to load logs). `PUBSUB
+//! CHANNELS` shows exactly the topics someone listens to, per server.
 //!
 //! # Faults
-//! If Redis goes away, local delivery goes on. Both threads reconnect with
-//! a backoff from 50 ms to 2 s, and the subscriber subscribes again to
-//! every topic wanted. Every command has a 2 s timeout and the subscriber
-//! PINGs a silent connection every 5 s, so a Redis that stops answering
-//! without closing the connection is given up on too. A change in the
-//! wanted topics wakes the subscriber through a control channel at once,
-//! or within its 100 ms read timeout if that message is lost. [`RedisBridge::counters`] tells what was published,
+//! If Redis goes away, local-first delivery goes on; ordered delivery
+//! refuses. Both threads reconnect with a backoff from 50 ms to 2 s, and
+//! the subscriber subscribes again to every topic wanted (and loads each
+//! again). Every command has a 2 s timeout and the subscriber PINGs a
+//! silent connection every 5 s, so a Redis that stops answering without
+//! closing the connection is given up on too. A change in the wanted
+//! topics wakes the subscriber through a control channel at once, or
+//! within its 100 ms read timeout if that message is lost.
+//! [`RedisBridge::counters`] tells what was published,
 //! received, dropped and reconnected, and what arrived malformed (which is
 //! dropped, never a panic).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
-use std::collections::BTreeSet;
+mod ordered;
+
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -87,6 +128,12 @@ pub struct BridgeConfig {
     pub min_backoff: Duration,
     /// The longest wait between reconnection attempts. Default 2 s.
     pub max_backoff: Duration,
+    /// Keep each topic's last `history` messages in Redis, numbered there
+    /// (see [Ordered history](crate#ordered-history-in-redis)): one order
+    /// on every server, and a cursor any server can resume. The server
+    /// must keep history ([`wsloop::Config::history`]). Default `None`:
+    /// local-first delivery.
+    pub history: Option<usize>,
 }
 
 impl Default for BridgeConfig {
@@ -97,6 +144,7 @@ impl Default for BridgeConfig {
             queue_bytes: 8 << 20,
             min_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(2),
+            history: None,
         }
     }
 }
@@ -119,6 +167,13 @@ impl BridgeConfig {
         self.queue_bytes = bytes;
         self
     }
+
+    /// Sets [`BridgeConfig::history`]: `depth` messages per topic, kept
+    /// and numbered in Redis (at least 1).
+    pub fn history(mut self, depth: usize) -> Self {
+        self.history = Some(depth.max(1));
+        self
+    }
 }
 
 /// What the bridge has done so far.
@@ -137,14 +192,32 @@ pub struct BridgeCounters {
     pub reconnects: u64,
     /// Messages from Redis that were not in the bridge's format, dropped.
     pub malformed: u64,
+    /// With history in Redis: messages refused to their publisher because
+    /// Redis could not be reached or the queue was full.
+    pub refused: u64,
+    /// With history in Redis: topics loaded from Redis, when they gained
+    /// a subscriber here and when this server's copy fell behind.
+    pub loads: u64,
+    /// With history in Redis: messages that did not follow this server's
+    /// copy of their topic (missed while the subscription was down, or
+    /// not taken by a worker), each repaired by a load.
+    pub gaps: u64,
 }
 
 impl fmt::Display for BridgeCounters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "redis: {} published, {} received, {} dropped, {} reconnects, {} malformed",
-            self.published, self.received, self.dropped, self.reconnects, self.malformed
+            "redis: {} published, {} received, {} dropped, {} reconnects, {} malformed, \
+             {} refused, {} loads, {} gaps",
+            self.published,
+            self.received,
+            self.dropped,
+            self.reconnects,
+            self.malformed,
+            self.refused,
+            self.loads,
+            self.gaps
         )
     }
 }
@@ -157,6 +230,9 @@ pub enum BridgeError {
     InvalidUrl(redis::RedisError),
     /// The server already has a bridge.
     AlreadyBridged,
+    /// [`BridgeConfig::history`] needs a server that keeps history
+    /// ([`wsloop::Config::history`]).
+    NoHistory,
 }
 
 impl fmt::Display for BridgeError {
@@ -164,6 +240,9 @@ impl fmt::Display for BridgeError {
         match self {
             BridgeError::InvalidUrl(e) => write!(f, "not a Redis URL: {e}"),
             BridgeError::AlreadyBridged => f.write_str("the server already has a bridge"),
+            BridgeError::NoHistory => {
+                f.write_str("history in Redis needs a server that keeps history (Config::history)")
+            }
         }
     }
 }
@@ -177,10 +256,13 @@ const BINARY: u8 = 2;
 
 /// What the publishing thread is asked to do.
 enum Outgoing {
-    Publish {
-        channel: String,
-        payload: Vec<u8>,
-    },
+    /// Publish a message: its kind byte and payload, after the node id
+    /// for local-first delivery.
+    Publish { topic: String, payload: Vec<u8> },
+    /// With history in Redis: load the topic, which gained a subscriber
+    /// here, in line with what this server publishes (see
+    /// [`Wanted::first`]).
+    Mark { topic: String },
     /// Wake the subscribing thread: the wanted topics changed, or stop.
     Poke,
 }
@@ -192,6 +274,9 @@ struct Counters {
     dropped: AtomicU64,
     reconnects: AtomicU64,
     malformed: AtomicU64,
+    refused: AtomicU64,
+    loads: AtomicU64,
+    gaps: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -207,15 +292,91 @@ struct Inner {
     queued_bytes: AtomicUsize,
     queue_bytes: usize,
     /// Topics with subscribers on this server.
-    wanted: Mutex<BTreeSet<String>>,
+    wanted: Mutex<Wanted>,
     changed: AtomicBool,
     stop: AtomicBool,
     counters: Counters,
+    /// With history in Redis, its depth; `None` for local-first delivery.
+    history: Option<usize>,
+    depth: usize,
+    scripts: ordered::Scripts,
+    /// The publishing thread has a connection to Redis.
+    up: AtomicBool,
+}
+
+/// The topics this server wants, and those that gained a subscriber again
+/// since the subscribing thread last looked, whose copies must be loaded
+/// again even if they never stopped being wanted.
+#[derive(Debug, Default)]
+struct Wanted {
+    topics: BTreeSet<String>,
+    regained: BTreeSet<String>,
+    /// With history in Redis, each regained topic's first load, made by
+    /// the publishing thread in the order of what it publishes: every
+    /// message this server publishes after the topic gained its
+    /// subscriber is numbered after this load, so a subscriber with no
+    /// cursor, which starts from it, gets all of them, its own included.
+    /// `None`: the load failed; the subscribing thread makes its own.
+    first: HashMap<String, Option<ordered::Loaded>>,
 }
 
 impl Inner {
+    fn new(config: &BridgeConfig, outgoing: SyncSender<Outgoing>) -> Self {
+        Inner {
+            node: node_id(),
+            prefix: config.prefix.clone(),
+            outgoing,
+            queued_bytes: AtomicUsize::new(0),
+            queue_bytes: config.queue_bytes,
+            wanted: Mutex::default(),
+            changed: AtomicBool::new(true),
+            stop: AtomicBool::new(false),
+            counters: Counters::default(),
+            history: config.history,
+            depth: config.history.unwrap_or(0),
+            scripts: ordered::Scripts::new(),
+            up: AtomicBool::new(false),
+        }
+    }
+
     fn channel(&self, topic: &str) -> String {
         format!("{}:{topic}", self.prefix)
+    }
+
+    fn meta_key(&self, topic: &str) -> String {
+        format!("{}:meta:{topic}", self.prefix)
+    }
+
+    fn log_key(&self, topic: &str) -> String {
+        format!("{}:log:{topic}", self.prefix)
+    }
+
+    /// Queues a message for the publishing thread, within the queue's
+    /// bounds; false, counting nothing, if it does not fit.
+    fn enqueue(&self, topic: &str, head: &[u8], msg: Message<'_>) -> bool {
+        let (kind, bytes) = match msg {
+            Message::Text(text) => (TEXT, text.as_bytes()),
+            Message::Binary(bytes) => (BINARY, bytes),
+            _ => return false,
+        };
+        let mut payload = Vec::with_capacity(head.len() + 1 + bytes.len());
+        payload.extend_from_slice(head);
+        payload.push(kind);
+        payload.extend_from_slice(bytes);
+        let len = payload.len();
+        if self.queued_bytes.fetch_add(len, Ordering::AcqRel) + len > self.queue_bytes {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        let item = Outgoing::Publish {
+            topic: topic.to_owned(),
+            payload,
+        };
+        if self.outgoing.try_send(item).is_err() {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        true
     }
 
     /// The channel on which the publisher wakes this node's subscriber.
@@ -231,27 +392,7 @@ impl Inner {
 
 impl Bridge for Inner {
     fn published(&self, topic: &str, msg: Message<'_>) {
-        let (kind, bytes) = match msg {
-            Message::Text(text) => (TEXT, text.as_bytes()),
-            Message::Binary(bytes) => (BINARY, bytes),
-            _ => return,
-        };
-        let mut payload = Vec::with_capacity(NODE_LEN + 1 + bytes.len());
-        payload.extend_from_slice(&self.node.to_be_bytes());
-        payload.push(kind);
-        payload.extend_from_slice(bytes);
-        let len = payload.len();
-        if self.queued_bytes.fetch_add(len, Ordering::AcqRel) + len > self.queue_bytes {
-            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-            bump(&self.counters.dropped);
-            return;
-        }
-        let channel = self.channel(topic);
-        let item = Outgoing::Publish { channel, payload };
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            self.outgoing.try_send(item)
-        {
-            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+        if !self.enqueue(topic, &self.node.to_be_bytes(), msg) {
             bump(&self.counters.dropped);
         }
     }
@@ -259,12 +400,36 @@ impl Bridge for Inner {
     fn interest(&self, topic: &str, subscribed: bool) {
         let mut wanted = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
         if subscribed {
-            wanted.insert(topic.to_owned());
+            wanted.topics.insert(topic.to_owned());
+            wanted.regained.insert(topic.to_owned());
+            wanted.first.remove(topic);
+            let mark = Outgoing::Mark {
+                topic: topic.to_owned(),
+            };
+            if self.history.is_some() && self.outgoing.try_send(mark).is_err() {
+                wanted.first.insert(topic.to_owned(), None);
+            }
         } else {
-            wanted.remove(topic);
+            wanted.topics.remove(topic);
+            wanted.regained.remove(topic);
+            wanted.first.remove(topic);
         }
         self.changed.store(true, Ordering::Release);
         self.poke();
+    }
+
+    fn orders(&self) -> bool {
+        self.history.is_some()
+    }
+
+    /// Refused at once while Redis cannot be reached: the publisher hears
+    /// that its message was not sent, rather than believe it was.
+    fn submit(&self, topic: &str, msg: Message<'_>) -> PublishStatus {
+        if self.up.load(Ordering::Acquire) && self.enqueue(topic, &[], msg) {
+            return PublishStatus::Queued;
+        }
+        bump(&self.counters.refused);
+        PublishStatus::Refused
     }
 }
 
@@ -295,28 +460,25 @@ impl RedisBridge {
     ) -> Result<RedisBridge, BridgeError> {
         let client = redis::Client::open(url).map_err(BridgeError::InvalidUrl)?;
         let (outgoing, queue) = mpsc::sync_channel(config.queue.max(1));
-        let inner = Arc::new(Inner {
-            node: node_id(),
-            prefix: config.prefix.clone(),
-            outgoing,
-            queued_bytes: AtomicUsize::new(0),
-            queue_bytes: config.queue_bytes,
-            wanted: Mutex::default(),
-            changed: AtomicBool::new(true),
-            stop: AtomicBool::new(false),
-            counters: Counters::default(),
-        });
+        let inner = Arc::new(Inner::new(&config, outgoing));
+        if inner.history.is_some() && !server.keeps_history() {
+            return Err(BridgeError::NoHistory);
+        }
         if !server.set_bridge(inner.clone()) {
             return Err(BridgeError::AlreadyBridged);
         }
         let backoff = Backoff::new(config.min_backoff, config.max_backoff);
+        // The first connection is tried before this returns, so that a
+        // message published just after start is not refused for nothing.
+        let (tried, first_try) = mpsc::sync_channel(1);
         let publisher = {
             let (inner, client, backoff) = (inner.clone(), client.clone(), backoff.clone());
             std::thread::Builder::new()
                 .name("wsloop-redis-pub".into())
-                .spawn(move || publish_loop(&inner, &client, queue, backoff))
+                .spawn(move || publish_loop(&inner, &client, queue, backoff, tried))
                 .expect("a thread can be spawned at start-up")
         };
+        let _ = first_try.recv();
         let subscriber = {
             let (inner, broadcaster) = (inner.clone(), server.broadcaster());
             std::thread::Builder::new()
@@ -340,6 +502,9 @@ impl RedisBridge {
             dropped: get(&c.dropped),
             reconnects: get(&c.reconnects),
             malformed: get(&c.malformed),
+            refused: get(&c.refused),
+            loads: get(&c.loads),
+            gaps: get(&c.gaps),
         }
     }
 
@@ -461,19 +626,29 @@ fn connect(
     }
 }
 
-/// Publishes what the workers queue, in order. Without a connection, a
-/// message is dropped and counted rather than held.
+/// Publishes what the workers queue, in order, and keeps
+/// [`Inner::up`] true while it has a connection. Without one, a message
+/// is dropped and counted rather than held. `tried` hears once the first
+/// connection was tried.
 fn publish_loop(
     inner: &Inner,
     client: &redis::Client,
     queue: Receiver<Outgoing>,
     mut backoff: Backoff,
+    tried: SyncSender<()>,
 ) {
-    let mut conn: Option<redis::Connection> = None;
-    for item in queue.iter() {
+    let mut conn = connect(inner, client, &mut backoff);
+    inner.up.store(conn.is_some(), Ordering::Release);
+    let _ = tried.send(());
+    loop {
+        let item = match queue.recv_timeout(TICK) {
+            Ok(item) => Some(item),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
         if inner.stop.load(Ordering::Acquire) {
             // What still waits is dropped, and counted.
-            for left in std::iter::once(item).chain(queue.try_iter()) {
+            for left in item.into_iter().chain(queue.try_iter()) {
                 if let Outgoing::Publish { .. } = left {
                     bump(&inner.counters.dropped);
                 }
@@ -482,16 +657,31 @@ fn publish_loop(
         }
         if conn.is_none() && backoff.ready() {
             conn = connect(inner, client, &mut backoff);
-        }
-        let sent = match (&item, conn.as_mut()) {
-            (Outgoing::Publish { channel, payload }, Some(c)) => {
-                publish(c, channel, payload).is_ok()
+            inner.up.store(conn.is_some(), Ordering::Release);
+        } else if let (Some(c), false) = (conn.as_mut(), inner.up.load(Ordering::Acquire)) {
+            // The subscribing thread lost Redis: is this connection gone too?
+            let alive = redis::cmd("PING").query::<redis::Value>(c).is_ok();
+            if !alive {
+                conn = None;
+                backoff.failed();
             }
+            inner.up.store(alive, Ordering::Release);
+        }
+        let Some(item) = item else {
+            continue;
+        };
+        let sent = match (&item, conn.as_mut()) {
+            (Outgoing::Publish { topic, payload }, Some(c)) => match inner.history {
+                Some(_) => ordered::append(c, inner, topic, payload).is_ok(),
+                None => publish(c, &inner.channel(topic), payload).is_ok(),
+            },
+            (Outgoing::Mark { topic }, c) => mark(inner, c, topic),
             (Outgoing::Poke, Some(c)) => publish(c, &inner.control_channel(), b"").is_ok(),
             (_, None) => false,
         };
         if !sent && conn.is_some() {
             conn = None;
+            inner.up.store(false, Ordering::Release);
             backoff.failed();
         }
         if let Outgoing::Publish { payload, .. } = &item {
@@ -507,102 +697,221 @@ fn publish_loop(
     }
 }
 
+/// Makes a regained topic's first load (see [`Wanted::first`]) and wakes
+/// the subscribing thread to use it; false if the connection failed.
+fn mark(inner: &Inner, conn: Option<&mut redis::Connection>, topic: &str) -> bool {
+    let (first, ok) = match conn {
+        Some(c) => match ordered::fetch(c, inner, topic) {
+            Ok(first) => (
+                Some(first),
+                publish(c, &inner.control_channel(), b"").is_ok(),
+            ),
+            Err(_) => (None, false),
+        },
+        None => (None, false),
+    };
+    let mut wanted = inner.wanted.lock().unwrap_or_else(|e| e.into_inner());
+    if wanted.regained.contains(topic) {
+        wanted.first.insert(topic.to_owned(), first);
+    }
+    drop(wanted);
+    inner.changed.store(true, Ordering::Release);
+    ok
+}
+
 fn publish(conn: &mut redis::Connection, channel: &str, payload: &[u8]) -> redis::RedisResult<i64> {
     redis::cmd("PUBLISH").arg(channel).arg(payload).query(conn)
 }
 
 /// Keeps one subscription connection: subscribes to what this server
-/// wants, and hands over what other servers publish.
+/// wants, and hands over what other servers publish. With history in
+/// Redis it keeps a second connection for loading topics, as the first
+/// can only listen.
 fn subscribe_loop(
     inner: &Inner,
     client: &redis::Client,
     broadcaster: &Broadcaster,
     mut backoff: Backoff,
 ) {
+    let mut places = ordered::Places::default();
     while !inner.stop.load(Ordering::Acquire) {
         backoff.sleep(&inner.stop);
         let Some(mut conn) = connect(inner, client, &mut backoff) else {
             continue;
         };
-        // Every wanted topic is subscribed afresh on a new connection.
+        let mut loads = None;
+        if inner.history.is_some() {
+            loads = connect(inner, client, &mut backoff);
+            if loads.is_none() {
+                continue;
+            }
+        }
+        // Every wanted topic is subscribed afresh on a new connection, and
+        // loaded afresh: messages may have been missed in between.
         inner.changed.store(true, Ordering::Release);
-        if listen(inner, &mut conn, broadcaster).is_err() {
+        places.clear();
+        let mut link = Link {
+            inner,
+            broadcaster,
+            loads: loads.as_mut(),
+            places: &mut places,
+        };
+        if link.listen(&mut conn).is_err() {
             backoff.failed();
+            // Redis itself may be away, not only this connection: then
+            // publishers are refused until the publishing thread has
+            // checked its own.
+            if client.get_connection_with_timeout(CONNECT_TIMEOUT).is_err() {
+                inner.up.store(false, Ordering::Release);
+            }
         }
     }
 }
 
-/// Serves one subscription connection until it fails or the bridge stops.
-fn listen(
-    inner: &Inner,
-    conn: &mut redis::Connection,
-    broadcaster: &Broadcaster,
-) -> redis::RedisResult<()> {
-    let mut pubsub = conn.as_pubsub();
-    pubsub.subscribe(inner.control_channel())?;
-    let mut subscribed = BTreeSet::new();
-    let mut heard = Instant::now();
-    // Commands get IO_TIMEOUT for their replies; waiting for messages
-    // gets TICK, so that the loop comes round often.
-    let mut ticking = false;
-    loop {
-        if inner.stop.load(Ordering::Acquire) {
-            return Ok(());
+/// What the subscribing thread works with on one connection.
+struct Link<'a> {
+    inner: &'a Inner,
+    broadcaster: &'a Broadcaster,
+    /// With history in Redis, the connection that loads topics.
+    loads: Option<&'a mut redis::Connection>,
+    places: &'a mut ordered::Places,
+}
+
+impl Link<'_> {
+    /// The topics wanted now; with history in Redis, the regained topics
+    /// whose first load is in, taken; and those whose first load is not,
+    /// which wait to be subscribed.
+    #[allow(clippy::type_complexity)]
+    fn take_wanted(
+        &self,
+    ) -> (
+        BTreeSet<String>,
+        Vec<(String, Option<ordered::Loaded>)>,
+        BTreeSet<String>,
+    ) {
+        let mut wanted = self.inner.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        let wanted = &mut *wanted;
+        if self.loads.is_none() {
+            wanted.regained.clear();
+            return (wanted.topics.clone(), Vec::new(), BTreeSet::new());
         }
-        if inner.changed.swap(false, Ordering::AcqRel) {
-            if ticking {
-                pubsub.set_read_timeout(Some(IO_TIMEOUT))?;
-                ticking = false;
+        let mut ready = Vec::new();
+        let first = &mut wanted.first;
+        wanted.regained.retain(|topic| match first.remove(topic) {
+            Some(loaded) => {
+                ready.push((topic.clone(), loaded));
+                false
             }
-            let wanted = inner
-                .wanted
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            for topic in wanted.difference(&subscribed) {
-                pubsub.subscribe(inner.channel(topic))?;
+            None => true,
+        });
+        (wanted.topics.clone(), ready, wanted.regained.clone())
+    }
+
+    /// Serves one subscription connection until it fails or the bridge
+    /// stops.
+    fn listen(&mut self, conn: &mut redis::Connection) -> redis::RedisResult<()> {
+        let inner = self.inner;
+        let mut pubsub = conn.as_pubsub();
+        pubsub.subscribe(inner.control_channel())?;
+        let mut subscribed = BTreeSet::new();
+        let mut heard = Instant::now();
+        // Commands get IO_TIMEOUT for their replies; waiting for messages
+        // gets TICK, so that the loop comes round often.
+        let mut ticking = false;
+        loop {
+            if inner.stop.load(Ordering::Acquire) {
+                return Ok(());
             }
-            for topic in subscribed.difference(&wanted) {
-                pubsub.unsubscribe(inner.channel(topic))?;
-            }
-            subscribed = wanted;
-        }
-        if !ticking {
-            pubsub.set_read_timeout(Some(TICK))?;
-            ticking = true;
-        }
-        let msg = match pubsub.get_message() {
-            Ok(msg) => msg,
-            Err(e) if e.is_timeout() => {
-                // Silent for long: make sure Redis is still there.
-                if heard.elapsed() >= PING_AFTER {
+            if inner.changed.swap(false, Ordering::AcqRel) {
+                if ticking {
                     pubsub.set_read_timeout(Some(IO_TIMEOUT))?;
                     ticking = false;
-                    pubsub.ping::<redis::Value>()?;
-                    heard = Instant::now();
+                }
+                let (wanted, ready, waiting) = self.take_wanted();
+                let new: Vec<String> = wanted
+                    .difference(&subscribed)
+                    .filter(|t| !waiting.contains(*t))
+                    .cloned()
+                    .collect();
+                // With history in Redis, a topic is loaded twice when it
+                // gains its first subscriber here. First before this
+                // server subscribes (see `Wanted::first`): a subscriber
+                // with no cursor starts from there. Then once subscribed:
+                // what comes after that load comes on the channel, so the
+                // copy is whole from there on.
+                if let Some(loads) = self.loads.as_deref_mut() {
+                    for (topic, first) in &ready {
+                        match first {
+                            Some(first) => self.places.apply(inner, topic, first, self.broadcaster),
+                            None => self.places.load(loads, inner, topic, self.broadcaster)?,
+                        }
+                    }
+                    for topic in new.iter().filter(|t| !ready.iter().any(|(r, _)| r == *t)) {
+                        self.places.load(loads, inner, topic, self.broadcaster)?;
+                    }
+                }
+                for topic in &new {
+                    pubsub.subscribe(inner.channel(topic))?;
+                }
+                for topic in subscribed.difference(&wanted) {
+                    pubsub.unsubscribe(inner.channel(topic))?;
+                    self.places.remove(topic);
+                }
+                if let Some(loads) = self.loads.as_deref_mut() {
+                    let again = new.iter().chain(ready.iter().map(|(topic, _)| topic));
+                    for topic in again.collect::<BTreeSet<_>>() {
+                        self.places.load(loads, inner, topic, self.broadcaster)?;
+                    }
+                }
+                subscribed.retain(|t| wanted.contains(t));
+                subscribed.extend(new);
+            }
+            if let Some(loads) = self.loads.as_deref_mut() {
+                self.places.reload_stale(loads, inner, self.broadcaster)?;
+            }
+            if !ticking {
+                pubsub.set_read_timeout(Some(TICK))?;
+                ticking = true;
+            }
+            let msg = match pubsub.get_message() {
+                Ok(msg) => msg,
+                Err(e) if e.is_timeout() => {
+                    // Silent for long: make sure Redis is still there.
+                    if heard.elapsed() >= PING_AFTER {
+                        pubsub.set_read_timeout(Some(IO_TIMEOUT))?;
+                        ticking = false;
+                        pubsub.ping::<redis::Value>()?;
+                        heard = Instant::now();
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            heard = Instant::now();
+            let channel = msg.get_channel_name();
+            let Some(topic) = channel
+                .strip_prefix(&inner.prefix)
+                .and_then(|rest| rest.strip_prefix(':'))
+            else {
+                // The control channel wakes us to look again; anything else
+                // was not ours to get.
+                if channel != inner.control_channel() {
+                    bump(&inner.counters.malformed);
                 }
                 continue;
+            };
+            let payload = msg.get_payload_bytes();
+            if let Some(loads) = self.loads.as_deref_mut() {
+                self.places
+                    .heard(loads, inner, topic, payload, self.broadcaster)?;
+                continue;
             }
-            Err(e) => return Err(e),
-        };
-        heard = Instant::now();
-        let channel = msg.get_channel_name();
-        let Some(topic) = channel
-            .strip_prefix(&inner.prefix)
-            .and_then(|rest| rest.strip_prefix(':'))
-        else {
-            // The control channel wakes us to look again; anything else
-            // was not ours to get.
-            if channel != inner.control_channel() {
-                bump(&inner.counters.malformed);
+            match deliver(inner.node, topic, payload, self.broadcaster) {
+                Delivered::Local => {}
+                Delivered::Remote => bump(&inner.counters.received),
+                Delivered::Refused => bump(&inner.counters.dropped),
+                Delivered::Malformed => bump(&inner.counters.malformed),
             }
-            continue;
-        };
-        match deliver(inner.node, topic, msg.get_payload_bytes(), broadcaster) {
-            Delivered::Local => {}
-            Delivered::Remote => bump(&inner.counters.received),
-            Delivered::Refused => bump(&inner.counters.dropped),
-            Delivered::Malformed => bump(&inner.counters.malformed),
         }
     }
 }
@@ -616,16 +925,25 @@ enum Delivered {
     Malformed,
 }
 
+/// A kind byte and its payload as a message; `None` for an unknown kind
+/// or text that is not UTF-8.
+fn message_of(bytes: &[u8]) -> Option<Message<'_>> {
+    let (&kind, body) = bytes.split_first()?;
+    match (kind, std::str::from_utf8(body)) {
+        (TEXT, Ok(text)) => Some(Message::Text(text)),
+        (BINARY, _) => Some(Message::Binary(body)),
+        _ => None,
+    }
+}
+
 /// Hands a message from Redis to local subscribers, unless it is ours.
 fn deliver(node: u64, topic: &str, payload: &[u8], broadcaster: &Broadcaster) -> Delivered {
-    let Some((head, body)) = payload.split_at_checked(NODE_LEN + 1) else {
+    let Some((head, body)) = payload.split_at_checked(NODE_LEN) else {
         return Delivered::Malformed;
     };
-    let from = u64::from_be_bytes(head[..NODE_LEN].try_into().expect("8 bytes"));
-    let msg = match (head[NODE_LEN], std::str::from_utf8(body)) {
-        (TEXT, Ok(text)) => Message::Text(text),
-        (BINARY, _) => Message::Binary(body),
-        _ => return Delivered::Malformed,
+    let from = u64::from_be_bytes(head.try_into().expect("8 bytes"));
+    let Some(msg) = message_of(body) else {
+        return Delivered::Malformed;
     };
     if from == node {
         return Delivered::Local;
@@ -642,16 +960,10 @@ mod tests {
 
     fn bridge(queue: usize, queue_bytes: usize) -> (Inner, Receiver<Outgoing>) {
         let (outgoing, receiver) = mpsc::sync_channel(queue);
+        let config = BridgeConfig::default().prefix("p").queue_bytes(queue_bytes);
         let inner = Inner {
             node: 1,
-            prefix: "p".into(),
-            outgoing,
-            queued_bytes: AtomicUsize::new(0),
-            queue_bytes,
-            wanted: Mutex::default(),
-            changed: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-            counters: Counters::default(),
+            ..Inner::new(&config, outgoing)
         };
         (inner, receiver)
     }
@@ -664,10 +976,10 @@ mod tests {
         inner.published("t", Message::Binary(&[0; 50]));
         assert_eq!(inner.counters.dropped.load(Ordering::Relaxed), 1);
         assert_eq!(inner.queued_bytes.load(Ordering::Relaxed), 59);
-        let Ok(Outgoing::Publish { channel, payload }) = receiver.try_recv() else {
+        let Ok(Outgoing::Publish { topic, payload }) = receiver.try_recv() else {
             panic!("one message queued");
         };
-        assert_eq!((channel.as_str(), payload.len()), ("p:t", 59));
+        assert_eq!((topic.as_str(), payload.len()), ("t", 59));
         assert_eq!(payload[..9], [0, 0, 0, 0, 0, 0, 0, 1, BINARY]);
 
         let (inner, _receiver) = bridge(1, 1 << 20);
@@ -686,6 +998,7 @@ mod tests {
                 .wanted
                 .lock()
                 .unwrap()
+                .topics
                 .iter()
                 .cloned()
                 .collect::<Vec<_>>()

@@ -3,216 +3,17 @@
 //! missing). The chat example must be built first: `cargo build --example
 //! chat` (scripts/redis-test.sh and .ci/run do it).
 
-// The core's test helpers: example start-up and waiting with a watchdog.
-#[path = "../../tests/util/mod.rs"]
-mod util;
+mod common;
 
 use std::collections::HashMap;
-use std::io::{BufReader, Read};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, ChildStdout, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tungstenite::{Message, WebSocket};
-use util::{wait_for, WATCHDOG};
-
-/// A redis-server of the test's own, killed on drop.
-struct Redis {
-    port: u16,
-    child: Child,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Redis::start_on(port)
-    }
-
-    fn start_on(port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run redis-server ({e}): install Debian's redis-server (apt-get install redis-server)")
-            });
-        let redis = Redis { port, child };
-        wait_for("redis-server to accept connections", || {
-            redis.client().get_connection().is_ok()
-        });
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn client(&self) -> redis::Client {
-        redis::Client::open(self.url()).unwrap()
-    }
-
-    /// Subscribers to each channel, as Redis counts them (one per node).
-    fn numsub(&self, channel: &str) -> i64 {
-        let mut conn = self.client().get_connection().unwrap();
-        let reply: Vec<redis::Value> = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(channel)
-            .query(&mut conn)
-            .unwrap();
-        redis::from_redis_value_ref(&reply[1]).unwrap()
-    }
-
-    fn channels(&self) -> Vec<String> {
-        let mut conn = self.client().get_connection().unwrap();
-        let mut channels: Vec<String> = redis::cmd("PUBSUB")
-            .arg("CHANNELS")
-            .arg("wsloop:*")
-            .query(&mut conn)
-            .unwrap();
-        channels.sort();
-        channels
-    }
-
-    fn kill(mut self) -> u16 {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.port
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One chat process with `--redis`.
-struct Chat {
-    child: util::Spawned,
-    stdout: BufReader<ChildStdout>,
-    addr: SocketAddr,
-}
-
-impl Chat {
-    fn start(redis_url: &str) -> Chat {
-        let (child, stdout, addr) =
-            util::spawn_example("chat", &["--workers", "2", "--redis", redis_url]);
-        Chat {
-            child,
-            stdout,
-            addr,
-        }
-    }
-
-    /// SIGTERM, a clean exit (no worker died), and the bridge's counters.
-    fn stop(mut self) -> HashMap<String, u64> {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        let mut out = String::new();
-        self.stdout.read_to_string(&mut out).unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "chat exited with {status}: {out}");
-        let line = out
-            .lines()
-            .find(|l| l.starts_with("chat: redis: "))
-            .unwrap_or_else(|| panic!("no counters in {out}"));
-        line.trim_start_matches("chat: redis: ")
-            .split(", ")
-            .map(|part| {
-                let (n, name) = part.split_once(' ').unwrap();
-                (name.to_string(), n.parse().unwrap())
-            })
-            .collect()
-    }
-}
-
-/// The text of a chat line (`"kind":"say"`); `None` for anything else.
-fn said(msg: Message) -> Option<String> {
-    let Message::Text(text) = msg else {
-        return None;
-    };
-    let value: serde_json::Value = serde_json::from_str(&text).expect("chat messages are JSON");
-    (value["kind"] == "say").then(|| value["text"].as_str().expect("a text").to_owned())
-}
-
-/// A chat member.
-struct Member {
-    ws: WebSocket<TcpStream>,
-}
-
-impl Member {
-    fn join(addr: SocketAddr, room: &str, name: &str) -> Member {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(WATCHDOG)).unwrap();
-        let url = format!("ws://{addr}/ws?room={room}&name={name}");
-        let (ws, _) = tungstenite::client(url.as_str(), stream).expect("upgrade");
-        Member { ws }
-    }
-
-    fn say(&mut self, text: &str) {
-        self.ws.send(Message::text(text)).unwrap();
-    }
-
-    /// The next chat line, skipping join and leave notices.
-    fn line(&mut self) -> String {
-        loop {
-            if let Some(line) = said(self.ws.read().expect("a line before the watchdog")) {
-                return line;
-            }
-        }
-    }
-
-    /// The next chat line if one comes within `wait`.
-    fn line_within(&mut self, wait: Duration) -> Option<String> {
-        self.ws.get_ref().set_read_timeout(Some(wait)).unwrap();
-        let line = loop {
-            match self.ws.read() {
-                Ok(msg) => {
-                    if let Some(line) = said(msg) {
-                        break Some(line);
-                    }
-                }
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    break None
-                }
-                Err(e) => panic!("read failed: {e}"),
-            }
-        };
-        self.ws.get_ref().set_read_timeout(Some(WATCHDOG)).unwrap();
-        line
-    }
-
-    /// Lines until `last` arrives, which is included.
-    fn lines_until(&mut self, last: &str) -> Vec<String> {
-        let mut lines = Vec::new();
-        loop {
-            let line = self.line();
-            let done = line == last;
-            lines.push(line);
-            if done {
-                return lines;
-            }
-        }
-    }
-}
-
+use common::{wait_for, Chat, Member, Redis, WATCHDOG};
+/// With history in Redis (the chat's default with `--redis`), every
+/// member on both nodes sees the room in one order.
 #[test]
-fn rooms_span_two_servers_exactly_once_in_order() {
+fn rooms_span_two_servers_exactly_once_in_one_order() {
     let redis = Redis::start();
     let (a, b) = (Chat::start(&redis.url()), Chat::start(&redis.url()));
     let mut lobby: Vec<(usize, Member)> = Vec::new();
@@ -267,8 +68,10 @@ fn rooms_span_two_servers_exactly_once_in_order() {
             (member, got)
         }));
     }
+    let mut orders = Vec::new();
     for handle in threads {
         let (_member, got) = handle.join().unwrap();
+        orders.push(got.clone());
         let mut by_publisher: HashMap<String, Vec<usize>> = HashMap::new();
         for line in &got {
             let (name, n) = line.split_once(": ").unwrap();
@@ -283,6 +86,11 @@ fn rooms_span_two_servers_exactly_once_in_order() {
             assert_eq!(seq, (0..LINES).collect::<Vec<_>>(), "lines of {name}");
         }
     }
+    // One order: the same sequence of lines for every member, whichever
+    // node it is on and whichever node each speaker is on.
+    for (i, order) in orders.iter().enumerate() {
+        assert!(order == &orders[0], "member {i} saw another order");
+    }
     for member in &mut kitchen {
         assert_eq!(member.line(), "k0m0: only the kitchen");
     }
@@ -294,10 +102,14 @@ fn rooms_span_two_servers_exactly_once_in_order() {
     assert_eq!((ca["dropped"], cb["dropped"]), (0, 0));
 }
 
+/// Local-first delivery goes on on each node while Redis is away.
 #[test]
-fn a_redis_restart_loses_only_what_was_said_while_it_was_away() {
+fn local_first_a_redis_restart_loses_only_what_was_said_while_it_was_away() {
     let redis = Redis::start();
-    let (a, b) = (Chat::start(&redis.url()), Chat::start(&redis.url()));
+    let (a, b) = (
+        Chat::start_local_first(&redis.url()),
+        Chat::start_local_first(&redis.url()),
+    );
     let (mut a1, mut a2) = (
         Member::join(a.addr, "lobby", "a1"),
         Member::join(a.addr, "lobby", "a2"),
@@ -388,9 +200,9 @@ fn a_node_subscribes_to_a_room_only_while_someone_there_is_in_it() {
 }
 
 #[test]
-fn malformed_messages_from_redis_are_counted_and_dropped() {
+fn local_first_malformed_messages_from_redis_are_counted_and_dropped() {
     let redis = Redis::start();
-    let a = Chat::start(&redis.url());
+    let a = Chat::start_local_first(&redis.url());
     let mut member = Member::join(a.addr, "lobby", "m");
     wait_for("a to subscribe", || redis.numsub("wsloop:lobby") == 1);
     let mut conn = redis.client().get_connection().unwrap();
