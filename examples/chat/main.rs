@@ -68,6 +68,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use wsloop::history::Catchup;
 use wsloop::{
     CloseCode, Config, Conn, Handler, HistoryConfig, Limits, Message, MessageId, Pending,
     Publisher, RateLimit, Reply, Request, Response, Upgrade, Wake,
@@ -107,7 +108,12 @@ chat flags:
   --any-origin                skip the Origin check on /ws, /send and /poll
   --refuse-upgrades           answer every WebSocket upgrade with 403, to show the page's fallback
   --trusted-proxy IP          believe the client address this proxy forwards (repeatable)
-  --redis URL                 rooms span every chat started with the same redis://HOST:PORT/
+  --redis URL                 rooms span every chat started with the same redis://HOST:PORT/,
+                              numbered there and their history kept there: one order on
+                              every node, and a page resumes on any node
+  --redis-local-first         with --redis: deliver on this node at once, number and keep
+                              history per node (no shared order or resume; lines go on
+                              while Redis is away)
   --history N                 messages kept per room (default 100)
   --poll-hold SECS            longest a poll waits (default 25)
   --poll-grace SECS           silence past a poll's hold before a poller is gone (default 10)
@@ -212,6 +218,10 @@ impl Handler for Chat {
     fn on_close(&mut self, conn: &mut Conn<'_, Member>, _code: CloseCode, _reason: &str) {
         self.close_socket(conn);
     }
+
+    fn on_history(&mut self, conn: &mut Conn<'_, Member>, _room: &str, catchup: Catchup) {
+        ws::catch_up(conn, &catchup);
+    }
 }
 
 /// Whether Origin names the same host as Host. No Origin (not a browser)
@@ -246,6 +256,7 @@ fn main() -> ExitCode {
     let mut rate = Some(RATE);
     let mut bounds = Bounds::default();
     let mut redis = None;
+    let mut local_first = false;
     for (flag, value) in &args.extra {
         let value = value.as_deref();
         let number = value.and_then(|v| v.parse::<u32>().ok());
@@ -257,6 +268,7 @@ fn main() -> ExitCode {
             ("--any-origin", None, ..) => check_origin = false,
             ("--refuse-upgrades", None, ..) => refuse_upgrades = true,
             ("--redis", Some(url), ..) => redis = Some(url.to_owned()),
+            ("--redis-local-first", None, ..) => local_first = true,
             ("--history", _, Some(n @ 1..), _) => history.depth = n as usize,
             ("--poll-hold", .., Some(s)) => poll_hold = s,
             ("--poll-grace", .., Some(s)) => grace = s,
@@ -280,6 +292,7 @@ fn main() -> ExitCode {
             }
         }
     }
+    let depth = history.depth;
     config.history = Some(history);
     // Past the rate wsloop closes a WebSocket with 1008, counting pings
     // and pongs too; Bucket applies the same rate to a poller's lines.
@@ -315,7 +328,11 @@ fn main() -> ExitCode {
             let Some(url) = redis else {
                 return Ok(Bridged(None));
             };
-            let bridge = RedisBridge::start(server, &url, BridgeConfig::default())
+            let bridge_config = match local_first {
+                true => BridgeConfig::default(),
+                false => BridgeConfig::default().history(depth),
+            };
+            let bridge = RedisBridge::start(server, &url, bridge_config)
                 .map_err(|e| format!("--redis {url}: {e}"))?;
             Ok(Bridged(Some(bridge)))
         },

@@ -105,7 +105,9 @@ impl Chat {
             None if new => topics.history(&member.room, before),
             None => topics.history(&member.room, None),
         };
-        if cursor.is_none() || catchup.reset {
+        // With the history in Redis and not on this node yet, every poll
+        // waits for it (wsloop wakes it once it is here).
+        if !catchup.pending && (cursor.is_none() || catchup.reset) {
             let here = presence.names(&member.room);
             drop(presence);
             return json_response(200, &answer(&catchup, Some(here))).into();

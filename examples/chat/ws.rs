@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use serde_json::json;
+use wsloop::history::Catchup;
 use wsloop::{CloseCode, Conn, Message, PublishStatus, Request, Response, Upgrade};
 
 use crate::messages::{event, say, After};
@@ -50,14 +51,10 @@ impl Chat {
         // step too, as it must go before what `subscribe_after` sends.
         let mut presence = self.presence();
         // Resume: what the client missed, then everything new, each once.
+        // With the history in Redis and not on this node yet, the catch-up
+        // comes later (on_history) and `latest` is the client's cursor.
         let catchup = conn.history(&room, after);
-        if catchup.reset {
-            let latest = catchup.latest.map(|id| id.to_string());
-            send_json(conn, &json!({ "kind": "reset", "latest": latest }));
-        }
-        for entry in &catchup.entries {
-            let _ = conn.send(entry.message());
-        }
+        catch_up(conn, &catchup);
         conn.subscribe_after(&room, catchup.latest);
         let here = presence.names(&room);
         presence.socket_joined(&room, &name);
@@ -94,6 +91,18 @@ impl Chat {
         let mut presence = self.presence();
         presence.socket_left(&room, &name);
         let _ = conn.publish(&room, event("leave", &name, "ws").as_text());
+    }
+}
+
+/// Tells a member what it missed: a reset notice if its cursor could not
+/// be continued, then the messages.
+pub fn catch_up(conn: &mut Conn<'_, Member>, catchup: &Catchup) {
+    if catchup.reset {
+        let latest = catchup.latest.map(|id| id.to_string());
+        send_json(conn, &json!({ "kind": "reset", "latest": latest }));
+    }
+    for entry in &catchup.entries {
+        let _ = conn.send_entry(entry);
     }
 }
 
