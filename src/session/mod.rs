@@ -285,8 +285,10 @@ enum State<D> {
     /// We sent a close frame and wait for the peer's.
     Closing(Ending<D>),
     /// Both close frames are exchanged: our last bytes go out, then the
-    /// TCP connection is dropped, the server closing first (§7.1.1). The
+    /// TCP connection is dropped, the server closing first ([§7.1.1]). The
     /// peer sends nothing after its close frame, so no reset can follow.
+    ///
+    /// [§7.1.1]: https://www.rfc-editor.org/rfc/rfc6455#section-7.1.1
     Closed(Ending<D>),
     /// The peer broke the protocol: our close frame goes out, then FIN,
     /// then we wait for the peer's FIN, so that input it is still sending
