@@ -9,7 +9,7 @@
 //! - `server_no_context_takeover`: we start every message from an empty
 //!   window, so one compressor can serve every connection of a thread and
 //!   is reset after each message.
-//! - `client_no_context_takeover`: RFC 7692 §7.1.1.2 lets a server put it
+//! - `client_no_context_takeover`: [RFC 7692 §7.1.1.2] lets a server put it
 //!   in its response whether or not the offer had it, and a client that
 //!   accepts the extension must then honour it. Each incoming message is
 //!   then a stream of its own, so one inflater per thread serves too.
@@ -26,6 +26,8 @@
 //! message. So no inflater state is held between reads, and a message
 //! cannot be half-inflated by a shared inflater when another connection's
 //! message comes in. The inflated size is checked as it grows.
+//!
+//! [RFC 7692 §7.1.1.2]: https://www.rfc-editor.org/rfc/rfc7692#section-7.1.1.2
 
 use std::cell::RefCell;
 use std::fmt;
@@ -38,7 +40,10 @@ use crate::error::ProtocolError;
 pub const NAME: &str = "permessage-deflate";
 
 /// The bytes a sync flush ends with, removed by the sender and put back by
-/// the receiver (RFC 7692 §7.2.1, §7.2.2).
+/// the receiver ([RFC 7692 §7.2.1], [§7.2.2]).
+///
+/// [RFC 7692 §7.2.1]: https://www.rfc-editor.org/rfc/rfc7692#section-7.2.1
+/// [§7.2.2]: https://www.rfc-editor.org/rfc/rfc7692#section-7.2.2
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
 /// The window sizes zlib can compress with, as bits: a 256-byte window
@@ -92,9 +97,11 @@ pub struct DeflateConfig {
     /// Messages shorter than this many bytes are sent uncompressed, since
     /// below it DEFLATE rarely saves more than its own overhead; so are
     /// longer ones that compression does not shrink, where no context is
-    /// kept. RFC 7692 §6 lets any message go either way. 0 compresses every
+    /// kept. [RFC 7692 §6] lets any message go either way. 0 compresses every
     /// message, shrunk or not. Default 256: a 100-byte chat line shrinks
     /// by about 15% for about 3 µs of CPU, a 1 KiB one by about 58%.
+    ///
+    /// [RFC 7692 §6]: https://www.rfc-editor.org/rfc/rfc7692#section-6
     pub min_size: usize,
 }
 
@@ -141,7 +148,9 @@ impl DeflateConfig {
     }
 }
 
-/// One permessage-deflate offer, its parameters checked (RFC 7692 §7.1).
+/// One permessage-deflate offer, its parameters checked ([RFC 7692 §7.1]).
+///
+/// [RFC 7692 §7.1]: https://www.rfc-editor.org/rfc/rfc7692#section-7.1
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Offer {
@@ -233,7 +242,10 @@ fn unquote(value: &str) -> &str {
         .unwrap_or(value)
 }
 
-/// RFC 7692 §7.1.2: a decimal from 8 to 15, without leading zeros.
+/// A window size as [RFC 7692 §7.1.2] writes it: a decimal from 8 to 15,
+/// without leading zeros.
+///
+/// [RFC 7692 §7.1.2]: https://www.rfc-editor.org/rfc/rfc7692#section-7.1.2
 fn window_bits(value: &str, name: &'static str) -> Result<u8, OfferError> {
     match value.parse::<u8>() {
         Ok(bits @ 8..=15) if !value.starts_with('0') && !value.starts_with('+') => Ok(bits),
@@ -290,7 +302,9 @@ impl Agreement {
 }
 
 /// Picks the first offer we can honour and the parameters to answer with
-/// (RFC 7692 §5.1). Malformed offers are passed over.
+/// ([RFC 7692 §5.1]). Malformed offers are passed over.
+///
+/// [RFC 7692 §5.1]: https://www.rfc-editor.org/rfc/rfc7692#section-5.1
 pub fn negotiate<'a>(
     offers: impl Iterator<Item = Result<Offer, OfferError>> + 'a,
     config: &DeflateConfig,
@@ -468,8 +482,10 @@ pub(crate) fn compress_shared(
     })
 }
 
-/// Compresses one message as RFC 7692 §7.2.1 says: raw DEFLATE ended with
+/// Compresses one message as [RFC 7692 §7.2.1] says: raw DEFLATE ended with
 /// a sync flush, whose 4-byte empty-block tail is removed.
+///
+/// [RFC 7692 §7.2.1]: https://www.rfc-editor.org/rfc/rfc7692#section-7.2.1
 pub fn compress(deflater: &mut Compress, payload: &[u8], out: &mut Vec<u8>) {
     let start = out.len();
     let base = deflater.total_in();
@@ -497,8 +513,10 @@ pub fn compress(deflater: &mut Compress, payload: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// Inflates one message (RFC 7692 §7.2.2): the payload with the tail put
+/// Inflates one message ([RFC 7692 §7.2.2]): the payload with the tail put
 /// back. Fails once the output would pass `max` bytes, before it does.
+///
+/// [RFC 7692 §7.2.2]: https://www.rfc-editor.org/rfc/rfc7692#section-7.2.2
 pub fn inflate(
     inflater: &mut Decompress,
     payload: &[u8],

@@ -1,9 +1,13 @@
-//! Typed errors for the protocol core, each mapped to an RFC 6455 §7.4 close
+//! Typed errors for the protocol core, each mapped to an [RFC 6455 §7.4] close
 //! code or an HTTP status.
+//!
+//! [RFC 6455 §7.4]: https://www.rfc-editor.org/rfc/rfc6455#section-7.4
 
 use std::fmt;
 
-/// Close codes from RFC 6455 §7.4.1 that wsloop sends or reports.
+/// Close codes from [RFC 6455 §7.4.1] that wsloop sends or reports.
+///
+/// [RFC 6455 §7.4.1]: https://www.rfc-editor.org/rfc/rfc6455#section-7.4.1
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CloseCode(pub u16);
 
@@ -32,9 +36,12 @@ impl CloseCode {
     /// with 1008.
     pub const TRY_AGAIN_LATER: CloseCode = CloseCode(1013);
 
-    /// Whether a peer may send this code in a close frame (RFC 6455 §7.4.1
-    /// and §7.4.2): 1000-1003, 1007-1011 and the registered and private
+    /// Whether a peer may send this code in a close frame ([RFC 6455 §7.4.1]
+    /// and [§7.4.2]): 1000-1003, 1007-1011 and the registered and private
     /// range 3000-4999. 1004-1006, 1015 and all else are protocol errors.
+    ///
+    /// [RFC 6455 §7.4.1]: https://www.rfc-editor.org/rfc/rfc6455#section-7.4.1
+    /// [§7.4.2]: https://www.rfc-editor.org/rfc/rfc6455#section-7.4.2
     pub fn is_valid_on_wire(self) -> bool {
         matches!(self.0, 1000..=1003 | 1007..=1011 | 3000..=4999)
     }
@@ -74,7 +81,9 @@ pub enum ProtocolError {
     InvalidUtf8,
     /// A close frame with a one-byte payload.
     InvalidClosePayload,
-    /// A close frame whose code may not be sent (RFC 6455 §7.4).
+    /// A close frame whose code may not be sent ([RFC 6455 §7.4]).
+    ///
+    /// [RFC 6455 §7.4]: https://www.rfc-editor.org/rfc/rfc6455#section-7.4
     InvalidCloseCode(u16),
     /// A frame whose payload is over `max_frame_size`.
     FrameTooLarge {
@@ -109,7 +118,9 @@ pub enum ProtocolError {
 }
 
 impl ProtocolError {
-    /// The close code RFC 6455 §7.4.1 assigns to this violation.
+    /// The close code [RFC 6455 §7.4.1] assigns to this violation.
+    ///
+    /// [RFC 6455 §7.4.1]: https://www.rfc-editor.org/rfc/rfc6455#section-7.4.1
     pub fn close_code(&self) -> CloseCode {
         match self {
             ProtocolError::InvalidUtf8 | ProtocolError::InvalidCompressedData => {
@@ -321,8 +332,10 @@ impl fmt::Display for HandshakeError {
 
 impl std::error::Error for HandshakeError {}
 
-/// A ping whose payload is over the 125 bytes RFC 6455 §5.5 allows for a
+/// A ping whose payload is over the 125 bytes [RFC 6455 §5.5] allows for a
 /// control frame. Nothing was sent.
+///
+/// [RFC 6455 §5.5]: https://www.rfc-editor.org/rfc/rfc6455#section-5.5
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PingTooLong {
     /// The payload length asked for.

@@ -424,7 +424,9 @@ impl<D> Conn<'_, D> {
         self.session.deflate()
     }
 
-    /// Sends a ping; its payload may be at most 125 bytes (RFC 6455 §5.5).
+    /// Sends a ping; its payload may be at most 125 bytes ([RFC 6455 §5.5]).
+    ///
+    /// [RFC 6455 §5.5]: https://www.rfc-editor.org/rfc/rfc6455#section-5.5
     pub fn ping(&mut self, payload: &[u8]) -> Result<SendStatus, PingTooLong> {
         self.session.ping(payload)
     }

@@ -25,7 +25,10 @@
 //! [`session`]) does no I/O and reads no clock: it takes bytes and the time
 //! and returns bytes, events and deadlines, so it can be fuzzed and tested
 //! on its own. [`session`] holds a connection's whole life, from the request
-//! head to the close record that [`Handler::on_close`] reports.
+//! head to the close record that [`Handler::on_close`] reports. Its module
+//! docs give the order of calls that drives it, and draw its states: all it
+//! takes to run a connection without wsloop's reactor, as
+//! `examples/thread_per_connection.rs` does over blocking sockets.
 //!
 //! # Compression
 //! With the cargo feature `deflate`, `Config::deflate` takes up

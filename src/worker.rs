@@ -79,15 +79,40 @@ impl<H: Handler> Worker<H> {
 
     /// Runs until shutdown completes. Returns only on a poll failure or
     /// after shutdown.
+    ///
+    /// Each turn of the loop is one `poll` and what follows from it:
+    ///
+    /// 1. **poll**: sleep until a socket is ready, another thread wakes us,
+    ///    or the next timer is due; then read the clock once.
+    /// 2. **events**: for each ready token, accept, drain the inbox (the
+    ///    waker's token), or read a connection and write its replies.
+    /// 3. **due timers**: hand each expired deadline to its session.
+    /// 4. **this worker's publishes**: deliver what handlers published
+    ///    during steps 2 and 3, one send per subscriber for the batch.
+    /// 5. **the ready list**: give connections whose read budget ran out
+    ///    their next turn.
+    ///
+    /// Every step that touches a connection ends in [`Worker::drive`]:
+    /// write what the session queued, keep the interest and the timer in
+    /// step with it, and remove the connection if it has ended.
     pub fn run(mut self) -> io::Result<()> {
+        // The listener is registered for READABLE only: for a listening
+        // socket that means "connections wait in the accept queue". Its
+        // token is fixed (LISTENER), as the waker's is (WAKER); every
+        // connection's token is its slab key plus CONN_BASE, so an event
+        // leads back to its connection with one subtraction.
         if let Some(listener) = self.listener.as_mut() {
             self.poll
                 .registry()
                 .register(listener, LISTENER, Interest::READABLE)?;
         }
+        // One poll returns at most this many events. Sockets still ready
+        // beyond it stay in the kernel's ready list for the next poll.
         let mut events = Events::with_capacity(1024);
         let mut fired = Vec::new();
         loop {
+            // A ShutdownHandle on another thread sets the flag, then wakes
+            // every worker; the wake-up only brings us back here to see it.
             if self.shared.hub.shutdown.load(Ordering::Acquire) && self.shutdown_deadline.is_none()
             {
                 self.begin_shutdown();
@@ -97,22 +122,52 @@ impl<H: Handler> Worker<H> {
                     break;
                 }
             }
+            // 1. Sleep in epoll_wait (kqueue, IOCP elsewhere) until there is
+            // something to do; the timeout is the next timer, or zero when
+            // work is left over from the last turn. A signal that interrupts
+            // the wait is not an error: go round again.
             match self.poll.poll(&mut events, self.poll_timeout()) {
                 Ok(()) => {}
                 Err(e) if interrupted(&e) => {}
                 Err(e) => return Err(e),
             }
+            // The clock is read once per turn, here, and passed to every
+            // session as an argument: nothing below reads it again.
             self.shared.now = Time::from_millis(self.origin.elapsed().as_millis() as u64);
+            // 2. Readiness, not data: an event says a socket changed state.
+            // Registration is edge-triggered, so the kernel reports a change
+            // once and says nothing more until new bytes arrive after the
+            // socket was emptied. Whoever handles an event therefore reads
+            // (or accepts) until the socket is empty or the read budget is
+            // spent; the ready list remembers the second case. The peer's
+            // FIN and a reset arrive as events too (`is_read_closed`,
+            // `is_error`), and the read then returns 0 or the error. A
+            // connection's event ends in `drive`, which writes everything its
+            // handler sent during the event with one send: the writes are
+            // corked until then.
             for event in events.iter() {
                 self.handle_event(event);
             }
+            // 3. Deadlines. The wheel holds one entry per connection at the
+            // tick it armed last; an entry for any other tick is stale and
+            // `on_timer` skips it, so a deadline moved earlier costs no
+            // search for the old entry.
             self.timers.expire(self.shared.now, &mut fired);
             for (key, tick) in fired.drain(..) {
                 self.on_timer(key, tick);
             }
+            // 4. Handlers on this worker published during this turn: those
+            // messages wait until now so that each subscriber gets the whole
+            // batch in one send. Messages from other threads came through
+            // the inbox in step 2.
             self.deliver_published();
+            // 5. Last, the connections that still had input when their
+            // budget ran out. No new edge will come for bytes already in
+            // their sockets, so without this list they would never be read.
             self.serve_ready();
         }
+        // Shutdown's deadline passed with connections left: drop them. Each
+        // gets `on_close`, with 1006 or the close record it has already.
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             self.conns[key].session_mut().handle_io_error();
@@ -146,11 +201,21 @@ impl<H: Handler> Worker<H> {
             // The shutdown flag is checked at the top of the loop.
             WAKER => self.drain_inbox(),
             Token(token) => {
+                // The slot may be empty, or hold a newer connection that took
+                // the key in this same batch: the event is then spurious,
+                // which mio allows anyway, and costs one read that returns
+                // WouldBlock.
                 let key = token - CONN_BASE;
+                // The peer's FIN (read side closed) or a reset (an error):
+                // read to the end, where `read` returns 0 or the error, since
+                // no further edge will announce them.
                 let closing = event.is_read_closed() || event.is_error();
                 if event.is_readable() || closing {
                     self.read_ready(key, closing);
                 }
+                // A WRITABLE event (room in the socket's send buffer again)
+                // needs no branch of its own: `drive` writes whatever is
+                // queued, whichever kind of event brought us here.
                 self.drive(key);
             }
         }
@@ -258,6 +323,13 @@ impl<H: Handler> Worker<H> {
         if conn.session().is_ended() {
             return self.remove(key);
         }
+        // WRITABLE is asked for only while the socket refused some output.
+        // A socket is writable nearly all the time, and with the interest
+        // held the kernel would report it again each time acknowledgements
+        // free room in its send buffer, waking the loop for nothing. Asking
+        // only when a write fell short, and dropping the interest once the
+        // queue is empty, costs one epoll_ctl each way, and none at all for
+        // the usual connection, whose replies fit.
         let wanted = conn.session().wants_write();
         if conn.set_write_interest(wanted) {
             let interest = if wanted {

@@ -1,4 +1,6 @@
-//! Frame header parse and encode (RFC 6455 §5.2).
+//! Frame header parse and encode ([RFC 6455 §5.2]).
+//!
+//! [RFC 6455 §5.2]: https://www.rfc-editor.org/rfc/rfc6455#section-5.2
 
 use super::OpCode;
 use crate::error::ProtocolError;
@@ -16,7 +18,9 @@ const LEN64: u8 = 127;
 pub const MAX_HEADER_LEN: usize = 14;
 
 /// Which end of the connection this codec speaks for. A server reads masked
-/// frames and writes unmasked ones; a client does the reverse (§5.1).
+/// frames and writes unmasked ones; a client does the reverse ([§5.1]).
+///
+/// [§5.1]: https://www.rfc-editor.org/rfc/rfc6455#section-5.1
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// Reads client frames, which must be masked.
@@ -31,7 +35,9 @@ pub struct FrameHeader {
     /// The final fragment of a message.
     pub fin: bool,
     /// RSV1: with permessage-deflate, set on the first frame of a
-    /// compressed message (RFC 7692 §6). An error unless negotiated.
+    /// compressed message ([RFC 7692 §6]). An error unless negotiated.
+    ///
+    /// [RFC 7692 §6]: https://www.rfc-editor.org/rfc/rfc7692#section-6
     pub rsv1: bool,
     /// The opcode.
     pub opcode: OpCode,

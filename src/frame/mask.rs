@@ -1,8 +1,10 @@
-//! Masking and unmasking (RFC 6455 §5.3), in place, eight bytes at a time.
+//! Masking and unmasking ([RFC 6455 §5.3]), in place, eight bytes at a time.
 //!
 //! The same XOR masks and unmasks. `offset` is how many payload bytes came
 //! before `buf`, so a payload split across reads is unmasked piece by piece
 //! with the key rotated to the right byte.
+//!
+//! [RFC 6455 §5.3]: https://www.rfc-editor.org/rfc/rfc6455#section-5.3
 
 /// XORs `buf` with `key`, as if `buf` started `offset` bytes into the payload.
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: u64) {

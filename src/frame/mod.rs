@@ -1,5 +1,7 @@
-//! The RFC 6455 §5 frame codec: opcodes, headers and masking. Pure: it takes
+//! The [RFC 6455 §5] frame codec: opcodes, headers and masking. Pure: it takes
 //! and returns bytes and never touches a socket.
+//!
+//! [RFC 6455 §5]: https://www.rfc-editor.org/rfc/rfc6455#section-5
 
 mod header;
 mod mask;

@@ -1,4 +1,6 @@
-//! RFC 6455 §5.2 opcodes.
+//! [RFC 6455 §5.2] opcodes.
+//!
+//! [RFC 6455 §5.2]: https://www.rfc-editor.org/rfc/rfc6455#section-5.2
 
 use crate::error::ProtocolError;
 
@@ -45,7 +47,9 @@ impl OpCode {
         }
     }
 
-    /// Close, ping and pong are control frames (RFC 6455 §5.5).
+    /// Close, ping and pong are control frames ([RFC 6455 §5.5]).
+    ///
+    /// [RFC 6455 §5.5]: https://www.rfc-editor.org/rfc/rfc6455#section-5.5
     pub fn is_control(self) -> bool {
         self.as_u8() & 0x8 != 0
     }

@@ -1,4 +1,4 @@
-//! The HTTP/1.1 upgrade (RFC 6455 §4.2), pure: bytes in, a parsed request or
+//! The HTTP/1.1 upgrade ([RFC 6455 §4.2]), pure: bytes in, a parsed request or
 //! a typed error out, and response bytes to send.
 //!
 //! httparse does not resume, so the caller keeps the bytes of an unfinished
@@ -6,6 +6,8 @@
 //! already looked for the blank line. The head is bounded by
 //! [`HandshakeLimits`]. A [`Request`] borrows every string from those
 //! bytes: no header is copied.
+//!
+//! [RFC 6455 §4.2]: https://www.rfc-editor.org/rfc/rfc6455#section-4.2
 
 // One file per question a reader has. This one holds the request: its
 // limits, the head scanned and parsed, and the §4.2.1 checks.
@@ -35,9 +37,11 @@ pub struct HandshakeLimits {
     /// above it the answer is 413.
     pub max_body_bytes: usize,
     /// Most empty lines (CRLF) skipped before a request line. Default 8.
-    /// RFC 9112 §2.2 asks a server to skip at least one, which some
+    /// [RFC 9112 §2.2] asks a server to skip at least one, which some
     /// clients send after a body; more is a client that sends nothing
     /// else, answered 400.
+    ///
+    /// [RFC 9112 §2.2]: https://www.rfc-editor.org/rfc/rfc9112#section-2.2
     pub max_empty_lines: usize,
 }
 
@@ -62,7 +66,9 @@ impl Default for HandshakeLimits {
 }
 
 /// A parsed HTTP request head, borrowed from the bytes it was read from.
-/// For an upgrade it has passed every §4.2.1 check.
+/// For an upgrade it has passed every [§4.2.1] check.
+///
+/// [§4.2.1]: https://www.rfc-editor.org/rfc/rfc6455#section-4.2.1
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request<'a> {
     /// The method, such as `GET`.
@@ -106,8 +112,10 @@ impl<'a> Request<'a> {
     }
 
     /// Whether the connection stays open for another request after the
-    /// answer: HTTP/1.1 without `Connection: close` (RFC 9112 §9.3).
+    /// answer: HTTP/1.1 without `Connection: close` ([RFC 9112 §9.3]).
     /// HTTP/1.0 connections close after one answer.
+    ///
+    /// [RFC 9112 §9.3]: https://www.rfc-editor.org/rfc/rfc9112#section-9.3
     pub fn keep_alive(&self) -> bool {
         self.version == 1 && !self.all("connection").any(|v| has_token(v, "close"))
     }
@@ -199,8 +207,10 @@ impl<'a> Request<'a> {
             .map_or(peer, |ip| SocketAddr::new(ip, peer.port()))
     }
 
-    /// `Sec-WebSocket-Accept` for this upgrade (RFC 6455 §4.2.2); `None`
+    /// `Sec-WebSocket-Accept` for this upgrade ([RFC 6455 §4.2.2]); `None`
     /// for a plain request.
+    ///
+    /// [RFC 6455 §4.2.2]: https://www.rfc-editor.org/rfc/rfc6455#section-4.2.2
     pub fn accept_key(&self) -> Option<AcceptKey> {
         self.key.map(AcceptKey::for_key)
     }
@@ -226,7 +236,9 @@ pub enum Parsed<'a> {
 }
 
 /// Where the request line starts: after the empty lines (CRLF) that may
-/// come before it (RFC 9112 §2.2).
+/// come before it ([RFC 9112 §2.2]).
+///
+/// [RFC 9112 §2.2]: https://www.rfc-editor.org/rfc/rfc9112#section-2.2
 pub(crate) fn request_start(buf: &[u8]) -> usize {
     buf.chunks_exact(2)
         .take_while(|pair| pair == b"\r\n")
@@ -242,7 +254,9 @@ pub(crate) fn request_start(buf: &[u8]) -> usize {
 /// Every CR and LF must be one half of a CRLF pair: a parser that takes a
 /// bare LF as a line end and one that does not would disagree on where
 /// the request ends, which is how requests are smuggled past a proxy
-/// (RFC 9112 §11.2).
+/// ([RFC 9112 §11.2]).
+///
+/// [RFC 9112 §11.2]: https://www.rfc-editor.org/rfc/rfc9112#section-11.2
 fn head_end(
     buf: &[u8],
     start: usize,
@@ -314,7 +328,9 @@ pub fn parse<'a>(
 
 /// The body's length from `Content-Length`, within the limit. A chunked
 /// body is refused with 411 rather than decoded: every client that sends
-/// a small body can send its length (RFC 9112 §6.3 lets a server do so).
+/// a small body can send its length ([RFC 9112 §6.3] lets a server do so).
+///
+/// [RFC 9112 §6.3]: https://www.rfc-editor.org/rfc/rfc9112#section-6.3
 fn body_len(request: &Request<'_>, limits: &HandshakeLimits) -> Result<usize, HandshakeError> {
     if request.all("transfer-encoding").next().is_some() {
         return Err(HandshakeError::LengthRequired);
@@ -380,8 +396,10 @@ fn parse_head<'a>(head: &'a [u8], limits: &HandshakeLimits) -> Result<Request<'a
     })
 }
 
-/// RFC 6455 §4.2.1: a GET, HTTP/1.1 or higher, with these headers. Returns
-/// the client's key.
+/// The checks of [RFC 6455 §4.2.1]: a GET, HTTP/1.1 or higher, with these
+/// headers. Returns the client's key.
+///
+/// [RFC 6455 §4.2.1]: https://www.rfc-editor.org/rfc/rfc6455#section-4.2.1
 fn check_upgrade<'a>(request: &Request<'a>) -> Result<&'a str, HandshakeError> {
     if request.method != "GET" {
         return Err(HandshakeError::MethodNotAllowed);

@@ -7,7 +7,9 @@ use sha1::{Digest, Sha1};
 
 use crate::error::HandshakeError;
 
-/// RFC 6455 §1.3: the GUID appended to the client's key.
+/// The GUID appended to the client's key ([RFC 6455 §1.3]).
+///
+/// [RFC 6455 §1.3]: https://www.rfc-editor.org/rfc/rfc6455#section-1.3
 const WS_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// A `Sec-WebSocket-Accept` value: base64 of a SHA-1, always 28 bytes.
@@ -15,7 +17,9 @@ const WS_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 pub struct AcceptKey([u8; 28]);
 
 impl AcceptKey {
-    /// The accept value for a client's `Sec-WebSocket-Key` (RFC 6455 §4.2.2).
+    /// The accept value for a client's `Sec-WebSocket-Key` ([RFC 6455 §4.2.2]).
+    ///
+    /// [RFC 6455 §4.2.2]: https://www.rfc-editor.org/rfc/rfc6455#section-4.2.2
     pub fn for_key(key: &str) -> AcceptKey {
         let mut sha = Sha1::new();
         sha.update(key.as_bytes());

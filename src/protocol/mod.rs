@@ -1,4 +1,4 @@
-//! Frames to messages, pure: RFC 6455 §5 and §8 on a byte stream.
+//! Frames to messages, pure: [RFC 6455 §5] and [§8] on a byte stream.
 //!
 //! [`MessageReader`] reads frames in place from the caller's buffer. A data
 //! message that arrives whole in one buffer is handed out as a borrowed
@@ -14,6 +14,9 @@
 //! [`Outbox`] holds encoded frames not yet written. The connection's life
 //! around both (handshake, replies to pings and closes, deadlines) is
 //! [`crate::session::Session`].
+//!
+//! [RFC 6455 §5]: https://www.rfc-editor.org/rfc/rfc6455#section-5
+//! [§8]: https://www.rfc-editor.org/rfc/rfc6455#section-8
 
 // One file per question a reader has. This one holds what the parts share:
 // the limits, messages and events, the close payload, and frame encoding.
@@ -28,7 +31,9 @@ use crate::frame::{apply_mask, FrameHeader, OpCode, MAX_HEADER_LEN};
 pub use outbox::{Outbox, SharedFrame};
 pub use reader::MessageReader;
 
-/// RFC 6455 §5.5: the longest control frame payload.
+/// The longest control frame payload ([RFC 6455 §5.5]).
+///
+/// [RFC 6455 §5.5]: https://www.rfc-editor.org/rfc/rfc6455#section-5.5
 pub const MAX_CONTROL_PAYLOAD: usize = 125;
 
 /// Peer-controlled sizes a reader accepts.
@@ -163,11 +168,16 @@ impl std::fmt::Debug for ControlPayload {
 pub enum Event<'a> {
     /// A data message.
     Message(Incoming<'a>),
-    /// A ping. RFC 6455 §5.5.2 asks for a pong with the same payload.
+    /// A ping. [RFC 6455 §5.5.2] asks for a pong with the same payload.
+    ///
+    /// [RFC 6455 §5.5.2]: https://www.rfc-editor.org/rfc/rfc6455#section-5.5.2
     Ping(ControlPayload),
     /// A pong.
     Pong(ControlPayload),
-    /// The peer's close frame, its code and reason checked (§5.5.1, §7.4).
+    /// The peer's close frame, its code and reason checked ([§5.5.1], [§7.4]).
+    ///
+    /// [§5.5.1]: https://www.rfc-editor.org/rfc/rfc6455#section-5.5.1
+    /// [§7.4]: https://www.rfc-editor.org/rfc/rfc6455#section-7.4
     Close {
         /// The peer's code, or 1005 when the frame carried none.
         code: CloseCode,
@@ -195,10 +205,15 @@ pub struct Step<'a> {
     pub event: Option<Event<'a>>,
 }
 
-/// Splits a close payload into a code and reason, checking both (§5.5.1, §7.4).
+/// Splits a close payload into a code and reason, checking both ([§5.5.1], [§7.4]).
+///
+/// [§5.5.1]: https://www.rfc-editor.org/rfc/rfc6455#section-5.5.1
+/// [§7.4]: https://www.rfc-editor.org/rfc/rfc6455#section-7.4
 pub fn parse_close(payload: &[u8]) -> Result<(CloseCode, &str), ProtocolError> {
     match payload {
         [] => Ok((CloseCode::NO_STATUS, "")),
+        // RFC 6455 §5.5.1: a close body, if any, MUST begin with a two-byte
+        // status code, so one byte alone is malformed.
         [_] => Err(ProtocolError::InvalidClosePayload),
         [hi, lo, reason @ ..] => {
             let code = CloseCode(u16::from_be_bytes([*hi, *lo]));

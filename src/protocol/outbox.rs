@@ -159,7 +159,9 @@ impl Outbox {
     }
 
     /// Queues one unfragmented, unmasked frame, with RSV1 set when its
-    /// payload is compressed (RFC 7692 §6).
+    /// payload is compressed ([RFC 7692 §6]).
+    ///
+    /// [RFC 7692 §6]: https://www.rfc-editor.org/rfc/rfc7692#section-6
     pub fn push_frame(&mut self, rsv1: bool, opcode: OpCode, payload: &[u8]) {
         let (header, n) = frame_header(true, rsv1, opcode, None, payload.len());
         self.push_raw(&header[..n]);

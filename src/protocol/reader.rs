@@ -90,7 +90,9 @@ enum Ready {
 }
 
 /// Frames in, messages and control frames out: fragments, UTF-8, limits
-/// and every §5 rule on what a peer may send.
+/// and every [§5] rule on what a peer may send.
+///
+/// [§5]: https://www.rfc-editor.org/rfc/rfc6455#section-5
 #[derive(Debug)]
 pub struct MessageReader {
     role: Role,
@@ -111,8 +113,10 @@ impl MessageReader {
     }
 
     /// Lets RSV1 mark the first frame of a compressed data message, once
-    /// permessage-deflate is negotiated (RFC 7692 §6). Such messages come
+    /// permessage-deflate is negotiated ([RFC 7692 §6]). Such messages come
     /// out as [`Event::Compressed`], for the caller to inflate.
+    ///
+    /// [RFC 7692 §6]: https://www.rfc-editor.org/rfc/rfc7692#section-6
     pub fn allow_compressed(&mut self) {
         self.compression = true;
     }
@@ -208,6 +212,8 @@ impl MessageReader {
                 if header.rsv1 {
                     return Ok((pos, Some(Ready::CompressedInput(op, start, pos))));
                 }
+                // RFC 6455 §8.1: text that is not valid UTF-8 MUST fail
+                // the connection (1007).
                 if op == OpCode::Text && std::str::from_utf8(chunk).is_err() {
                     return Err(ProtocolError::InvalidUtf8);
                 }
@@ -304,8 +310,10 @@ impl MessageReader {
         }
         match (header.opcode, message_op) {
             (op, _) if op.is_control() => return Ok(()),
-            // RFC 6455 §5.4: fragments of one message are not interleaved
-            // with those of another.
+            // RFC 6455 §5.4: "The fragments of one message MUST NOT be
+            // interleaved between the fragments of another message unless an
+            // extension has been negotiated that can interpret the
+            // interleaving." None that wsloop knows can.
             (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
             (OpCode::Continuation, Some(_)) => {
                 let p = self.partial();

@@ -1,7 +1,9 @@
-//! Extensions (RFC 6455 §9) as the session uses them: permessage-deflate
+//! Extensions ([RFC 6455 §9]) as the session uses them: permessage-deflate
 //! (RFC 7692), agreed at the upgrade; messages inflated on the way in and
 //! compressed on the way out. Without the `deflate` feature nothing is
 //! agreed, and RSV1 stays a protocol error. The codec is `crate::deflate`.
+//!
+//! [RFC 6455 §9]: https://www.rfc-editor.org/rfc/rfc6455#section-9
 
 use super::Session;
 #[cfg(feature = "deflate")]
@@ -92,9 +94,11 @@ pub(super) fn negotiate_deflate<'a>(mut req: Request<'a>, config: &Config) -> Re
 }
 
 impl<D> Session<D> {
-    /// Inflates a compressed message (RFC 7692 §7.2.2) into a gathered
+    /// Inflates a compressed message ([RFC 7692 §7.2.2]) into a gathered
     /// one, its size capped and its text checked. After our close frame
     /// it is discarded unread, as any message is.
+    ///
+    /// [RFC 7692 §7.2.2]: https://www.rfc-editor.org/rfc/rfc7692#section-7.2.2
     #[cfg(feature = "deflate")]
     pub(super) fn inflate(
         &mut self,

@@ -2,33 +2,177 @@
 //! the upgrade, messages, the close handshake, the end; the five deadlines;
 //! and the close record that `on_close` reports.
 //!
-//! ```text
-//!                 head read, answered          reply out, FIN, peer's FIN
-//!  ReadingRequest ─────────────────► Answering ──────────────────────────┐
-//!        │ upgrade accepted                                              │
-//!        ▼                                                               │
-//!      Open ── we send close ──► Closing ── peer's close ──► Closed ─────┤
-//!        │                          │                          ▲  echo   │
-//!        ├── peer's close (we echo) ┼──────────────────────────┘  out    │
-//!        │                          │ protocol error                     │
-//!        └── protocol error ────────┴──────────► Failed ─────────────────┤
-//!                                       close out, FIN, peer's FIN       ▼
-//!  any state: peer's FIN, socket error, or a deadline ──────────────► Ended
-//! ```
-//!
 //! Nothing here reads a clock or touches a socket. Input goes in through
 //! `handle_*` calls: [`Session::handle_read`] for bytes read,
-//! [`Session::handle_timeout`], [`Session::handle_eof`] and
-//! [`Session::handle_write_blocked`]; the application's commands are
-//! [`Session::send`], [`Session::ping`] and [`Session::close`]. Output is
-//! pulled through `poll_*` calls: [`Session::poll_transmit`] for bytes to
-//! write, [`Session::poll_timeout`] for the next deadline,
-//! [`Session::poll_shutdown`] for when to send FIN and
-//! [`Session::poll_drain`] for when queued output has gone.
+//! [`Session::handle_timeout`], [`Session::handle_eof`],
+//! [`Session::handle_io_error`] and [`Session::handle_write_blocked`]; the
+//! application's commands are [`Session::send`], [`Session::ping`] and
+//! [`Session::close`]. Output is pulled through `poll_*` calls:
+//! [`Session::poll_transmit`] for bytes to write, [`Session::poll_timeout`]
+//! for the next deadline, [`Session::poll_shutdown`] for when to send FIN
+//! and [`Session::poll_drain`] for when queued output has gone.
 //!
-//! Whatever the application sends while the reactor handles one readiness
-//! event is queued here, and the reactor writes it once when the event is
-//! done ("corking"): sixteen pipelined replies cost one `sendmsg`.
+//! # Driving a session
+//!
+//! Whoever owns the socket (wsloop's reactor, or a loop of your own) is the
+//! driver. It moves bytes, socket events and the time in, and carries out
+//! what the session asks for:
+//!
+//! ```text
+//!  the driver          the Session                      the application
+//!  ──────────────────────────────────────────────────────────────────────
+//!  bytes read ───────► handle_read(now, ..) ──► Step ──► Opened, Message, Held
+//!  read returned 0 ──► handle_eof
+//!  read failed ──────► handle_io_error
+//!  a timer fired ────► handle_timeout(now)
+//!  write fell short ─► handle_write_blocked
+//!                      send, ping, close ◄───────────── commands
+//!  write these ◄────── poll_transmit, then transmitted(n)
+//!  send FIN ◄───────── poll_shutdown
+//!  arm a timer ◄────── poll_timeout(now)
+//!  call on_drain ◄──── poll_drain
+//!  drop the socket ◄── is_ended, then close_record for on_close
+//! ```
+//!
+//! The call order, after each thing that happens to the socket:
+//!
+//! 1. **Read.** Hand what the socket gave to [`Session::handle_read`] until
+//!    all of it is used. Each call consumes [`Step::consumed`] bytes and
+//!    returns at most one [`Delivery`], which may borrow the input: act on
+//!    it before the next call. When a request head completes, the `answer`
+//!    closure decides what becomes of it ([`Answer`]). A read that returns
+//!    0 is the peer's FIN ([`Session::handle_eof`]); a failed read is
+//!    [`Session::handle_io_error`]. An `Err` from `handle_read` has been
+//!    answered already (an HTTP error or a close frame is queued); it is
+//!    for counting, and the rest of the input may be dropped.
+//! 2. **Write.** While [`Session::wants_write`], write the pieces
+//!    [`Session::poll_transmit`] yields, in order (one vectored write
+//!    takes them all), then report how many bytes the socket took with
+//!    [`Session::transmitted`]. If it takes no more, call
+//!    [`Session::handle_write_blocked`] and write again when the socket is
+//!    writable.
+//! 3. **FIN.** When [`Session::poll_shutdown`] says so (once, after an HTTP
+//!    answer that closes, or a close frame that failed the connection),
+//!    shut the socket's write side and keep reading until the peer's FIN.
+//! 4. **Time.** Arm a timer at [`Session::poll_timeout`]; when it fires,
+//!    call [`Session::handle_timeout`] and go back to step 2, since a
+//!    deadline may queue a ping or a close frame. Ask again after every
+//!    step: each may move the deadline.
+//! 5. **End.** Once [`Session::is_ended`], close the socket. For an
+//!    upgraded connection, [`Session::close_record`] is the code and reason
+//!    to report.
+//!
+//! Commands may come at any point and only queue; what they queue goes out
+//! at the next step 2. A driver that runs step 2 once for all the input of
+//! one read writes every reply to it together ("corking"): wsloop's reactor
+//! does so per readiness event, and sixteen pipelined replies cost one
+//! `sendmsg`.
+//!
+//! `examples/thread_per_connection.rs` is the smallest complete driver: its
+//! `serve` runs a session over a blocking `std::net::TcpStream` in about 45
+//! lines: steps 1, 2, 3 and 5 in that order, and no step 4, since that
+//! baseline keeps no deadlines. Read it before `conn.rs` and `worker.rs`,
+//! which make the same calls around readiness events.
+//!
+//! # States
+//!
+//! <!-- session-states:begin -->
+//! A connection lives in two phases. Before the upgrade it speaks HTTP/1.1
+//! (`src/session/http.rs`):
+//!
+//! ```text
+//!                       (a)
+//!                     ┌─────┐
+//!                     │     ▼
+//!  accept ───────► ReadingRequest ────────── (b) ──────────► Held
+//!                     │     │  ▲                               │
+//!                     │     │  └──────────── (c) ──────────────┤
+//!                  (e)│  (d)│                                  │
+//!                     ▼     ▼                                  │
+//!        WebSocket  Open   Answering ◄────── (f) ──────────────┘
+//!        phase, below       │
+//!                        (g)│
+//!                           ▼
+//!                         Ended   no on_close: the connection never opened
+//! ```
+//!
+//! - (a) `on_http` answered and the connection stays open for the next
+//!   request: HTTP/1.1 without `Connection: close`
+//!   ([RFC 9112 §9.3](https://www.rfc-editor.org/rfc/rfc9112#section-9.3)),
+//!   and a client that reads its answers. The handshake clock restarts.
+//! - (b) `on_http` returned `Reply::Hold`: the answer waits for a message on
+//!   a topic, the hold's timeout, or shutdown.
+//! - (c) `on_wake` wrote the held answer, and the request allowed keep-alive.
+//! - (d) a closing answer: `on_http`'s to a request that may not be kept
+//!   alive, `on_upgrade`'s `Upgrade::reject`, or the parser's refusal of a
+//!   head. A server that finds a handshake invalid "MUST stop processing the
+//!   client's handshake and return an HTTP response with an appropriate error
+//!   code" ([RFC 6455 §4.2.1](https://www.rfc-editor.org/rfc/rfc6455#section-4.2.1)).
+//! - (e) `on_upgrade` accepted: the 101 with `Sec-WebSocket-Accept`
+//!   ([RFC 6455 §4.2.2](https://www.rfc-editor.org/rfc/rfc6455#section-4.2.2))
+//!   is queued, and `on_open` runs before it is written.
+//! - (f) `on_wake` wrote the held answer with `Connection: close`: the request
+//!   asked for it, or the server is shutting down.
+//! - (g) the answer is out, then our FIN; the peer's FIN ends it, and input
+//!   that comes meanwhile is read and thrown away. Closing with unread input
+//!   would make the kernel send a reset, which can destroy the answer before
+//!   the client reads it; [RFC 9112 §9.6](https://www.rfc-editor.org/rfc/rfc9112#section-9.6)
+//!   describes this close in stages.
+//!
+//! After the upgrade it speaks RFC 6455 (`src/session/open.rs`):
+//!
+//! ```text
+//!         (e) from ReadingRequest
+//!                   │
+//!                   ▼
+//!     on_message   Open ─────────────── (h) ──────────────► Closing
+//!     on_drain      │ │                                      │  │
+//!                   │ └──────── (i) ────────► Closed ◄── (j) ┘  │
+//!                (k)│                           │               │
+//!                   ▼                        (m)│               │
+//!                 Failed ◄───────────────── (k) ┼───────────────┘
+//!                   │                           │
+//!                (n)│                           ▼
+//!                   └────────────────────────► Ended ──► on_close, once
+//! ```
+//!
+//! - (h) we sent a close frame: `Conn::close`, the idle timeout (1001), the
+//!   backpressure policy (1008) or shutdown (1001). Sends now return
+//!   `SendStatus::Closed`, since "after sending a Close frame, the application
+//!   MUST NOT send any more data frames"
+//!   ([RFC 6455 §5.5.1](https://www.rfc-editor.org/rfc/rfc6455#section-5.5.1)),
+//!   and messages that still arrive are read and dropped.
+//! - (i) the peer's close frame came first, and we echo its code (1000 for
+//!   one without a code): an endpoint that receives a close frame without
+//!   having sent one "MUST send a Close frame in response"
+//!   ([RFC 6455 §5.5.1](https://www.rfc-editor.org/rfc/rfc6455#section-5.5.1)).
+//! - (j) the peer answered our close frame.
+//! - (k) the peer broke the protocol or a limit, in `Open` or in `Closing`:
+//!   the connection is failed
+//!   ([RFC 6455 §7.1.7](https://www.rfc-editor.org/rfc/rfc6455#section-7.1.7))
+//!   with the code [RFC 6455 §7.4.1](https://www.rfc-editor.org/rfc/rfc6455#section-7.4.1)
+//!   gives the violation (1002, 1007, 1009; 1008 for the rate limit), unless
+//!   our close frame is out already. Input after the error is thrown away.
+//! - (m) our last bytes are written and the socket is closed at once: once
+//!   both close frames are exchanged, "the server MUST close the underlying
+//!   TCP connection immediately"
+//!   ([RFC 6455 §5.5.1](https://www.rfc-editor.org/rfc/rfc6455#section-5.5.1)).
+//!   The peer sends nothing after its close frame, so no reset can follow.
+//! - (n) our close frame is out, then our FIN; the peer's FIN ends it. The
+//!   peer may still be sending the rest of a broken frame, and closing on
+//!   unread input would reset the connection under our close frame; this is
+//!   the shutdown-then-read close that
+//!   [RFC 6455 §7.1.1](https://www.rfc-editor.org/rfc/rfc6455#section-7.1.1)
+//!   gives as its example.
+//!
+//! Outside the arrows, any state ends on the peer's FIN (once an answer or
+//! a close frame still going out is written), on a socket error, or at a
+//! deadline: the handshake timeout in `ReadingRequest` and `Answering`, the
+//! pong timeout in `Open` (1006, reason `no pong`), the close timeout in
+//! `Closing`, `Closed` and `Failed`. Input while `Held` ends it too. Ended
+//! this way, `Open` reports 1006; the later states keep the record of the
+//! first close frame.
+//! <!-- session-states:end -->
 
 // One file per question a reader has. This one holds the states, the
 // `handle_*` and `poll_*` surface that routes input to the parts, and the end.
@@ -141,8 +285,10 @@ enum State<D> {
     /// We sent a close frame and wait for the peer's.
     Closing(Ending<D>),
     /// Both close frames are exchanged: our last bytes go out, then the
-    /// TCP connection is dropped, the server closing first (§7.1.1). The
+    /// TCP connection is dropped, the server closing first ([§7.1.1]). The
     /// peer sends nothing after its close frame, so no reset can follow.
+    ///
+    /// [§7.1.1]: https://www.rfc-editor.org/rfc/rfc6455#section-7.1.1
     Closed(Ending<D>),
     /// The peer broke the protocol: our close frame goes out, then FIN,
     /// then we wait for the peer's FIN, so that input it is still sending

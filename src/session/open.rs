@@ -201,8 +201,10 @@ impl<D> Session<D> {
         }
     }
 
-    /// The peer's close frame: echo it if we had not closed (§5.5.1), and
+    /// The peer's close frame: echo it if we had not closed ([§5.5.1]), and
     /// keep the first close's code and reason.
+    ///
+    /// [§5.5.1]: https://www.rfc-editor.org/rfc/rfc6455#section-5.5.1
     fn peer_closed(&mut self, now: Time, code: CloseCode, reason: &str) {
         self.state = match std::mem::replace(&mut self.state, State::Ended(None)) {
             State::Open(open) => {
@@ -224,8 +226,10 @@ impl<D> Session<D> {
         self.end_when_flushed();
     }
 
-    /// The peer broke the protocol: close with the error's code (§7.4.1),
+    /// The peer broke the protocol: close with the error's code ([§7.4.1]),
     /// unless our close frame is out already, and read no more.
+    ///
+    /// [§7.4.1]: https://www.rfc-editor.org/rfc/rfc6455#section-7.4.1
     fn fail(&mut self, now: Time, err: &ProtocolError) {
         self.state = match std::mem::replace(&mut self.state, State::Ended(None)) {
             State::Open(open) => {
