@@ -3,8 +3,9 @@
 //! A published message is encoded once as a server frame. Server frames are
 //! not masked, so the same bytes, shared as an `Arc<[u8]>`, go to every
 //! subscriber. Each worker owns its subscriptions ([`Topics`]); other
-//! workers reach it through its own queue and `Waker`, so no lock is shared
-//! by all publishers. A message is queued only for the workers with
+//! workers reach it through its own queue and `Waker`. Publishers share
+//! one read lock, on the list of which workers have subscribers to each
+//! topic (and, with history, the history lock). A message is queued only for the workers with
 //! subscribers to its topic, and each queue is bounded in bytes
 //! ([`Config::max_inbox_bytes`](crate::Config::max_inbox_bytes)): a
 //! publish goes to all of those workers or, when one is full, to none
@@ -22,7 +23,12 @@
 //!
 //! Beyond one process, a [`Bridge`] sees every message published here and
 //! which topics have subscribers here; the `wsloop-redis` crate is one,
-//! carrying topics between servers through Redis pub/sub.
+//! carrying topics between servers through Redis pub/sub. A bridge may
+//! also number messages itself ([`Bridge::orders`]): then every message
+//! goes out first, comes back numbered through [`Broadcaster::deliver`],
+//! and the history here is a copy of the bridge's, loaded by
+//! [`Broadcaster::restore`]. A bridge's methods are called under the
+//! interest lock: they must neither block nor publish.
 
 use std::collections::HashMap;
 use std::fmt;
