@@ -43,5 +43,5 @@ fn main() -> ExitCode {
         }
     };
     let config = args.config(Config::default());
-    common::serve("echo", "listening on ws://", &args.addr, config, || Echo)
+    common::serve("echo", "listening on ws://", &args, config, || Echo)
 }

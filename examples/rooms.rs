@@ -102,5 +102,5 @@ fn main() -> ExitCode {
     let config = args.config(Config::default());
     // The closure runs once per worker thread, so each worker has its own
     // `Rooms`, called from that thread only: it needs no lock.
-    common::serve("rooms", "listening on ws://", &args.addr, config, || Rooms)
+    common::serve("rooms", "listening on ws://", &args, config, || Rooms)
 }

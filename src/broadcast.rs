@@ -320,6 +320,12 @@ pub trait Bridge: Send + Sync + 'static {
 /// worker's inbox, topic history, and the bridge with what it is told of.
 pub(crate) struct Hub {
     pub shutdown: AtomicBool,
+    /// With the shutdown: the window, in milliseconds, over which the
+    /// workers close their connections ([`ShutdownHandle::drain`]); 0 to
+    /// close them all at once.
+    ///
+    /// [`ShutdownHandle::drain`]: crate::ShutdownHandle::drain
+    pub drain_ms: AtomicU64,
     pub remotes: Vec<Remote>,
     /// Every topic's numbered messages, when the server keeps history.
     pub history: Option<Mutex<History>>,
@@ -751,6 +757,7 @@ mod tests {
         }
         let hub = Hub {
             shutdown: AtomicBool::new(false),
+            drain_ms: AtomicU64::new(0),
             remotes,
             history: history.map(Mutex::new),
             bridge: OnceLock::new(),

@@ -32,6 +32,11 @@ impl CloseCode {
     pub const TOO_BIG: CloseCode = CloseCode(1009);
     /// 1011: the server met an unexpected condition.
     pub const INTERNAL_ERROR: CloseCode = CloseCode(1011);
+    /// 1012: the server is restarting; reconnect, after a short random
+    /// wait ([`ShutdownHandle::drain`](crate::ShutdownHandle::drain)).
+    /// Registered with IANA after RFC 6455. wsloop sends it; a peer that
+    /// sends it breaks the RFC's rules on close codes.
+    pub const SERVICE_RESTART: CloseCode = CloseCode(1012);
     /// 1013: try again later. wsloop does not send it; backpressure closes
     /// with 1008.
     pub const TRY_AGAIN_LATER: CloseCode = CloseCode(1013);

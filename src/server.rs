@@ -7,6 +7,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -19,19 +20,53 @@ use crate::stats::{Counters, Stats};
 use crate::time::Time;
 use crate::worker::{Worker, WAKER};
 
-/// Stops a running server from any thread: the workers stop accepting,
-/// send close 1001 to every connection, flush, wait for the replies up to
-/// [`Config::shutdown_timeout`], and exit.
+/// Stops a running server from any thread, at once or over a while.
 #[derive(Debug, Clone)]
 pub struct ShutdownHandle {
     hub: Arc<Hub>,
 }
 
 impl ShutdownHandle {
-    /// Begins a graceful shutdown. Calling it again does nothing more.
+    /// Begins a graceful shutdown: the workers stop accepting, answer held
+    /// requests, send close 1001 to every connection, flush, wait for the
+    /// replies up to [`Config::shutdown_timeout`], and exit. Calling it
+    /// again, or during a [drain](ShutdownHandle::drain), closes what is
+    /// left at once.
     pub fn shutdown(&self) {
+        self.hub.drain_ms.store(0, Ordering::Release);
         self.hub.shutdown.store(true, Ordering::Release);
         self.hub.wake_all();
+    }
+
+    /// Begins a shutdown for a restart, spread over `window`: the workers
+    /// close their listeners at once (on Linux, with
+    /// `net.ipv4.tcp_migrate_req = 1`, connections still in their accept
+    /// queues move to another process listening on the same port with
+    /// SO_REUSEPORT), answer held requests with what they have, and end
+    /// plain HTTP connections after their current answer. WebSockets go on
+    /// as before until their turn: each worker closes its own evenly over
+    /// the window, with 1012 (Service Restart), so that their clients do
+    /// not all come back at the same moment. The server exits when its
+    /// last connection is gone, or at the end of the window plus
+    /// [`Config::shutdown_timeout`]. A zero window is
+    /// [`ShutdownHandle::shutdown`].
+    pub fn drain(&self, window: Duration) {
+        let ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        if self.hub.shutdown.load(Ordering::Acquire) {
+            return self.shutdown();
+        }
+        self.hub.drain_ms.store(ms, Ordering::Release);
+        self.hub.shutdown.store(true, Ordering::Release);
+        self.hub.wake_all();
+    }
+
+    /// Connections open now, on all workers: how far a drain has gone.
+    pub fn open_connections(&self) -> u64 {
+        self.hub
+            .remotes
+            .iter()
+            .map(|remote| remote.stats.snapshot().open)
+            .sum()
     }
 }
 
@@ -196,6 +231,7 @@ fn bind_workers(
     }
     let hub = Arc::new(Hub {
         shutdown: AtomicBool::new(false),
+        drain_ms: AtomicU64::new(0),
         remotes,
         history: config
             .history

@@ -10,7 +10,9 @@ use crate::error::{CloseCode, HandshakeError};
 use crate::session::{ReadError, SendStatus};
 
 /// Close codes counted one by one; every other code is counted as "other".
-const CODES: [u16; 10] = [1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011, 1013];
+const CODES: [u16; 11] = [
+    1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011, 1012, 1013,
+];
 
 /// Handshake failure reasons, in the order of [`Counters::handshake_failed`].
 pub const HANDSHAKE_REASONS: &[&str] = HandshakeError::LABELS;

@@ -51,6 +51,34 @@ pub(crate) struct Worker<H: Handler> {
     ready: Vec<usize>,
     /// Set once shutdown has begun: when to give up on close replies.
     shutdown_deadline: Option<Time>,
+    /// During a drain, the WebSockets still to close and when.
+    drain: Option<Drain>,
+}
+
+/// A drain in progress: this worker's WebSockets, closed one by one at
+/// even steps over the window, so that their clients reconnect spread
+/// out rather than all at once.
+#[derive(Debug)]
+struct Drain {
+    start: Time,
+    window: Duration,
+    /// The connections, in the order they are closed.
+    order: Vec<usize>,
+    /// How many of them have been closed.
+    done: usize,
+}
+
+impl Drain {
+    /// When the next connection is due to close, if one is left: the
+    /// k-th of n at k/n of the window, the last at its end.
+    fn next_due(&self) -> Option<Time> {
+        let n = self.order.len() as u128;
+        let k = self.done as u128 + 1;
+        (self.done < self.order.len()).then(|| {
+            let at = self.window.as_millis() * k / n;
+            self.start + Duration::from_millis(u64::try_from(at).unwrap_or(u64::MAX))
+        })
+    }
 }
 
 impl<H: Handler> Worker<H> {
@@ -74,6 +102,7 @@ impl<H: Handler> Worker<H> {
             delivered: Vec::new(),
             ready: Vec::new(),
             shutdown_deadline: None,
+            drain: None,
         }
     }
 
@@ -116,6 +145,9 @@ impl<H: Handler> Worker<H> {
             if self.shared.hub.shutdown.load(Ordering::Acquire) && self.shutdown_deadline.is_none()
             {
                 self.begin_shutdown();
+            }
+            if self.drain.is_some() {
+                self.close_drained();
             }
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() || self.shared.now >= deadline {
@@ -189,6 +221,7 @@ impl<H: Handler> Worker<H> {
             .next_due()
             .into_iter()
             .chain(self.shutdown_deadline)
+            .chain(self.drain.as_ref().and_then(Drain::next_due))
             .min();
         wake_at.map(|at| {
             Duration::from_millis(at.as_millis().saturating_sub(self.shared.now.as_millis()))
@@ -383,14 +416,22 @@ impl<H: Handler> Worker<H> {
         self.drive(key);
     }
 
-    /// Stops accepting and starts the close handshake on every connection.
+    /// Stops accepting and starts the close handshake on every connection,
+    /// or, for a drain, answers what is plain HTTP now and schedules the
+    /// WebSockets' closes over the window.
     fn begin_shutdown(&mut self) {
         let now = self.shared.now;
-        self.shutdown_deadline = Some(now + self.shared.config.shutdown_timeout);
+        let config = &self.shared.config;
+        let window = Duration::from_millis(self.shared.hub.drain_ms.load(Ordering::Acquire));
+        self.shutdown_deadline = Some(now + window + config.shutdown_timeout);
+        // Dropping the listener closes it: with SO_REUSEPORT and Linux's
+        // tcp_migrate_req, what waits in its accept queue moves to another
+        // listener on the port instead of being reset.
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        let mut sockets = Vec::new();
         for key in keys {
             let conn = &mut self.conns[key];
             // Held requests get their answers, with Connection: close.
@@ -401,11 +442,58 @@ impl<H: Handler> Worker<H> {
                 WakeReason::Shutdown,
             );
             let session = conn.session_mut();
-            if session.is_upgraded() {
+            if !session.is_upgraded() {
+                session.stop_http();
+            } else if window.is_zero() {
                 session.close(now, CloseCode::GOING_AWAY, "server shutting down");
             } else {
-                session.stop_http();
+                sockets.push(key);
             }
+            self.drive(key);
+        }
+        if !window.is_zero() {
+            self.drain = Some(Drain {
+                start: now,
+                window,
+                order: sockets,
+                done: 0,
+            });
+        }
+    }
+
+    /// Closes the drain's WebSockets whose time has come, with 1012; all
+    /// that are left if a shutdown came on top of the drain.
+    fn close_drained(&mut self) {
+        let Some(drain) = self.drain.as_mut() else {
+            return;
+        };
+        let now = self.shared.now;
+        let hurry = self.shared.hub.drain_ms.load(Ordering::Acquire) == 0;
+        let mut due = Vec::new();
+        while let Some(at) = drain.next_due() {
+            if !hurry && at > now {
+                break;
+            }
+            due.push(drain.order[drain.done]);
+            drain.done += 1;
+        }
+        if drain.done == drain.order.len() {
+            self.drain = None;
+        }
+        if hurry {
+            self.shutdown_deadline = Some(now + self.shared.config.shutdown_timeout);
+        }
+        // No new connection is accepted during a drain, so a key still
+        // names the connection it named when the drain began (or none).
+        for key in due {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            let (code, reason) = match hurry {
+                true => (CloseCode::GOING_AWAY, "server shutting down"),
+                false => (CloseCode::SERVICE_RESTART, "server restarting"),
+            };
+            conn.session_mut().close(now, code, reason);
             self.drive(key);
         }
     }

@@ -314,29 +314,22 @@ fn main() -> ExitCode {
         settings: handler_settings.clone(),
         presence: shared.clone(),
     };
-    common::serve_with(
-        "chat",
-        "open http://",
-        &args.addr,
-        config,
-        factory,
-        |server| {
-            let topics = server.broadcaster();
-            let silence = settings.silence;
-            std::thread::spawn(move || sweep_pollers(presence, topics, silence));
-            // Rooms span every chat process started with the same Redis URL.
-            let Some(url) = redis else {
-                return Ok(Bridged(None));
-            };
-            let bridge_config = match local_first {
-                true => BridgeConfig::default(),
-                false => BridgeConfig::default().history(depth),
-            };
-            let bridge = RedisBridge::start(server, &url, bridge_config)
-                .map_err(|e| format!("--redis {url}: {e}"))?;
-            Ok(Bridged(Some(bridge)))
-        },
-    )
+    common::serve_with("chat", "open http://", &args, config, factory, |server| {
+        let topics = server.broadcaster();
+        let silence = settings.silence;
+        std::thread::spawn(move || sweep_pollers(presence, topics, silence));
+        // Rooms span every chat process started with the same Redis URL.
+        let Some(url) = redis else {
+            return Ok(Bridged(None));
+        };
+        let bridge_config = match local_first {
+            true => BridgeConfig::default(),
+            false => BridgeConfig::default().history(depth),
+        };
+        let bridge = RedisBridge::start(server, &url, bridge_config)
+            .map_err(|e| format!("--redis {url}: {e}"))?;
+        Ok(Bridged(Some(bridge)))
+    })
 }
 
 /// The Redis bridge, if any, whose counters are printed at exit.

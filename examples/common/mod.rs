@@ -30,6 +30,10 @@ pub struct Args {
     pub deflate_min_size: Option<usize>,
     /// `--deflate-window BITS`: the largest window either side may use.
     pub deflate_window: Option<u8>,
+    /// `--drain-secs SECS`: on SIGTERM, close the WebSockets over this
+    /// window with 1012, for a restart ([`ShutdownHandle::drain`]); 0, the
+    /// default, closes them all at once with 1001.
+    pub drain: Duration,
     /// Flags this module does not know, as (name, value) pairs.
     pub extra: Vec<(String, Option<String>)>,
 }
@@ -46,6 +50,7 @@ impl Args {
             deflate: Deflate::Off,
             deflate_min_size: None,
             deflate_window: None,
+            drain: Duration::ZERO,
             extra: Vec::new(),
         };
         let mut it = std::env::args().skip(1).peekable();
@@ -56,6 +61,7 @@ impl Args {
                 "--workers" => args.workers = number(&value("--workers")?)?,
                 "--ping-interval" => args.ping_interval = Some(seconds(&value("--ping-interval")?)?),
                 "--idle-timeout" => args.idle_timeout = Some(seconds(&value("--idle-timeout")?)?),
+                "--drain-secs" => args.drain = seconds(&value("--drain-secs")?)?,
                 "--deflate" => args.deflate = Deflate::Lean,
                 "--deflate-takeover" => args.deflate = Deflate::Takeover,
                 "--deflate-window" => {
@@ -66,7 +72,7 @@ impl Args {
                     args.deflate_min_size = Some(number(&value("--deflate-min-size")?)?)
                 }
                 "-h" | "--help" => return Err(format!(
-                    "flags: --addr HOST:PORT (default {default_addr}) --workers N --ping-interval SECS --idle-timeout SECS --deflate --deflate-takeover --deflate-min-size N --deflate-window BITS"
+                    "flags: --addr HOST:PORT (default {default_addr}) --workers N --ping-interval SECS --idle-timeout SECS --drain-secs SECS --deflate --deflate-takeover --deflate-min-size N --deflate-window BITS"
                 )),
                 other if other.starts_with("--") => {
                     let takes_value = it.peek().is_some_and(|v| !v.starts_with("--"));
@@ -127,14 +133,36 @@ fn seconds(s: &str) -> Result<Duration, String> {
         .ok_or(format!("not a number of seconds: {s:?}"))
 }
 
-/// Starts a thread that turns SIGINT and SIGTERM into a graceful shutdown.
+/// Starts a thread that turns SIGINT and SIGTERM into a graceful shutdown:
+/// SIGTERM drains over `drain` if it is not zero, printing how many
+/// connections are left each second; SIGINT, or a second signal, closes
+/// everything at once.
 #[cfg(unix)]
-pub fn shutdown_on_signals(handle: ShutdownHandle) {
+pub fn shutdown_on_signals(name: &str, handle: ShutdownHandle, drain: Duration) {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .expect("signal handlers can be installed at start-up");
+    let name = name.to_owned();
     std::thread::spawn(move || {
-        if signals.forever().next().is_some() {
+        let mut signals = signals.forever();
+        match signals.next() {
+            Some(SIGTERM) if !drain.is_zero() => {
+                let open = handle.open_connections();
+                println!("{name}: draining {open} connections over {drain:?}");
+                handle.drain(drain);
+            }
+            Some(_) => return handle.shutdown(),
+            None => return,
+        }
+        let progress = handle.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(1));
+            println!(
+                "{name}: draining, {} connections left",
+                progress.open_connections()
+            );
+        });
+        if signals.next().is_some() {
             handle.shutdown();
         }
     });
@@ -145,7 +173,7 @@ pub fn shutdown_on_signals(handle: ShutdownHandle) {
 /// raises SIGINT on Ctrl-C, which sets a flag, and the thread looks at it
 /// ten times a second.
 #[cfg(windows)]
-pub fn shutdown_on_signals(handle: ShutdownHandle) {
+pub fn shutdown_on_signals(_name: &str, handle: ShutdownHandle, _drain: Duration) {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -172,12 +200,12 @@ pub fn has_proc(name: &str, what: &str) -> bool {
 /// Runs a server until SIGINT or SIGTERM (Ctrl-C on Windows): binds, prints `NAME: BANNER ADDR/`
 /// (scripts wait for that line), shuts down gracefully on a signal, and
 /// prints the counters.
-pub fn serve<H, F>(name: &str, banner: &str, addr: &str, config: Config, factory: F) -> ExitCode
+pub fn serve<H, F>(name: &str, banner: &str, args: &Args, config: Config, factory: F) -> ExitCode
 where
     H: Handler + 'static,
     F: Fn() -> H + Send + Sync + 'static,
 {
-    serve_with(name, banner, addr, config, factory, |_| Ok(String::new()))
+    serve_with(name, banner, args, config, factory, |_| Ok(String::new()))
 }
 
 /// [`serve`], with `setup` run on the bound server before the banner; an
@@ -186,7 +214,7 @@ where
 pub fn serve_with<H, F, T>(
     name: &str,
     banner: &str,
-    addr: &str,
+    args: &Args,
     config: Config,
     factory: F,
     setup: impl FnOnce(&Server) -> Result<T, String>,
@@ -196,6 +224,7 @@ where
     F: Fn() -> H + Send + Sync + 'static,
     T: std::fmt::Display,
 {
+    let addr = &args.addr;
     let server = match Server::bind(addr, config, factory) {
         Ok(server) => server,
         Err(e) => {
@@ -211,7 +240,7 @@ where
         }
     };
     // Signals first: whoever reads the banner may send SIGTERM at once.
-    shutdown_on_signals(server.shutdown_handle());
+    shutdown_on_signals(name, server.shutdown_handle(), args.drain);
     println!("{name}: {banner}{}/", server.local_addr());
     match server.join() {
         Ok(counters) => {
