@@ -37,7 +37,7 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock, RwLock};
 
 use mio::Waker;
 
-use crate::history::{Catchup, History, MessageId};
+use crate::history::{Catchup, Entry, History, MessageId};
 use crate::protocol::{encode_frame, Message};
 use crate::stats::Stats;
 
@@ -387,7 +387,9 @@ impl Hub {
         if self.ordered.get().is_some() {
             return (PublishStatus::Refused, None);
         }
-        let Some(history) = &self.history else {
+        // Topics the history does not keep go as without history.
+        let kept = self.history.as_ref().map(lock).filter(|h| h.keeps(topic));
+        let Some(mut history) = kept else {
             return self.with_interested(topic, |workers| {
                 let others = || workers.iter().copied().filter(|&w| Some(w) != from);
                 if self.refuse_if_full(others()) {
@@ -400,7 +402,6 @@ impl Hub {
                 (PublishStatus::Queued, from.map(|_| publish))
             });
         };
-        let mut history = lock(history);
         // Read under the history lock: a worker that gains its first
         // subscriber after this reads the history after this message is
         // in it (see `Conn::subscribe_after`).
@@ -439,13 +440,19 @@ impl Hub {
             if self.refuse_if_full(workers.iter().copied()) {
                 return PublishStatus::Refused;
             }
-            let Some(entry) = history.append(topic, id, msg) else {
-                return PublishStatus::Refused;
-            };
-            let publish = Publish {
-                topic: topic.into(),
-                frame: entry.frame().clone(),
-                id: Some(id),
+            // A topic this history does not keep goes as it came, with
+            // no envelope and no id to skip by.
+            let publish = if !history.keeps(topic) {
+                Publish::new(topic, msg)
+            } else {
+                let Some(entry) = history.append(topic, id, msg) else {
+                    return PublishStatus::Refused;
+                };
+                Publish {
+                    topic: topic.into(),
+                    frame: entry.frame().clone(),
+                    id: Some(id),
+                }
             };
             for &worker in workers {
                 self.remotes[worker].push(Inbound::Publish(publish.clone()));
@@ -518,6 +525,14 @@ impl Hub {
             self.remotes[w].stats.publish_refused();
         }
         full.is_some()
+    }
+
+    /// The last `n` messages `topic`'s history holds, oldest first.
+    pub fn last(&self, topic: &str, n: usize) -> Vec<Entry> {
+        match &self.history {
+            Some(history) => lock(history).last(topic, n),
+            None => Vec::new(),
+        }
     }
 
     /// What `topic`'s history holds after `after`; without history, nothing,
@@ -650,9 +665,14 @@ impl Broadcaster {
     }
 
     /// What `topic`'s history holds after `after` (see
-    /// [`Config::history`](crate::Config::history)).
+    /// [`Conn::history`](crate::Conn::history)).
     pub fn history(&self, topic: &str, after: Option<MessageId>) -> Catchup {
         self.hub.since(topic, after)
+    }
+
+    /// The last `n` messages of `topic`'s history, oldest first.
+    pub fn last(&self, topic: &str, n: usize) -> Vec<Entry> {
+        self.hub.last(topic, n)
     }
 
     /// Delivers message `id` of `topic`, numbered by a bridge that
@@ -955,5 +975,26 @@ mod tests {
     fn an_ordering_bridge_needs_history() {
         let (hub, _inboxes, _polls) = hub(1, 1 << 20, None);
         assert!(!hub.set_bridge(Arc::new(Numbering::default())));
+    }
+
+    #[test]
+    fn a_topic_the_history_does_not_keep_is_published_unnumbered() {
+        let config = crate::HistoryConfig::default().keep(|t| !t.starts_with('@'));
+        let (hub, inboxes, _polls) = hub(1, 1 << 20, Some(History::new(config, 1)));
+        hub.worker_interest(0, "@alice", true);
+        hub.worker_interest(0, "room", true);
+        let _ = hub.publish("@alice", Message::Text("psst"), None);
+        let _ = hub.publish("room", Message::Text("hi"), None);
+        let ids: Vec<Option<MessageId>> = inboxes[0]
+            .try_iter()
+            .map(|inbound| match inbound {
+                Inbound::Publish(p) => p.id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ids.len(), 2);
+        assert!(ids[0].is_none() && ids[1].is_some(), "{ids:?}");
+        assert!(hub.last("@alice", 5).is_empty());
+        assert_eq!(hub.last("room", 5).len(), 1);
     }
 }

@@ -303,6 +303,11 @@ impl Publisher<'_> {
     pub fn history(&self, topic: &str, after: Option<MessageId>) -> Catchup {
         self.hub.since(topic, after)
     }
+
+    /// The last `n` messages of a topic's history, as [`Conn::last`].
+    pub fn last(&self, topic: &str, n: usize) -> Vec<Entry> {
+        self.hub.last(topic, n)
+    }
 }
 
 /// A held request, lent to [`Handler::on_wake`].
@@ -480,14 +485,29 @@ impl<D> Conn<'_, D> {
         true
     }
 
-    /// What `topic`'s history holds after `after` (see
-    /// [`Config::history`](crate::Config::history)). To resume a client:
-    /// tell it of a reset if there is one, send the entries, then
-    /// [`Conn::subscribe_after`] the latest. Messages published meanwhile
-    /// are not lost: they reach this worker after the call and carry
-    /// higher ids.
+    /// What `topic`'s history holds after the cursor `after` (see
+    /// [`Config::history`](crate::Config::history)):
+    /// - `Some(id)`: the messages after `id`, oldest first; or, if the
+    ///   history cannot continue from `id` (another epoch, older than the
+    ///   ring, from the future), a [reset](Catchup::reset) with every
+    ///   message the ring holds.
+    /// - `None`: no messages, only the topic's [latest](Catchup::latest)
+    ///   id: a new reader starts from now. For the recent past, use
+    ///   [`Conn::last`].
+    ///
+    /// To resume a client: tell it of a reset if there is one, send the
+    /// entries, then [`Conn::subscribe_after`] the latest. Messages
+    /// published meanwhile are not lost: they reach this worker after the
+    /// call and carry higher ids.
     pub fn history(&self, topic: &str, after: Option<MessageId>) -> Catchup {
         self.shared.hub.since(topic, after)
+    }
+
+    /// The last `n` messages of `topic`'s history, oldest first (fewer if
+    /// it holds fewer): what a newcomer is shown of the recent past.
+    /// Follow with [`Conn::subscribe_after`] the last one's id.
+    pub fn last(&self, topic: &str, n: usize) -> Vec<Entry> {
+        self.shared.hub.last(topic, n)
     }
 
     /// Unsubscribes from a topic; false if it was not subscribed.

@@ -40,6 +40,11 @@ pub struct HistoryConfig {
     /// `ID` and a space before the payload. A text message must stay
     /// UTF-8, or it is sent as binary.
     pub envelope: fn(MessageId, Message<'_>, &mut Vec<u8>),
+    /// Which topics keep history. Default [`every_topic`]. A topic it says
+    /// no to is published as without history: no id, no envelope, no
+    /// ring, so per-user or private topics (`|t| !t.starts_with('@')`)
+    /// never push the rooms' histories out under `max_topics`.
+    pub keep: fn(&str) -> bool,
 }
 
 setters! {
@@ -48,6 +53,7 @@ setters! {
         max_topic_bytes: usize,
         max_topics: usize,
         envelope: fn(MessageId, Message<'_>, &mut Vec<u8>),
+        keep: fn(&str) -> bool,
     }
 }
 
@@ -58,8 +64,14 @@ impl Default for HistoryConfig {
             max_topic_bytes: 256 * 1024,
             max_topics: 1024,
             envelope: prefix_id,
+            keep: every_topic,
         }
     }
+}
+
+/// The default [`HistoryConfig::keep`]: every topic keeps history.
+pub fn every_topic(_: &str) -> bool {
+    true
 }
 
 /// The default envelope: the id, a space, then the payload.
@@ -251,6 +263,20 @@ impl History {
         self.by_use.clear();
     }
 
+    /// Whether `topic` keeps history ([`HistoryConfig::keep`]).
+    pub fn keeps(&self, topic: &str) -> bool {
+        (self.config.keep)(topic)
+    }
+
+    /// The last `n` messages `topic` holds, oldest first.
+    pub fn last(&self, topic: &str, n: usize) -> Vec<Entry> {
+        let Some(ring) = self.rings.get(topic) else {
+            return Vec::new();
+        };
+        let skip = ring.entries.len().saturating_sub(n);
+        ring.entries.iter().skip(skip).cloned().collect()
+    }
+
     /// Makes `topic` the most recently used, with a ring, evicting the
     /// least recently used past `max_topics`; returns the ring.
     fn touch(&mut self, topic: &str, make: impl FnOnce(u64) -> Ring) -> &mut Ring {
@@ -300,6 +326,9 @@ impl History {
         messages: impl IntoIterator<Item = (u64, Message<'m>)>,
     ) {
         let config = self.config;
+        if !self.keeps(topic) {
+            return;
+        }
         let next_seq = next_seq.max(1);
         let ring = self.touch(topic, |used| Ring::new(epoch, next_seq, used));
         *ring = Ring::new(epoch, next_seq, ring.used);
@@ -353,7 +382,7 @@ impl History {
         let Some(ring) = self.rings.get(topic) else {
             // A mirror has not loaded the topic yet. Otherwise there is no
             // history: a cursor from before cannot be continued.
-            return match self.mirror {
+            return match self.mirror && self.keeps(topic) {
                 // Not loaded: nothing known beyond the cursor.
                 true => Catchup {
                     pending: true,
@@ -634,5 +663,40 @@ mod tests {
         h.restore("r", 3, u64::MAX, []);
         // The last number there is can never be appended after.
         assert!(h.append("r", id(3, u64::MAX), Message::Text("x")).is_none());
+    }
+
+    #[test]
+    fn the_last_n_are_the_newest_oldest_first() {
+        let mut h = History::new(HistoryConfig::default().depth(4), 1);
+        assert!(h.last("r", 3).is_empty());
+        for i in 1..=6 {
+            h.record("r", Message::Text(&i.to_string()));
+        }
+        assert_eq!(texts(&h.last("r", 2)), ["00000001-5 5", "00000001-6 6"]);
+        assert_eq!(h.last("r", 10).len(), 4, "no more than the ring holds");
+        assert!(h.last("r", 0).is_empty());
+    }
+
+    #[test]
+    fn topics_the_config_does_not_keep_never_push_kept_ones_out() {
+        let config = HistoryConfig::default()
+            .max_topics(2)
+            .keep(|topic| !topic.starts_with('@'));
+        let mut h = History::new(config, 1);
+        h.record("a", Message::Text("a"));
+        h.record("b", Message::Text("b"));
+        assert!(h.keeps("a") && !h.keeps("@alice"));
+        // A thousand private topics: the hub never records them, and a
+        // mirror's restore ignores them.
+        for i in 0..1000 {
+            h.restore(&format!("@user{i}"), 1, 5, [(4, Message::Text("x"))]);
+        }
+        assert!(h.rings.contains_key("a") && h.rings.contains_key("b"));
+        assert_eq!(h.rings.len(), 2);
+        // Asked for, a topic that keeps no history has none: a cursor
+        // resets, as without history, even in a mirror.
+        h.set_mirror();
+        let private = h.since("@alice", Some(id(1, 1)));
+        assert!(private.reset && !private.pending);
     }
 }

@@ -102,7 +102,7 @@ pub use handler::{
     Conn, ConnId, Handler, Hold, Pending, Publisher, Reply, Upgrade, Wake, WakeReason,
 };
 pub use handshake::{HandshakeLimits, Request, Response};
-pub use history::{HistoryConfig, MessageId};
+pub use history::{Catchup, Entry, HistoryConfig, MessageId};
 pub use protocol::{Limits, Message};
 pub use server::{Server, ShutdownHandle};
 pub use session::SendStatus;

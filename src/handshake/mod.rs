@@ -135,7 +135,17 @@ impl<'a> Request<'a> {
         self.path.split('?').next().unwrap_or("")
     }
 
-    /// The value of `name` in the query string, undecoded.
+    /// The value of `name` in the query string, percent-decoded (`+` is a
+    /// space, as forms send it). `None` if the name is absent, or if the
+    /// value decodes to bytes that are not UTF-8 or has a `%` not
+    /// followed by two hex digits. `?flag` with no `=` gives `Some("")`.
+    pub fn query_decoded(&self, name: &str) -> Option<String> {
+        percent_decode(self.query(name)?)
+    }
+
+    /// The value of `name` in the query string, undecoded
+    /// ([`Request::query_decoded`] decodes). `?flag` with no `=` gives
+    /// `Some("")`.
     pub fn query(&self, name: &str) -> Option<&'a str> {
         let (_, query) = self.path.split_once('?')?;
         query
@@ -435,8 +445,40 @@ fn has_token(value: &str, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// Decodes `%XX` escapes and `+`; `None` for a bad escape or bytes that
+/// are not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        out.push(match b {
+            b'+' => b' ',
+            b'%' => {
+                let hex = |b: Option<u8>| (b? as char).to_digit(16);
+                let (hi, lo) = (hex(bytes.next())?, hex(bytes.next())?);
+                (hi * 16 + lo) as u8
+            }
+            b => b,
+        });
+    }
+    String::from_utf8(out).ok()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn query_values_decode_percent_escapes_and_plus() {
+        let head =
+            b"GET /x?name=J%C3%BCrgen+M&flag&bad=%4&odd=%ff&plain=a HTTP/1.1\r\nHost: a\r\n\r\n";
+        let r = parse_head(head, &HandshakeLimits::default()).unwrap();
+        assert_eq!(r.query_decoded("name").as_deref(), Some("Jürgen M"));
+        assert_eq!(r.query_decoded("flag").as_deref(), Some(""));
+        assert_eq!(r.query_decoded("plain").as_deref(), Some("a"));
+        assert_eq!(r.query_decoded("bad"), None, "a cut escape");
+        assert_eq!(r.query_decoded("odd"), None, "not UTF-8");
+        assert_eq!(r.query_decoded("missing"), None);
+    }
+
     use super::*;
 
     const GOOD: &[u8] = b"GET /chat?room=a HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://example.com\r\nSec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";

@@ -109,9 +109,29 @@ impl Response {
         }
     }
 
+    /// A 200 response carrying JSON the caller wrote:
+    /// `Response::json(value.to_string())` with serde_json, or any
+    /// text. wsloop does not check that it is JSON.
+    pub fn json(body: impl Into<Vec<u8>>) -> Self {
+        Response::ok("application/json", body)
+    }
+
     /// Adds a header.
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the status, keeping headers and body:
+    /// `Response::json(text).with_status(400)`.
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// Sets the body, keeping status and headers.
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
         self
     }
 
@@ -180,6 +200,20 @@ fn reason(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_with_status_and_with_body_build_on_each_other() {
+        let r = Response::json(r#"{"error":"too low"}"#).with_status(409);
+        assert_eq!(r.status, 409);
+        assert_eq!(
+            r.headers,
+            [("Content-Type".into(), "application/json".into())]
+        );
+        assert_eq!(r.body, br#"{"error":"too low"}"#);
+        let r = Response::status(404).with_body("no such item\n");
+        assert_eq!((r.status, &r.body[..]), (404, &b"no such item\n"[..]));
+        assert!(r.to_bytes().starts_with(b"HTTP/1.1 404 Not Found\r\n"));
+    }
 
     #[test]
     fn rfc_6455_accept_key() {
