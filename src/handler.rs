@@ -235,6 +235,13 @@ pub trait Handler {
         }
     }
 
+    /// The timer this connection set with [`Conn::set_timer`] is due;
+    /// `token` is the one it was set with. Called only while the
+    /// connection is open. By default nothing happens.
+    fn on_timer(&mut self, conn: &mut Conn<'_, Self::Data>, token: u64) {
+        let _ = (conn, token);
+    }
+
     /// The connection ended. `code` and `reason` are the peer's for a
     /// clean close it started, ours as sent if we closed first or failed
     /// the connection, and 1006 when TCP ended without a close frame.
@@ -264,6 +271,10 @@ pub(crate) struct Shared {
     pub held_per_ip: HashMap<IpAddr, usize>,
     pub hub: Arc<Hub>,
     pub now: Time,
+    /// The handler's timers ([`Conn::set_timer`]), by connection key:
+    /// when each is due and its token. Kept here rather than in the
+    /// connection, so that connections without one pay nothing.
+    pub timers: HashMap<usize, (Time, u64)>,
 }
 
 /// What a worker keeps of a held request besides its session: what it
@@ -440,6 +451,20 @@ impl<D> Conn<'_, D> {
     /// [`Handler::on_close`] reports it as cut.
     pub fn close(&mut self, code: CloseCode, reason: &str) {
         self.session.close(self.shared.now, code, reason);
+    }
+
+    /// Sets this connection's timer: [`Handler::on_timer`] is called with
+    /// `token` once `after` has passed (to within the worker's 10 ms
+    /// tick), on this connection's worker. A connection has one timer:
+    /// setting it again replaces it. It ends with the connection.
+    pub fn set_timer(&mut self, after: Duration, token: u64) {
+        let at = self.shared.now + after;
+        self.shared.timers.insert(self.id.0, (at, token));
+    }
+
+    /// Cancels this connection's timer; false if none was set.
+    pub fn cancel_timer(&mut self) -> bool {
+        self.shared.timers.remove(&self.id.0).is_some()
     }
 
     /// Subscribes this connection to a topic; false if it already was.

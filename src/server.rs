@@ -119,6 +119,7 @@ impl Server {
                 held_per_ip: HashMap::new(),
                 hub: hub.clone(),
                 now: Time::from_millis(0),
+                timers: HashMap::new(),
             };
             let factory = factory.clone();
             let thread = std::thread::Builder::new()

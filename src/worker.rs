@@ -399,6 +399,16 @@ impl<H: Handler> Worker<H> {
         }
         conn.set_armed(None);
         let now = self.shared.now;
+        // The handler's timer, if it is due: the session's deadlines are
+        // looked at too, as they may have come due in the same tick.
+        if let Some(&(at, token)) = self.shared.timers.get(&key) {
+            if now >= at {
+                self.shared.timers.remove(&key);
+                conn.callback(key, &mut self.handler, &mut self.shared, |h, conn| {
+                    h.on_timer(conn, token)
+                });
+            }
+        }
         if conn
             .session()
             .held_deadline(now)
@@ -506,6 +516,7 @@ impl<H: Handler> Worker<H> {
         };
         // A held request whose client went away.
         self.shared.forget_held(key);
+        self.shared.timers.remove(&key);
         // No deregister: closing the socket, which dropping `conn` does,
         // takes it out of epoll, and the syscall would be one more per
         // connection.
@@ -690,7 +701,9 @@ impl<H: Handler> Worker<H> {
 /// the tick armed. A later deadline needs nothing: the armed entry fires
 /// first, and `on_timer` arms again from what the session says then.
 fn arm<D>(timers: &mut TimerWheel, conn: &mut Connection<D>, key: usize, shared: &Shared) {
-    let Some(deadline) = conn.session().poll_timeout(shared.now, &shared.config) else {
+    let session = conn.session().poll_timeout(shared.now, &shared.config);
+    let handler = shared.timers.get(&key).map(|&(at, _)| at);
+    let Some(deadline) = session.into_iter().chain(handler).min() else {
         return;
     };
     let tick = timers.tick_of(deadline);

@@ -86,3 +86,52 @@ fn unanswered_close_is_dropped_after_the_close_timeout() {
     client.expect_eof();
     server.join().unwrap();
 }
+
+/// Sets timers from its callbacks and says when each fires.
+struct Alarm;
+
+impl wsloop::Handler for Alarm {
+    type Data = ();
+
+    fn on_open(&mut self, conn: &mut wsloop::Conn<'_>) {
+        // The second replaces the first: a connection has one timer.
+        conn.set_timer(Duration::from_millis(20), 1);
+        conn.set_timer(Duration::from_millis(40), 2);
+    }
+
+    fn on_message(&mut self, conn: &mut wsloop::Conn<'_>, msg: wsloop::Message<'_>) {
+        match msg.as_bytes() {
+            b"again" => conn.set_timer(Duration::from_millis(10), 3),
+            b"cancel" => {
+                let cancelled = conn.cancel_timer();
+                let _ = conn.send_text(&format!("cancelled {cancelled}"));
+            }
+            _ => {}
+        }
+    }
+
+    fn on_timer(&mut self, conn: &mut wsloop::Conn<'_>, token: u64) {
+        let _ = conn.send_text(&format!("timer {token}"));
+    }
+}
+
+#[test]
+fn a_handler_timer_fires_once_with_its_token_and_can_be_replaced_or_cancelled() {
+    let server = start(quick(), || Alarm);
+    let opening = Instant::now();
+    let mut client = Client::open(server.local_addr(), "/");
+    let text = |frame: util::Frame| String::from_utf8(frame.payload).unwrap();
+    let first = text(client.expect_frame());
+    assert_eq!(first, "timer 2");
+    // Timers count from the turn that set them, which began after this.
+    assert!(opening.elapsed() >= Duration::from_millis(40));
+    // Fired once: set again, it fires again, with the new token.
+    client.send_text("again");
+    assert_eq!(text(client.expect_frame()), "timer 3");
+    // Nothing is set now, so nothing is cancelled; set, it is.
+    client.send_text("cancel");
+    assert_eq!(text(client.expect_frame()), "cancelled false");
+    client.send_text("again");
+    client.send_text("cancel");
+    assert_eq!(text(client.expect_frame()), "cancelled true");
+}
