@@ -206,6 +206,13 @@ pub(crate) enum Inbound {
     /// The topic's history was loaded, or loaded again, from where it is
     /// kept: bring every subscription to it up to date.
     Loaded { topic: Arc<str> },
+    /// A message for one connection ([`Address`]): its slab key and the
+    /// serial it was given, and the frame.
+    Direct {
+        conn: usize,
+        serial: u64,
+        frame: Arc<[u8]>,
+    },
 }
 
 impl Inbound {
@@ -215,6 +222,7 @@ impl Inbound {
             Inbound::Publish(publish) => publish.cost(),
             Inbound::Replaced { .. } => std::mem::size_of::<Inbound>(),
             Inbound::Loaded { topic } => std::mem::size_of::<Inbound>() + topic.len(),
+            Inbound::Direct { frame, .. } => std::mem::size_of::<Inbound>() + frame.len(),
         }
     }
 }
@@ -231,6 +239,10 @@ pub(crate) struct Remote {
     pub queued: AtomicUsize,
     /// The worker's counters, where refused publishes are counted.
     pub stats: Arc<Stats>,
+    /// The worker's connections that were given an [`Address`], by slab
+    /// key, with the serial that tells them from a later connection with
+    /// the same key.
+    pub addresses: Mutex<HashMap<usize, u64>>,
 }
 
 impl Remote {
@@ -252,6 +264,49 @@ impl Remote {
     pub fn took(&self, inbound: &Inbound) {
         self.queued.fetch_sub(inbound.cost(), Ordering::AcqRel);
     }
+}
+
+/// Where one connection can be reached from anywhere in the server: its
+/// worker, its [`ConnId`](crate::ConnId) there, and a serial that no
+/// later connection with the same id shares. Get one with
+/// [`Conn::address`](crate::Conn::address); send to it with
+/// [`Conn::send_to`](crate::Conn::send_to),
+/// [`Publisher::send_to`](crate::Publisher::send_to) or
+/// [`Broadcaster::send_to`]. It is plain data: keep it in shared state
+/// (a map from user name to address, say), or send it across threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Address {
+    worker: usize,
+    conn: usize,
+    serial: u64,
+}
+
+impl Address {
+    /// The worker the connection is on.
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+
+    /// The connection's id on its worker.
+    pub fn conn(&self) -> crate::ConnId {
+        crate::ConnId(self.conn)
+    }
+}
+
+/// What became of a message sent to one [`Address`].
+#[must_use = "the connection may be gone"]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DirectStatus {
+    /// Queued for the connection's worker, which sends it unless the
+    /// connection closes first.
+    Queued,
+    /// The connection has closed: nothing was sent.
+    Gone,
+    /// The connection's worker has
+    /// [`Config::max_inbox_bytes`](crate::Config::max_inbox_bytes) waiting:
+    /// nothing was sent.
+    Refused,
 }
 
 /// What became of a publish.
@@ -489,6 +544,56 @@ impl Hub {
         })
     }
 
+    /// The [`Address`] of `worker`'s connection `conn`, giving it one if it
+    /// has none.
+    pub fn address(&self, worker: usize, conn: usize) -> Address {
+        let mut addresses = lock(&self.remotes[worker].addresses);
+        let serial = *addresses
+            .entry(conn)
+            .or_insert_with(|| self.claims.fetch_add(1, Ordering::Relaxed) + 1);
+        Address {
+            worker,
+            conn,
+            serial,
+        }
+    }
+
+    /// Forgets the address of `worker`'s connection `conn`, which ended.
+    pub fn forget_address(&self, worker: usize, conn: usize) {
+        lock(&self.remotes[worker].addresses).remove(&conn);
+    }
+
+    /// Whether `to` still names an open connection.
+    pub fn is_current(&self, to: &Address) -> bool {
+        self.is_current_here(to.worker, to.conn, to.serial)
+    }
+
+    /// Whether `worker`'s connection `conn` still has the address with
+    /// `serial`.
+    pub fn is_current_here(&self, worker: usize, conn: usize, serial: u64) -> bool {
+        self.remotes
+            .get(worker)
+            .is_some_and(|remote| lock(&remote.addresses).get(&conn) == Some(&serial))
+    }
+
+    /// Queues `msg` for the connection at `to`, through its worker's inbox.
+    pub fn send_to(&self, to: &Address, msg: Message<'_>) -> DirectStatus {
+        if !self.is_current(to) {
+            return DirectStatus::Gone;
+        }
+        if self.refuse_if_full(std::iter::once(to.worker)) {
+            return DirectStatus::Refused;
+        }
+        let mut frame = Vec::with_capacity(msg.as_bytes().len() + 10);
+        encode_frame(&mut frame, true, msg.opcode(), None, msg.as_bytes());
+        self.remotes[to.worker].push(Inbound::Direct {
+            conn: to.conn,
+            serial: to.serial,
+            frame: frame.into(),
+        });
+        DirectStatus::Queued
+    }
+
     /// Gives `key` to the request held on `worker`'s connection `conn`,
     /// and returns the claim's number. The request that had it before, on
     /// any worker, is told it was replaced.
@@ -675,6 +780,12 @@ impl Broadcaster {
         self.hub.last(topic, n)
     }
 
+    /// Sends `msg` to the one connection at `to`, on whatever worker it
+    /// is, through that worker's inbox.
+    pub fn send_to(&self, to: &Address, msg: Message<'_>) -> DirectStatus {
+        self.hub.send_to(to, msg)
+    }
+
     /// Delivers message `id` of `topic`, numbered by a bridge that
     /// [orders](Bridge::orders) messages, to this server's subscribers,
     /// keeping it in the topic's history. Each topic's messages must come
@@ -771,6 +882,7 @@ mod tests {
                 pending: AtomicBool::new(false),
                 queued: AtomicUsize::new(0),
                 stats: Arc::default(),
+                addresses: Mutex::default(),
             });
             inboxes.push(receiver);
             polls.push(poll);

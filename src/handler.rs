@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::broadcast::{Hub, Publish, PublishStatus, Topics};
+use crate::broadcast::{Address, DirectStatus, Hub, Publish, PublishStatus, Topics};
 use crate::config::Config;
 use crate::error::{CloseCode, PingTooLong};
 use crate::handshake::{Request, Response};
@@ -319,6 +319,12 @@ impl Publisher<'_> {
     pub fn last(&self, topic: &str, n: usize) -> Vec<Entry> {
         self.hub.last(topic, n)
     }
+
+    /// Sends `msg` to one connection anywhere in the server, as
+    /// [`Conn::send_to`].
+    pub fn send_to(&self, to: &Address, msg: Message<'_>) -> DirectStatus {
+        self.hub.send_to(to, msg)
+    }
 }
 
 /// A held request, lent to [`Handler::on_wake`].
@@ -451,6 +457,24 @@ impl<D> Conn<'_, D> {
     /// [`Handler::on_close`] reports it as cut.
     pub fn close(&mut self, code: CloseCode, reason: &str) {
         self.session.close(self.shared.now, code, reason);
+    }
+
+    /// This connection's [`Address`]: how any worker, or any thread with a
+    /// [`Broadcaster`](crate::Broadcaster), sends to it alone. Keep it in
+    /// state shared by the workers (a map from user name to address, say).
+    /// The same address comes back every time; it stops naming anything
+    /// when the connection closes.
+    pub fn address(&mut self) -> Address {
+        self.shared.hub.address(self.shared.worker, self.id.0)
+    }
+
+    /// Sends `msg` to the one connection at `to`, on whatever worker it
+    /// is: through that worker's inbox, so it goes out on that worker's
+    /// next turn, after what that connection was sent before. `Gone` if
+    /// the connection has closed; one that closes while the message waits
+    /// does not get it.
+    pub fn send_to(&mut self, to: &Address, msg: Message<'_>) -> DirectStatus {
+        self.shared.hub.send_to(to, msg)
     }
 
     /// Sets this connection's timer: [`Handler::on_timer`] is called with

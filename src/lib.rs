@@ -95,7 +95,7 @@ mod timer;
 pub mod utf8;
 mod worker;
 
-pub use broadcast::{Bridge, Broadcaster, PublishStatus};
+pub use broadcast::{Address, Bridge, Broadcaster, DirectStatus, PublishStatus};
 pub use config::{Backpressure, Config, ListenerMode, RateLimit};
 pub use error::{CloseCode, ConfigError, HandshakeError, PingTooLong, ProtocolError};
 pub use handler::{

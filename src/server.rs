@@ -227,6 +227,7 @@ fn bind_workers(
             pending: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
             stats: stats.clone(),
+            addresses: Mutex::default(),
         });
         parts.push((poll, mio::net::TcpListener::from_std(listener), receiver));
     }

@@ -6,7 +6,7 @@
 
 use std::io;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
@@ -517,6 +517,7 @@ impl<H: Handler> Worker<H> {
         // A held request whose client went away.
         self.shared.forget_held(key);
         self.shared.timers.remove(&key);
+        self.shared.hub.forget_address(self.shared.worker, key);
         // No deregister: closing the socket, which dropping `conn` does,
         // takes it out of epoll, and the syscall would be one more per
         // connection.
@@ -549,6 +550,11 @@ impl<H: Handler> Worker<H> {
                 Inbound::Publish(publish) => self.deliver(&publish),
                 Inbound::Replaced { conn, seq } => self.replaced(conn, seq),
                 Inbound::Loaded { topic } => self.loaded(&topic),
+                Inbound::Direct {
+                    conn,
+                    serial,
+                    frame,
+                } => self.direct(conn, serial, frame),
             }
         }
         self.flush_delivered();
@@ -570,6 +576,30 @@ impl<H: Handler> Worker<H> {
                 WakeReason::Replaced,
             );
             self.delivered.push(conn);
+        }
+    }
+
+    /// Sends a message addressed to one connection here, if the address
+    /// still names it.
+    fn direct(&mut self, key: usize, serial: u64, frame: Arc<[u8]>) {
+        let to = self
+            .shared
+            .hub
+            .is_current_here(self.shared.worker, key, serial);
+        let Some(conn) = self.conns.get_mut(key).filter(|_| to) else {
+            return;
+        };
+        let session = conn.session_mut();
+        let first = !session.wants_write();
+        let len = frame.len();
+        let status = session.send_shared(
+            self.shared.now,
+            &self.shared.config,
+            &mut SharedFrame::from_frame(frame),
+        );
+        self.shared.stats.sent(status, len);
+        if first && status == SendStatus::Queued {
+            self.delivered.push(key);
         }
     }
 
