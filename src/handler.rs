@@ -156,7 +156,10 @@ pub struct ConnId(pub usize);
 
 /// Application callbacks. Each worker thread builds its own handler with the
 /// factory given to [`Server::bind`](crate::Server::bind), so a handler
-/// needs no locks and need not be `Send`.
+/// needs no locks for its own fields and need not be `Send`. Those fields
+/// are per worker, though: state every worker must agree on (a top bid,
+/// who is here) goes behind a lock the factory clones into each handler,
+/// as the `auction` and `chat` examples do.
 pub trait Handler {
     /// What each upgraded connection carries for the application: who it
     /// is, which room it is in. Decided in [`Handler::on_upgrade`] and
