@@ -12,8 +12,8 @@
 //!
 //! # One message's path
 //! The worker reads a socket into its one read buffer and hands the bytes
-//! to the connection's [`Session::handle_read`](session::Session::handle_read).
-//! Its [`MessageReader`](protocol::MessageReader) parses frames in that
+//! to the connection's [`Session::handle_read`](sansio::session::Session::handle_read).
+//! Its [`MessageReader`](sansio::protocol::MessageReader) parses frames in that
 //! buffer, unmasks them in place and checks UTF-8. A message that arrived
 //! whole reaches [`Handler::on_message`] as a slice of the read buffer; one
 //! that came in pieces, in the buffer it was gathered in. [`Conn::send`]
@@ -21,10 +21,10 @@
 //! event is handled, the worker writes everything queued for the connection
 //! with one `sendmsg`, and asks for WRITABLE only if the socket refused some.
 //!
-//! The pure core ([`frame`], [`utf8`], [`handshake`], [`protocol`],
-//! [`session`]) does no I/O and reads no clock: it takes bytes and the time
+//! The pure core ([`sansio`]: `frame`, `utf8`, `handshake`, `protocol`,
+//! `session`) does no I/O and reads no clock: it takes bytes and the time
 //! and returns bytes, events and deadlines, so it can be fuzzed and tested
-//! on its own. [`session`] holds a connection's whole life, from the request
+//! on its own. [`sansio::session`] holds a connection's whole life, from the request
 //! head to the close record that [`Handler::on_close`] reports. Its module
 //! docs give the order of calls that drives it, and draw its states: all it
 //! takes to run a connection without wsloop's reactor, as
@@ -81,17 +81,23 @@ mod conn;
 #[cfg(feature = "deflate")]
 pub mod deflate;
 pub mod error;
+#[doc(hidden)]
 pub mod frame;
 mod handler;
+#[doc(hidden)]
 pub mod handshake;
 pub mod history;
+#[doc(hidden)]
 pub mod protocol;
 mod rate;
+pub mod sansio;
 mod server;
+#[doc(hidden)]
 pub mod session;
 mod stats;
 mod time;
 mod timer;
+#[doc(hidden)]
 pub mod utf8;
 mod worker;
 
