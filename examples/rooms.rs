@@ -80,12 +80,12 @@ impl Handler for Rooms {
     }
 
     fn on_message(&mut self, conn: &mut Conn<'_, Room>, msg: Message<'_>) {
-        let room = conn.data().0.clone();
         // The message borrows the worker's read buffer; `publish` encodes it
         // once, then every member's connection queues the same bytes. This
         // worker's members get it when the current round of events ends,
-        // the others' through their worker's inbox.
-        if conn.publish(&room, msg) == PublishStatus::Refused {
+        // the others' through their worker's inbox. `publish_data` names
+        // the topic from the connection's data with no clone.
+        if conn.publish_data(|room| &room.0, msg) == PublishStatus::Refused {
             conn.close(CloseCode::TRY_AGAIN_LATER, "server busy");
         }
     }

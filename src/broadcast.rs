@@ -293,7 +293,9 @@ impl Address {
     }
 }
 
-/// What became of a message sent to one [`Address`].
+/// What became of a message sent to one [`Address`]. `#[must_use]`
+/// because `Gone` usually means the application's own record of the
+/// address is stale and should be dropped.
 #[must_use = "the connection may be gone"]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -309,7 +311,9 @@ pub enum DirectStatus {
     Refused,
 }
 
-/// What became of a publish.
+/// What became of a publish. `#[must_use]` because a refused message
+/// reached nobody: a publisher that ignores it loses a message its sender
+/// thinks was said (the chat closes such a sender with 1013).
 #[must_use = "a publish can be refused when a worker is overloaded"]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -416,6 +416,22 @@ impl<D> Conn<'_, D> {
         self.queue(msg, true)
     }
 
+    /// Publishes to the topic named by this connection's data, without
+    /// cloning it first: `conn.publish_data(|d| &d.room, msg)` where
+    /// `conn.publish(&conn.data().room, msg)` would not compile (the
+    /// topic would borrow `conn` while `publish` needs it mutably).
+    pub fn publish_data(
+        &mut self,
+        topic: impl FnOnce(&D) -> &str,
+        msg: Message<'_>,
+    ) -> PublishStatus {
+        let data = self
+            .session
+            .data()
+            .expect("a Conn is lent for upgraded connections only");
+        self.shared.publish(topic(data), msg)
+    }
+
     /// Sends a history entry as the topic's subscribers got it, its frame
     /// shared rather than encoded again.
     pub fn send_entry(&mut self, entry: &Entry) -> SendStatus {

@@ -241,8 +241,12 @@ impl std::fmt::Display for ReadError {
 
 impl std::error::Error for ReadError {}
 
-/// What became of a send.
-#[must_use = "a send can be dropped or refused"]
+/// What became of a send. Most callers may ignore it, and it is not
+/// `#[must_use]`: a send that is `Dropped` under the default
+/// [`Backpressure::Close`](crate::Backpressure::Close) closes the
+/// connection, and one that finds it `Closed` had no one to reach. Look at
+/// it under [`Backpressure::Drop`](crate::Backpressure::Drop), where a
+/// dropped message is the only sign that the peer is behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SendStatus {
