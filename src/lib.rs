@@ -94,6 +94,8 @@ pub mod sansio;
 mod server;
 #[doc(hidden)]
 pub mod session;
+#[cfg(feature = "signals")]
+pub mod signals;
 mod stats;
 mod time;
 mod timer;

@@ -133,58 +133,17 @@ fn seconds(s: &str) -> Result<Duration, String> {
         .ok_or(format!("not a number of seconds: {s:?}"))
 }
 
-/// Starts a thread that turns SIGINT and SIGTERM into a graceful shutdown:
-/// SIGTERM drains over `drain` if it is not zero, printing how many
-/// connections are left each second; SIGINT, or a second signal, closes
-/// everything at once.
-#[cfg(unix)]
-pub fn shutdown_on_signals(name: &str, handle: ShutdownHandle, drain: Duration) {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .expect("signal handlers can be installed at start-up");
-    let name = name.to_owned();
-    std::thread::spawn(move || {
-        let mut signals = signals.forever();
-        match signals.next() {
-            Some(SIGTERM) if !drain.is_zero() => {
-                let open = handle.open_connections();
-                println!("{name}: draining {open} connections over {drain:?}");
-                handle.drain(drain);
-            }
-            Some(_) => return handle.shutdown(),
-            None => return,
-        }
-        let progress = handle.clone();
-        std::thread::spawn(move || loop {
-            std::thread::sleep(Duration::from_secs(1));
-            println!(
-                "{name}: draining, {} connections left",
-                progress.open_connections()
-            );
-        });
-        if signals.next().is_some() {
-            handle.shutdown();
-        }
-    });
-}
+/// The library's own signal handling (its `signals` feature), compiled
+/// here from the same file: the examples build without that feature.
+#[path = "../../src/signals.rs"]
+mod signals;
 
-/// Starts a thread that turns Ctrl-C into a graceful shutdown. Windows has
-/// no SIGTERM, and signal-hook no signal iterator there: the C runtime
-/// raises SIGINT on Ctrl-C, which sets a flag, and the thread looks at it
-/// ten times a second.
-#[cfg(windows)]
-pub fn shutdown_on_signals(_name: &str, handle: ShutdownHandle, _drain: Duration) {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-    let interrupted = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted.clone())
-        .expect("the Ctrl-C handler can be installed at start-up");
-    std::thread::spawn(move || {
-        while !interrupted.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        handle.shutdown();
-    });
+/// Stops the server on SIGTERM (a drain over `drain`, if not zero), SIGINT
+/// or Ctrl-C, printing what happens as `NAME: ...`.
+pub fn shutdown_on_signals(name: &str, handle: ShutdownHandle, drain: Duration) {
+    let name = name.to_owned();
+    signals::stop_on_signals(handle, drain, move |line| println!("{name}: {line}"))
+        .expect("signal handlers can be installed at start-up");
 }
 
 /// Whether this platform has the /proc files the benchmark and soak tools
