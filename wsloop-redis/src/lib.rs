@@ -343,6 +343,13 @@ impl Inner {
         format!("{}:{topic}", self.prefix)
     }
 
+    /// Whether `topic` gained a subscriber again and waits for its first
+    /// load.
+    fn regaining(&self, topic: &str) -> bool {
+        let wanted = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        wanted.regained.contains(topic)
+    }
+
     fn meta_key(&self, topic: &str) -> String {
         format!("{}:meta:{topic}", self.prefix)
     }

@@ -252,7 +252,10 @@ impl Places {
         }
         // A gap, a new epoch, or a message a worker here could not take.
         bump(&inner.counters.gaps);
-        if place.loaded_at.elapsed() < RELOAD_EVERY {
+        // A topic that just gained a subscriber again waits for its first
+        // load (`Wanted::first`): loading it now, from here, would start
+        // that subscriber after what its own server said meanwhile.
+        if place.loaded_at.elapsed() < RELOAD_EVERY || inner.regaining(topic) {
             place.stale = true;
             return Ok(());
         }
@@ -269,7 +272,9 @@ impl Places {
         let due: Vec<String> = self
             .places
             .iter()
-            .filter(|(_, p)| p.stale && p.loaded_at.elapsed() >= RELOAD_EVERY)
+            .filter(|(topic, p)| {
+                p.stale && p.loaded_at.elapsed() >= RELOAD_EVERY && !inner.regaining(topic)
+            })
             .map(|(topic, _)| topic.clone())
             .collect();
         for topic in due {
