@@ -616,21 +616,16 @@ impl<H: Handler> Worker<H> {
                 return;
             }
             self.shared.topics.set_waiting(key, topic, false);
-            let Some(conn) = self.conns.get_mut(key) else {
+            let Some(held) = self.conns.get(key).map(|c| c.session().is_held()) else {
                 continue;
             };
-            if conn.session().is_held() {
+            if held {
                 if after.is_none() || catchup.reset || !catchup.entries.is_empty() {
-                    conn.wake(
-                        key,
-                        &mut self.handler,
-                        &mut self.shared,
-                        WakeReason::Message,
-                    );
-                    self.delivered.push(key);
+                    self.wake_held(key);
                 }
                 continue;
             }
+            let conn = &mut self.conns[key];
             let latest = catchup.latest;
             if after.is_some() && (catchup.reset || !catchup.entries.is_empty()) {
                 conn.callback(key, &mut self.handler, &mut self.shared, |h, conn| {
@@ -704,15 +699,20 @@ impl<H: Handler> Worker<H> {
         }
         // Held requests are answered now, from the topic's history.
         for key in woken {
-            if let Some(conn) = self.conns.get_mut(key) {
-                conn.wake(
-                    key,
-                    &mut self.handler,
-                    &mut self.shared,
-                    WakeReason::Message,
-                );
-                self.delivered.push(key);
-            }
+            self.wake_held(key);
+        }
+    }
+
+    /// Answers the request held on `key`: its topic has something for it.
+    fn wake_held(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.wake(
+                key,
+                &mut self.handler,
+                &mut self.shared,
+                WakeReason::Message,
+            );
+            self.delivered.push(key);
         }
     }
 

@@ -28,15 +28,20 @@ use wsloop::{Broadcaster, Message, MessageId, PublishStatus};
 
 use crate::{bump, message_of, Inner};
 
-/// Numbers a message, keeps it in the log and publishes it.
-/// KEYS: meta, log. ARGV: an epoch to use if the topic has none yet, the
-/// log's depth, the kind byte and payload, the channel.
-const APPEND: &str = r"
+/// Every script starts here: the topic's epoch, made from the epoch given
+/// (ARGV[1]) if the topic has none yet. KEYS[1] is the topic's hash.
+const EPOCH: &str = r"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[1]
   redis.call('HSET', KEYS[1], 'epoch', epoch)
 end
+";
+
+/// Numbers a message, keeps it in the log and publishes it.
+/// KEYS: meta, log. ARGV: an epoch, the log's depth, the kind byte and
+/// payload, the channel.
+const APPEND: &str = r"
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 local entry = epoch .. '-' .. string.format('%d', seq) .. ' ' .. ARGV[3]
 redis.call('RPUSH', KEYS[2], entry)
@@ -45,15 +50,9 @@ redis.call('PUBLISH', ARGV[4], entry)
 return seq
 ";
 
-/// A topic's epoch, its last number and its log, read in one step; the
-/// epoch is made if the topic has none yet.
-/// KEYS: meta, log. ARGV: an epoch to use if the topic has none yet.
+/// A topic's epoch, its last number and its log, read in one step.
+/// KEYS: meta, log. ARGV: an epoch.
 const LOAD: &str = r"
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('HSET', KEYS[1], 'epoch', epoch)
-end
 local seq = redis.call('HGET', KEYS[1], 'seq') or '0'
 return {epoch, seq, redis.call('LRANGE', KEYS[2], 0, -1)}
 ";
@@ -68,8 +67,8 @@ pub(crate) struct Scripts {
 impl Scripts {
     pub fn new() -> Self {
         Scripts {
-            append: redis::Script::new(APPEND),
-            load: redis::Script::new(LOAD),
+            append: redis::Script::new(&format!("{EPOCH}{APPEND}")),
+            load: redis::Script::new(&format!("{EPOCH}{LOAD}")),
         }
     }
 }

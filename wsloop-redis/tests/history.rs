@@ -25,24 +25,6 @@ fn assert_follows(after: &str, ids: &[String]) {
     }
 }
 
-/// Every numbered message a member gets until the line `last`, none of
-/// them a reset: ids and texts.
-fn ids_until(member: &mut Member, last: &str) -> Vec<(String, Value)> {
-    let mut got = Vec::new();
-    loop {
-        let msg = member.next().expect("the connection stays open");
-        assert_ne!(msg["kind"], "reset", "a resume within the history: {got:?}");
-        let Some(id) = msg["id"].as_str() else {
-            continue;
-        };
-        let done = msg["text"] == last;
-        got.push((id.to_owned(), msg));
-        if done {
-            return got;
-        }
-    }
-}
-
 /// Polls `chat` from `after` until the line `last` has come: every
 /// message in order, and the answers' resets.
 fn poll_until(chat: &Chat, name: &str, mut after: String, last: &str) -> Vec<(String, Value)> {
@@ -97,8 +79,8 @@ fn a_member_resumes_on_any_node_after_its_node_is_killed() {
     }
     // The members on a have read all 20 lines, and the poller too.
     let last_line = said.last().unwrap().clone();
-    let seen_b = ids_until(&mut to_b, &last_line);
-    let seen_c = ids_until(&mut to_c, &last_line);
+    let seen_b = to_b.numbered_until(&last_line);
+    let seen_c = to_c.numbered_until(&last_line);
     let polled = poll_until(
         &a,
         "p",
@@ -127,9 +109,9 @@ fn a_member_resumes_on_any_node_after_its_node_is_killed() {
             .collect()
     };
     let mut at_b = Member::resume(b.addr, "r", "wb", &after_b);
-    let got_b = ids_until(&mut at_b, last);
+    let got_b = at_b.numbered_until(last);
     let mut at_c = Member::resume(c.addr, "r", "wc", &after_c);
-    let got_c = ids_until(&mut at_c, last);
+    let got_c = at_c.numbered_until(last);
     let got_p = poll_until(&c, "p", after_p.clone(), last);
     for (who, after, got) in [
         ("on b", &after_b, &got_b),
@@ -162,8 +144,8 @@ fn members_miss_nothing_when_their_node_loses_its_subscription() {
     let mut on_b = Member::join(b.addr, "r", "lb");
     wait_for("both nodes to subscribe", || redis.numsub("wsloop:r") == 2);
     speaker.say("first");
-    let mut got_a = ids_until(&mut on_a, "s: first");
-    let mut got_b = ids_until(&mut on_b, "s: first");
+    let mut got_a = on_a.numbered_until("s: first");
+    let mut got_b = on_b.numbered_until("s: first");
     let (first_a, first_b) = (
         got_a.last().unwrap().0.clone(),
         got_b.last().unwrap().0.clone(),
@@ -182,8 +164,8 @@ fn members_miss_nothing_when_their_node_loses_its_subscription() {
     for i in 0..100 {
         speaker.say(&format!("line {i}"));
     }
-    got_a = ids_until(&mut on_a, "s: line 99");
-    got_b = ids_until(&mut on_b, "s: line 99");
+    got_a = on_a.numbered_until("s: line 99");
+    got_b = on_b.numbered_until("s: line 99");
     for (got, after) in [(&got_a, &first_a), (&got_b, &first_b)] {
         let ids: Vec<String> = got.iter().map(|(id, _)| id.clone()).collect();
         assert_follows(after, &ids);
@@ -211,8 +193,8 @@ fn a_redis_that_lost_its_data_costs_one_reset_and_refuses_lines_while_away() {
     let mut on_b = Member::join(b.addr, "r", "mb");
     wait_for("both nodes to subscribe", || redis.numsub("wsloop:r") == 2);
     on_a.say("before");
-    let before = ids_until(&mut on_b, "ma: before");
-    ids_until(&mut on_a, "ma: before");
+    let before = on_b.numbered_until("ma: before");
+    on_a.numbered_until("ma: before");
     let (old_epoch, _) = id_of(&before.last().unwrap().0);
 
     let port = redis.kill();
@@ -271,7 +253,7 @@ fn cursors_from_another_epoch_or_the_future_reset_and_garbled_ones_get_400() {
     let (a, b) = (Chat::start(&redis.url()), Chat::start(&redis.url()));
     let mut member = Member::join(a.addr, "r", "m");
     member.say("one");
-    let got = ids_until(&mut member, "m: one");
+    let got = member.numbered_until("m: one");
     let (epoch, seq) = id_of(&got.last().unwrap().0);
     let other_epoch = format!("{:08x}", u32::from_str_radix(&epoch, 16).unwrap() ^ 1);
     for bad in [
@@ -292,7 +274,7 @@ fn cursors_from_another_epoch_or_the_future_reset_and_garbled_ones_get_400() {
                 }
             };
             assert_eq!(first["kind"], "reset", "{bad}: {first}");
-            let rest = ids_until(&mut resumed, "m: one");
+            let rest = resumed.numbered_until("m: one");
             assert!(rest.iter().all(|(id, _)| id_of(id).0 == epoch), "{rest:?}");
             drop(resumed);
             eprintln!("poll {bad}");

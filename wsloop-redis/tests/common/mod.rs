@@ -253,11 +253,13 @@ impl Member {
         }
     }
 
-    /// Numbered messages (`id`) until a line `last` arrives, included.
+    /// Numbered messages (`id`) until a line `last` arrives, included;
+    /// none of what comes may be a reset notice.
     pub fn numbered_until(&mut self, last: &str) -> Vec<(String, serde_json::Value)> {
         let mut got = Vec::new();
         loop {
             let msg = self.next().expect("the connection stays open");
+            assert_ne!(msg["kind"], "reset", "no reset expected: {got:?}");
             let Some(id) = msg["id"].as_str() else {
                 continue;
             };
