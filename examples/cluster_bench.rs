@@ -1,42 +1,106 @@
-//! What crossing Redis costs: latency and fan-out across two servers
-//! against the same on one.
+//! What crossing Redis costs, in wsloop-redis's two modes side by side:
+//! local-first delivery against Redis-ordered delivery.
 //!
 //! ```text
-//! cargo run --release --example cluster_bench
+//! cargo run --release --example cluster_bench -- --runs 5
 //! ```
 //!
 //! It starts its own redis-server (Debian's; it must be installed) on a
-//! free port, and two wsloop servers in this process, each with one worker
-//! and its own RedisBridge, so each is a node of its own. Every client is
-//! in one room, and every message sent to a server is published to it.
+//! free port, and two pairs of wsloop servers in this process, one pair
+//! per mode. Each server has one worker and its own RedisBridge, so each
+//! is a node of its own; the two pairs use different prefixes, so they do
+//! not hear each other. Every client is in one room, and every message
+//! sent to a server is published to it.
 //!
-//! - **Latency**: one publisher on node A sends a message, waits until a
-//!   subscriber on A and one on B both have it, and sends the next. It
-//!   reports p50 and p99 of the time to each.
+//! - **local-first** (`BridgeConfig::default()`): the publisher's node
+//!   delivers at once and sends the message to Redis for the other node.
+//! - **ordered** (`BridgeConfig::default().history(100)`): a Lua script in
+//!   Redis numbers the message, appends it to the topic's log and
+//!   publishes it; every node delivers what Redis publishes, in Redis's
+//!   order, its own publishers' messages included.
+//!
+//! Every node keeps history (100 messages per topic), as the chat does in
+//! both modes, so in both a subscriber gets `EPOCH-SEQ ` before each
+//! payload and the frames are the same size: the modes differ in who
+//! numbers the message and in whether the publisher's node waits for
+//! Redis.
+//!
+//! - **Latency**: per mode, one publisher on node A sends a message and
+//!   waits until a subscriber on A and one on B both have it, then sends
+//!   the next; the rounds alternate between the modes. It reports p50 and
+//!   p99 of the time to each, and a Redis PING round trip for scale.
 //! - **Fan-out**: one publisher on A sends M messages as fast as it can
 //!   to S subscribers, all on A (one node), or half on A and half on B
-//!   (two nodes). It reports delivered messages per second, the medians
-//!   of R runs, and the CPU Redis used against the wall time.
+//!   (two nodes). Each of R runs does one node local-first, one node
+//!   ordered, two nodes local-first, two nodes ordered, in that order, so
+//!   the machine's noise falls on both modes alike. It reports delivered
+//!   messages per second and the CPU Redis used against the wall time,
+//!   the medians of the runs, and ordered over local-first; then Redis's
+//!   own time per PUBLISH and per run of the ordering script.
+//!
+//! Every client checks what it gets: the payload behind the id, the
+//! messages in the order they were sent with none missing, ids one apart,
+//! and (ordered, latency test) the same id on both nodes. Anything else is
+//! counted and printed.
 
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::fanout::{collect, median};
+use common::fanout::median;
+use mio::net::TcpStream as MioStream;
+use mio::{Events, Interest, Poll, Token};
 use wsloop::frame::{FrameHeader, OpCode, Role};
 use wsloop::protocol::encode_frame;
-use wsloop::{Config, Conn, Handler, Message, Server};
-use wsloop_redis::{redis, BridgeConfig, RedisBridge};
+use wsloop::{Config, Conn, Handler, HistoryConfig, Message, MessageId, PublishStatus, Server};
+use wsloop_redis::{redis, BridgeConfig, BridgeCounters, RedisBridge};
 
 mod common;
 
-/// Opens a WebSocket on `/`.
-fn open(addr: SocketAddr) -> TcpStream {
-    common::fanout::open(addr, "/", false)
+/// Messages each topic keeps, on the nodes and (ordered) in Redis.
+const DEPTH: usize = 100;
+/// Bytes the publisher sends per message: a kind, an index, padding.
+const SIZE: usize = 64;
+/// Kinds of message. Probes only show that every subscription is in place.
+const PROBE: u8 = b'P';
+const MEASURED: u8 = b'M';
+/// Rounds of the latency test that warm up and are not counted.
+const WARM_UP: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    LocalFirst,
+    Ordered,
 }
 
-struct Room;
+impl Mode {
+    const ALL: [Mode; 2] = [Mode::LocalFirst, Mode::Ordered];
+
+    fn name(self) -> &'static str {
+        match self {
+            Mode::LocalFirst => "local-first",
+            Mode::Ordered => "ordered",
+        }
+    }
+
+    fn bridge_config(self) -> BridgeConfig {
+        let config = BridgeConfig::default().queue(1 << 16);
+        match self {
+            Mode::LocalFirst => config.prefix("bench-local-first"),
+            Mode::Ordered => config.prefix("bench-ordered").history(DEPTH),
+        }
+    }
+}
+
+struct Room {
+    /// Publishes the server refused: ordered mode refuses while Redis is
+    /// away or the bridge's queue is full.
+    refused: Arc<AtomicU64>,
+}
 
 impl Handler for Room {
     type Data = ();
@@ -46,63 +110,249 @@ impl Handler for Room {
     }
 
     fn on_message(&mut self, conn: &mut Conn<'_>, msg: Message<'_>) {
-        let _ = conn.publish("room", msg);
+        if conn.publish("room", msg) == PublishStatus::Refused {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
-fn node(redis_url: &str) -> (Server, RedisBridge) {
-    let config = Config::default()
-        .workers(1)
-        .ping_interval(None)
-        .max_write_buffer(64 << 20);
-    let server = Server::bind("127.0.0.1:0", config, || Room).expect("bind");
-    let bridge = RedisBridge::start(&server, redis_url, BridgeConfig::default().queue(1 << 16))
-        .expect("bridge");
-    (server, bridge)
+/// Two nodes, A and B, bridged in one mode.
+struct Pair {
+    mode: Mode,
+    // Bridges first: each stops before its server.
+    bridges: [RedisBridge; 2],
+    servers: [Server; 2],
+    refused: Arc<AtomicU64>,
 }
 
-fn frame(payload: &[u8]) -> Vec<u8> {
+impl Pair {
+    fn start(mode: Mode, redis_url: &str) -> Pair {
+        let refused = Arc::new(AtomicU64::new(0));
+        let node = || {
+            let config = Config::default()
+                .workers(1)
+                .ping_interval(None)
+                .max_write_buffer(64 << 20)
+                .history(Some(HistoryConfig::default().depth(DEPTH)));
+            let refused = refused.clone();
+            let factory = move || Room {
+                refused: refused.clone(),
+            };
+            let server = Server::bind("127.0.0.1:0", config, factory).expect("bind");
+            let bridge =
+                RedisBridge::start(&server, redis_url, mode.bridge_config()).expect("bridge");
+            (server, bridge)
+        };
+        let ((a, bridge_a), (b, bridge_b)) = (node(), node());
+        Pair {
+            mode,
+            bridges: [bridge_a, bridge_b],
+            servers: [a, b],
+            refused,
+        }
+    }
+
+    fn addr(&self, node: usize) -> SocketAddr {
+        self.servers[node].local_addr()
+    }
+
+    fn counters(&self) -> [BridgeCounters; 2] {
+        [self.bridges[0].counters(), self.bridges[1].counters()]
+    }
+}
+
+/// Opens a WebSocket on `/`.
+fn open(addr: SocketAddr) -> TcpStream {
+    common::fanout::open(addr, "/", false)
+}
+
+/// What the publisher sends: a kind, an index, padding to [`SIZE`].
+fn frame(kind: u8, index: u64) -> Vec<u8> {
+    let mut payload = vec![0x5A; SIZE];
+    payload[0] = kind;
+    payload[1..9].copy_from_slice(&index.to_be_bytes());
     let mut out = Vec::new();
-    encode_frame(&mut out, true, OpCode::Binary, Some([1, 2, 3, 4]), payload);
+    encode_frame(&mut out, true, OpCode::Binary, Some([1, 2, 3, 4]), &payload);
     out
 }
 
-/// Reads one server frame's payload from a blocking stream.
-fn read_payload(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Vec<u8> {
-    loop {
-        if let Some((h, n)) = FrameHeader::parse(buf, Role::Client).unwrap() {
-            let end = n + h.payload_len as usize;
-            if buf.len() >= end {
-                let payload = buf[n..end].to_vec();
-                buf.drain(..end);
-                return payload;
-            }
-        }
-        let mut chunk = [0u8; 4096];
-        let got = stream.read(&mut chunk).expect("read");
-        assert!(got > 0, "closed");
-        buf.extend_from_slice(&chunk[..got]);
+/// Splits what a subscriber got into the id its node wrote before the
+/// payload (the default envelope, `EPOCH-SEQ `) and the payload.
+fn split_id(got: &[u8]) -> Option<(MessageId, &[u8])> {
+    let space = got.iter().position(|&b| b == b' ')?;
+    let id = std::str::from_utf8(&got[..space]).ok()?.parse().ok()?;
+    Some((id, &got[space + 1..]))
+}
+
+/// What the checks found wrong, per mode.
+#[derive(Debug, Default, Clone, Copy)]
+struct Anomalies {
+    /// Not an id and a payload the publisher sent.
+    malformed: u64,
+    /// Measured messages that never came.
+    lost: u64,
+    /// Measured messages that came after a later one.
+    out_of_order: u64,
+    /// Ids that did not follow the client's previous one.
+    id_gaps: u64,
+    /// Ordered: one message with different ids on the two nodes.
+    id_mismatch: u64,
+}
+
+impl std::fmt::Display for Anomalies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} lost, {} out of order, {} id gaps, {} ids differing between nodes, {} malformed",
+            self.lost, self.out_of_order, self.id_gaps, self.id_mismatch, self.malformed
+        )
     }
 }
 
-fn wait_subscribed(redis: &redis::Client, nodes: i64) {
-    let mut conn = redis.get_connection().unwrap();
-    let start = Instant::now();
-    loop {
-        let reply: Vec<redis::Value> = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg("wsloop:room")
-            .query(&mut conn)
-            .unwrap();
-        let n: i64 = redis::from_redis_value_ref(&reply[1]).unwrap();
-        if n >= nodes {
-            return;
+impl Anomalies {
+    fn total(&self) -> u64 {
+        self.malformed + self.lost + self.out_of_order + self.id_gaps + self.id_mismatch
+    }
+}
+
+/// What one client has had so far, to check the next against.
+#[derive(Debug, Default, Clone)]
+struct Track {
+    last_id: Option<MessageId>,
+    /// The index of the next measured message.
+    next: u64,
+}
+
+impl Track {
+    /// Checks one payload as the client got it; its id and what the
+    /// publisher sent (kind, index), or `None` if it is not that.
+    fn check(&mut self, got: &[u8], seen: &mut Anomalies) -> Option<(MessageId, u8, u64)> {
+        let Some((id, body)) = split_id(got).filter(|(_, body)| body.len() == SIZE) else {
+            seen.malformed += 1;
+            return None;
+        };
+        let index = u64::from_be_bytes(body[1..9].try_into().expect("8 bytes"));
+        if let Some(last) = self.last_id {
+            if id.epoch != last.epoch || id.seq != last.seq + 1 {
+                seen.id_gaps += 1;
+            }
         }
+        self.last_id = Some(id);
+        if body[0] == MEASURED {
+            if index < self.next {
+                seen.out_of_order += 1;
+            } else {
+                seen.lost += index - self.next;
+                self.next = index + 1;
+            }
+        }
+        Some((id, body[0], index))
+    }
+
+    /// Counts the measured messages still missing of the first `sent`.
+    fn finish(&self, sent: u64, seen: &mut Anomalies) {
+        seen.lost += sent.saturating_sub(self.next);
+    }
+}
+
+/// Many clients' sockets read through one mio poll.
+struct Clients {
+    poll: Poll,
+    events: Events,
+    socks: Vec<(MioStream, Vec<u8>)>,
+    chunk: Vec<u8>,
+}
+
+impl Clients {
+    fn new(streams: Vec<TcpStream>) -> Clients {
+        let poll = Poll::new().unwrap();
+        let socks = streams
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.set_nonblocking(true).unwrap();
+                let mut m = MioStream::from_std(s);
+                poll.registry()
+                    .register(&mut m, Token(i), Interest::READABLE)
+                    .unwrap();
+                (m, Vec::new())
+            })
+            .collect();
+        Clients {
+            poll,
+            events: Events::with_capacity(1024),
+            socks,
+            chunk: vec![0; 64 * 1024],
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.socks.len()
+    }
+
+    /// Waits up to `timeout` for input, and hands each whole frame's
+    /// payload to `each` with its client's index; false if none came.
+    fn read(&mut self, timeout: Duration, mut each: impl FnMut(usize, &[u8])) -> bool {
+        self.poll.poll(&mut self.events, Some(timeout)).unwrap();
+        for event in self.events.iter() {
+            let k = event.token().0;
+            let (sock, buf) = &mut self.socks[k];
+            // Edge-triggered: read until the socket is empty.
+            loop {
+                match sock.read(&mut self.chunk) {
+                    Ok(0) => panic!("a node closed a client"),
+                    Ok(n) => buf.extend_from_slice(&self.chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            let mut at = 0;
+            while let Some((h, n)) = FrameHeader::parse(&buf[at..], Role::Client).unwrap() {
+                let end = at + n + h.payload_len as usize;
+                if end > buf.len() {
+                    break;
+                }
+                assert_eq!(h.opcode, OpCode::Binary);
+                each(k, &buf[at + n..end]);
+                at = end;
+            }
+            buf.drain(..at);
+        }
+        !self.events.is_empty()
+    }
+}
+
+/// Sends probes until every client has had one: then every subscription
+/// is in place on both nodes (and, ordered, every copy of the topic is
+/// loaded). Probes come before what the publisher sends next on every
+/// path, so a late one is only checked, not counted.
+fn settle(
+    publisher: &mut TcpStream,
+    clients: &mut Clients,
+    tracks: &mut [Track],
+    seen: &mut Anomalies,
+) {
+    let mut heard = vec![false; clients.len()];
+    let mut left = clients.len();
+    let start = Instant::now();
+    for probe in 0.. {
         assert!(
             start.elapsed() < Duration::from_secs(10),
-            "nodes did not subscribe"
+            "{left} clients heard no probe in 10 s"
         );
-        std::thread::sleep(Duration::from_millis(5));
+        publisher.write_all(&frame(PROBE, probe)).unwrap();
+        let sent = Instant::now();
+        while left > 0 && sent.elapsed() < Duration::from_millis(50) {
+            clients.read(Duration::from_millis(10), |k, got| {
+                if tracks[k].check(got, seen).is_some() && !heard[k] {
+                    heard[k] = true;
+                    left -= 1;
+                }
+            });
+        }
+        if left == 0 {
+            return;
+        }
     }
 }
 
@@ -110,39 +360,135 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn latency(a: SocketAddr, b: SocketAddr, redis: &redis::Client, rounds: usize) {
-    let mut publisher = open(a);
-    let mut same = open(a);
-    let mut cross = open(b);
-    wait_subscribed(redis, 2);
-    let (mut pbuf, mut sbuf, mut cbuf) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut same_t, mut cross_t) = (Vec::new(), Vec::new());
-    for i in 0..rounds + 100 {
-        let payload = (i as u64).to_be_bytes();
+/// p50 and p99 in microseconds.
+fn p50_p99(mut t: Vec<Duration>) -> [f64; 2] {
+    t.sort();
+    [0.5, 0.99].map(|p| percentile(&t, p).as_secs_f64() * 1e6)
+}
+
+/// One mode's latency test: a publisher and a subscriber on A, one on B.
+struct LatencyTest {
+    publisher: TcpStream,
+    clients: Clients,
+    tracks: [Track; 2],
+    ordered: bool,
+    /// Time to the subscriber on A, and to the one on B.
+    times: [Vec<Duration>; 2],
+}
+
+impl LatencyTest {
+    fn new(pair: &Pair, seen: &mut Anomalies) -> LatencyTest {
+        let publisher = open(pair.addr(0));
+        let mut test = LatencyTest {
+            publisher,
+            clients: Clients::new(vec![open(pair.addr(0)), open(pair.addr(1))]),
+            tracks: Default::default(),
+            ordered: pair.mode == Mode::Ordered,
+            times: Default::default(),
+        };
+        settle(
+            &mut test.publisher,
+            &mut test.clients,
+            &mut test.tracks,
+            seen,
+        );
+        test
+    }
+
+    /// Sends message `i` and waits for both subscribers to have it.
+    fn round(&mut self, i: u64, seen: &mut Anomalies) {
+        let wire = frame(MEASURED, i);
         let sent = Instant::now();
-        publisher.write_all(&frame(&payload)).unwrap();
-        assert_eq!(read_payload(&mut same, &mut sbuf), payload);
-        let t_same = sent.elapsed();
-        assert_eq!(read_payload(&mut cross, &mut cbuf), payload);
-        let t_cross = sent.elapsed();
-        assert_eq!(read_payload(&mut publisher, &mut pbuf), payload);
-        if i >= 100 {
-            // The first hundred warm up.
-            same_t.push(t_same);
-            cross_t.push(t_cross);
+        // The publisher's own copy is left unread: the nodes buffer it.
+        self.publisher.write_all(&wire).unwrap();
+        let mut got: [Option<(Duration, MessageId)>; 2] = [None, None];
+        while got.iter().any(Option::is_none) {
+            let came = self.clients.read(Duration::from_secs(5), |k, payload| {
+                let at = sent.elapsed();
+                if let Some((id, MEASURED, index)) = self.tracks[k].check(payload, seen) {
+                    if index == i {
+                        got[k] = Some((at, id));
+                    }
+                }
+            });
+            if !came {
+                // Lost: the next message's index shows it.
+                return;
+            }
+        }
+        let [Some((same, id_a)), Some((across, id_b))] = got else {
+            unreachable!("both came");
+        };
+        if self.ordered && id_a != id_b {
+            seen.id_mismatch += 1;
+        }
+        if i >= WARM_UP as u64 {
+            self.times[0].push(same);
+            self.times[1].push(across);
         }
     }
-    same_t.sort();
-    cross_t.sort();
-    println!("| latency, {rounds} messages one at a time | p50 | p99 |");
-    println!("|---|---|---|");
-    for (name, t) in [("same node", &same_t), ("across Redis", &cross_t)] {
-        println!(
-            "| {name} | {:.0} µs | {:.0} µs |",
-            percentile(t, 0.5).as_secs_f64() * 1e6,
-            percentile(t, 0.99).as_secs_f64() * 1e6
-        );
+}
+
+/// p50 and p99, same node and across nodes, per mode; the rounds
+/// alternate between the modes.
+fn latency(pairs: &[Pair], rounds: usize, seen: &mut [Anomalies]) -> Vec<[[f64; 2]; 2]> {
+    let mut tests: Vec<LatencyTest> = pairs
+        .iter()
+        .zip(seen.iter_mut())
+        .map(|(pair, seen)| LatencyTest::new(pair, seen))
+        .collect();
+    let total = (WARM_UP + rounds) as u64;
+    for i in 0..total {
+        for (test, seen) in tests.iter_mut().zip(seen.iter_mut()) {
+            test.round(i, seen);
+        }
     }
+    tests
+        .into_iter()
+        .zip(seen.iter_mut())
+        .map(|(test, seen)| {
+            for track in &test.tracks {
+                track.finish(total, seen);
+            }
+            test.times.map(p50_p99)
+        })
+        .collect()
+}
+
+/// p50 and p99 of a PING to Redis, in microseconds: one round trip.
+fn ping(client: &redis::Client, rounds: usize) -> [f64; 2] {
+    let mut conn = client.get_connection().unwrap();
+    let mut times = Vec::new();
+    for i in 0..WARM_UP + rounds {
+        let start = Instant::now();
+        let _: String = redis::cmd("PING").query(&mut conn).unwrap();
+        if i >= WARM_UP {
+            times.push(start.elapsed());
+        }
+    }
+    p50_p99(times)
+}
+
+/// Redis's own time per call of each command, in microseconds, from
+/// INFO commandstats (a command a script calls is counted on its own
+/// too, and within the script's time).
+fn usec_per_call(client: &redis::Client, commands: [&str; 2]) -> [f64; 2] {
+    let mut conn = client.get_connection().unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut conn)
+        .unwrap();
+    commands.map(|command| {
+        let head = format!("cmdstat_{command}:");
+        info.lines()
+            .find_map(|line| line.strip_prefix(&head))
+            .and_then(|rest| {
+                rest.split(',')
+                    .find_map(|f| f.strip_prefix("usec_per_call="))
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    })
 }
 
 fn cpu_ticks(pid: u32) -> u64 {
@@ -159,38 +505,65 @@ fn cpu_ticks(pid: u32) -> u64 {
             .unwrap_or(0)
 }
 
-/// One fan-out run: msgs/s delivered and Redis's CPU share of the wall time.
+/// One fan-out run, on one node or both: msgs/s delivered and Redis's CPU
+/// share of the wall time.
 fn fanout(
-    a: SocketAddr,
-    b: Option<SocketAddr>,
+    pair: &Pair,
+    nodes: usize,
     subscribers: usize,
     messages: usize,
     redis_pid: u32,
+    seen: &mut Anomalies,
 ) -> (f64, f64) {
     let subs: Vec<TcpStream> = (0..subscribers)
-        .map(|i| open(if i % 2 == 1 { b.unwrap_or(a) } else { a }))
+        .map(|i| open(pair.addr(i % nodes)))
         .collect();
-    let mut publisher = open(a);
+    let mut publisher = open(pair.addr(0));
+    let mut clients = Clients::new(subs);
+    let mut tracks = vec![Track::default(); subscribers];
+    settle(&mut publisher, &mut clients, &mut tracks, seen);
     let mut wire = Vec::new();
-    for _ in 0..messages {
-        wire.extend(frame(&[0x5A; 64]));
+    for i in 0..messages {
+        wire.extend(frame(MEASURED, i as u64));
     }
-    // Everyone, publisher included, is in the room.
-    std::thread::sleep(Duration::from_millis(200));
     let ticks = cpu_ticks(redis_pid);
     let start = Instant::now();
     let writer = std::thread::spawn(move || {
         publisher.write_all(&wire).unwrap();
         publisher
     });
-    collect(subs, messages);
+    let mut done = 0;
+    while done < subscribers {
+        let came = clients.read(Duration::from_secs(10), |k, got| {
+            let before = tracks[k].next;
+            tracks[k].check(got, seen);
+            if before < messages as u64 && tracks[k].next >= messages as u64 {
+                done += 1;
+            }
+        });
+        if !came {
+            eprintln!("  no progress for 10 s: counting what is missing as lost");
+            break;
+        }
+    }
     let elapsed = start.elapsed().as_secs_f64();
     let redis_cpu = (cpu_ticks(redis_pid) - ticks) as f64 / 100.0;
+    for track in &tracks {
+        track.finish(messages as u64, seen);
+    }
     drop(writer.join().unwrap());
     (
         (subscribers * messages) as f64 / elapsed,
         redis_cpu / elapsed,
     )
+}
+
+/// One fan-out run's figures.
+struct Run {
+    mode: Mode,
+    nodes: usize,
+    msgs_per_s: f64,
+    redis_cpu: f64,
 }
 
 struct RedisServer(Child);
@@ -207,16 +580,14 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let (mut subscribers, mut messages, mut runs, mut rounds) = (1000, 1000, 5, 2000);
     while let Some(flag) = args.next() {
-        let value: usize = args
-            .next()
-            .and_then(|v| v.parse().ok())
-            .expect("a number after each flag");
+        let value = args.next().expect("a value after each flag");
+        let number = || -> usize { value.parse().expect("a number after the flag") };
         match flag.as_str() {
-            "--subscribers" => subscribers = value,
-            "--messages" => messages = value,
-            "--runs" => runs = value,
-            "--rounds" => rounds = value,
-            _ => panic!("flags: --subscribers --messages --runs --rounds"),
+            "--subscribers" => subscribers = number().max(1),
+            "--messages" => messages = number().max(1),
+            "--runs" => runs = number().max(1),
+            "--rounds" => rounds = number().max(1),
+            _ => panic!("flags: --subscribers N --messages N --runs N --rounds N"),
         }
     }
     let port = TcpListener::bind("127.0.0.1:0")
@@ -250,35 +621,104 @@ fn main() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    let (a, bridge_a) = node(&url);
-    let (b, bridge_b) = node(&url);
+    let pairs = Mode::ALL.map(|mode| Pair::start(mode, &url));
+    let version = redis_version();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "cluster bench: two nodes (one worker each) and redis-server {}, on this machine",
-        redis_version()
+        "cluster bench: two nodes per mode (one worker each) and redis-server {version}, on this machine ({cores} cores)"
     );
-    latency(a.local_addr(), b.local_addr(), &client, rounds);
 
-    let (mut one, mut two, mut redis_share) = (Vec::new(), Vec::new(), Vec::new());
-    for r in 0..runs {
-        let (rate_one, _) = fanout(a.local_addr(), None, subscribers, messages, redis_pid);
-        let (rate_two, share) = fanout(
-            a.local_addr(),
-            Some(b.local_addr()),
-            subscribers,
-            messages,
-            redis_pid,
-        );
-        println!("  run {}: one node {rate_one:>10.0}/s   two nodes {rate_two:>10.0}/s   redis CPU {:.0}%", r + 1, share * 100.0);
-        one.push(rate_one);
-        two.push(rate_two);
-        redis_share.push(share);
+    let mut seen = [Anomalies::default(); 2];
+    let lat = latency(&pairs, rounds, &mut seen);
+    let ping = ping(&client, rounds);
+
+    let mut all = Vec::new();
+    for run in 1..=runs {
+        let mut line = format!("  run {run}:");
+        for nodes in [1, 2] {
+            for (pair, seen) in pairs.iter().zip(seen.iter_mut()) {
+                let (msgs_per_s, redis_cpu) =
+                    fanout(pair, nodes, subscribers, messages, redis_pid, seen);
+                let _ = write!(
+                    line,
+                    "  {nodes} node(s) {} {msgs_per_s:>9.0}/s redis {:>3.0}%",
+                    pair.mode.name(),
+                    redis_cpu * 100.0
+                );
+                all.push(Run {
+                    mode: pair.mode,
+                    nodes,
+                    msgs_per_s,
+                    redis_cpu,
+                });
+            }
+        }
+        eprintln!("{line}");
     }
-    let (one, two) = (median(one), median(two));
-    println!("| fan-out, 1 publisher, {subscribers} subscribers, {messages} x 64 B | delivered msgs/s (median of {runs}) | Redis CPU |");
-    println!("|---|---|---|");
-    println!("| one node, one worker | {one:.0} | — |");
-    println!("| two nodes through Redis, half the subscribers on each | {two:.0} ({:.2}x) | {:.0}% of a core |", two / one, median(redis_share) * 100.0);
-    println!("{}\n{}", bridge_a.counters(), bridge_b.counters());
+    let per_call = usec_per_call(&client, ["publish", "evalsha"]);
+    // medians[mode][nodes - 1] = (msgs/s, Redis CPU share)
+    let medians = Mode::ALL.map(|mode| {
+        [1, 2].map(|nodes| {
+            let of = |f: fn(&Run) -> f64| {
+                median(
+                    all.iter()
+                        .filter(|r| r.mode == mode && r.nodes == nodes)
+                        .map(f)
+                        .collect(),
+                )
+            };
+            (of(|r| r.msgs_per_s), of(|r| r.redis_cpu))
+        })
+    });
+
+    println!();
+    println!(
+        "| latency, {rounds} messages one at a time | local-first p50 | p99 | ordered p50 | p99 |"
+    );
+    println!("|---|---|---|---|---|");
+    for (w, name) in ["same node", "across nodes"].iter().enumerate() {
+        let [lf, or] = [lat[0][w], lat[1][w]];
+        println!(
+            "| {name} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs |",
+            lf[0], lf[1], or[0], or[1]
+        );
+    }
+    println!(
+        "\nA PING to Redis, for scale: p50 {:.0} µs, p99 {:.0} µs.\n",
+        ping[0], ping[1]
+    );
+    println!(
+        "| fan-out, 1 publisher → {subscribers} subscribers, {messages} x {SIZE} B, medians of {runs} | local-first msgs/s | ordered msgs/s | ordered / local-first | Redis CPU, local-first | Redis CPU, ordered |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (n, name) in ["all on one node", "half on each of two nodes"]
+        .iter()
+        .enumerate()
+    {
+        let [(lf, lf_cpu), (or, or_cpu)] = [medians[0][n], medians[1][n]];
+        println!(
+            "| {name} | {lf:.0} | {or:.0} | {:.2}x | {:.0}% of a core | {:.0}% of a core |",
+            or / lf,
+            lf_cpu * 100.0,
+            or_cpu * 100.0
+        );
+    }
+    println!(
+        "\nRedis's own time per call (INFO commandstats): PUBLISH {:.1} µs, the ordering script (EVALSHA) {:.1} µs.\n",
+        per_call[0], per_call[1]
+    );
+    for (pair, seen) in pairs.iter().zip(&seen) {
+        let [a, b] = pair.counters();
+        println!(
+            "{}: checks: {seen}; {} publishes refused\n  A {a}\n  B {b}",
+            pair.mode.name(),
+            pair.refused.load(Ordering::Relaxed)
+        );
+    }
+
+    if seen.iter().any(|s| s.total() > 0) {
+        eprintln!("cluster_bench: the checks found something wrong (see above)");
+    }
 }
 
 fn redis_version() -> String {
