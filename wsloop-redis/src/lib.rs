@@ -612,13 +612,7 @@ fn connect(
     client: &redis::Client,
     backoff: &mut Backoff,
 ) -> Option<redis::Connection> {
-    let attempt = || -> redis::RedisResult<redis::Connection> {
-        let conn = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
-        conn.set_read_timeout(Some(IO_TIMEOUT))?;
-        conn.set_write_timeout(Some(IO_TIMEOUT))?;
-        Ok(conn)
-    };
-    match attempt() {
+    match open(client) {
         Ok(conn) => {
             if std::mem::replace(&mut backoff.connected_before, true) {
                 bump(&inner.counters.reconnects);
@@ -633,6 +627,18 @@ fn connect(
     }
 }
 
+/// A connection with the timeouts every command then keeps.
+fn open(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
+    let conn = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+    conn.set_read_timeout(Some(IO_TIMEOUT))?;
+    conn.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(conn)
+}
+
+/// The most messages the publishing thread sends in one pipeline: one
+/// round trip for all of them, rather than one each.
+const BATCH: usize = 256;
+
 /// Publishes what the workers queue, in order, and keeps
 /// [`Inner::up`] true while it has a connection. Without one, a message
 /// is dropped and counted rather than held. `tried` hears once the first
@@ -641,65 +647,131 @@ fn publish_loop(
     inner: &Inner,
     client: &redis::Client,
     queue: Receiver<Outgoing>,
-    mut backoff: Backoff,
+    backoff: Backoff,
     tried: SyncSender<()>,
 ) {
-    let mut conn = connect(inner, client, &mut backoff);
-    inner.up.store(conn.is_some(), Ordering::Release);
+    let mut link = PublishLink {
+        inner,
+        client,
+        conn: None,
+        backoff,
+    };
+    link.reconnect();
     let _ = tried.send(());
     loop {
-        let item = match queue.recv_timeout(TICK) {
+        let first = match queue.recv_timeout(TICK) {
             Ok(item) => Some(item),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return,
         };
         if inner.stop.load(Ordering::Acquire) {
             // What still waits is dropped, and counted.
-            for left in item.into_iter().chain(queue.try_iter()) {
+            for left in first.into_iter().chain(queue.try_iter()) {
                 if let Outgoing::Publish { .. } = left {
                     bump(&inner.counters.dropped);
                 }
             }
             return;
         }
-        if conn.is_none() && backoff.ready() {
-            conn = connect(inner, client, &mut backoff);
-            inner.up.store(conn.is_some(), Ordering::Release);
-        } else if let (Some(c), false) = (conn.as_mut(), inner.up.load(Ordering::Acquire)) {
-            // The subscribing thread lost Redis: is this connection gone too?
-            let alive = redis::cmd("PING").query::<redis::Value>(c).is_ok();
-            if !alive {
-                conn = None;
-                backoff.failed();
-            }
-            inner.up.store(alive, Ordering::Release);
-        }
-        let Some(item) = item else {
+        link.check();
+        let Some(first) = first else {
             continue;
         };
-        let sent = match (&item, conn.as_mut()) {
-            (Outgoing::Publish { topic, payload }, Some(c)) => match inner.history {
-                Some(_) => ordered::append(c, inner, topic, payload).is_ok(),
-                None => publish(c, &inner.channel(topic), payload).is_ok(),
-            },
-            (Outgoing::Mark { topic }, c) => mark(inner, c, topic),
-            (Outgoing::Poke, Some(c)) => publish(c, &inner.control_channel(), b"").is_ok(),
-            (_, None) => false,
-        };
-        if !sent && conn.is_some() {
-            conn = None;
-            inner.up.store(false, Ordering::Release);
-            backoff.failed();
+        // Whatever else waits goes too: runs of messages in one pipeline
+        // each, and marks and pokes in their place between them.
+        let mut run = Vec::new();
+        for item in std::iter::once(first).chain(queue.try_iter().take(BATCH - 1)) {
+            match item {
+                Outgoing::Publish { topic, payload } => run.push((topic, payload)),
+                Outgoing::Mark { topic } => {
+                    link.send(&mut run);
+                    let ok = mark(inner, link.conn.as_mut(), &topic);
+                    link.settle(ok);
+                }
+                Outgoing::Poke => {
+                    link.send(&mut run);
+                    let ok = link
+                        .conn
+                        .as_mut()
+                        .is_some_and(|c| publish(c, &inner.control_channel(), b"").is_ok());
+                    link.settle(ok);
+                }
+            }
         }
-        if let Outgoing::Publish { payload, .. } = &item {
+        link.send(&mut run);
+    }
+}
+
+/// The publishing thread's connection, and what it does with it.
+struct PublishLink<'a> {
+    inner: &'a Inner,
+    client: &'a redis::Client,
+    conn: Option<redis::Connection>,
+    backoff: Backoff,
+}
+
+impl PublishLink<'_> {
+    /// Connects, and with history in Redis makes sure Redis has the
+    /// numbering script, which the pipelines call by its SHA1.
+    fn reconnect(&mut self) {
+        self.conn = connect(self.inner, self.client, &mut self.backoff);
+        if let (Some(c), Some(_)) = (self.conn.as_mut(), self.inner.history) {
+            if ordered::prepare(c, self.inner).is_err() {
+                self.conn = None;
+                self.backoff.failed();
+            }
+        }
+        self.inner.up.store(self.conn.is_some(), Ordering::Release);
+    }
+
+    /// Reconnects when it is time, and checks a connection the
+    /// subscribing thread doubts (it lost Redis).
+    fn check(&mut self) {
+        if self.conn.is_none() && self.backoff.ready() {
+            return self.reconnect();
+        }
+        if let (Some(c), false) = (self.conn.as_mut(), self.inner.up.load(Ordering::Acquire)) {
+            let alive = redis::cmd("PING").query::<redis::Value>(c).is_ok();
+            self.settle(alive);
+        }
+    }
+
+    /// After a command: a failure drops the connection.
+    fn settle(&mut self, ok: bool) {
+        if !ok && self.conn.is_some() {
+            self.conn = None;
+            self.backoff.failed();
+        }
+        self.inner.up.store(self.conn.is_some(), Ordering::Release);
+    }
+
+    /// Sends a run of messages in one pipeline, and empties it. Without a
+    /// connection, or if the pipeline fails, they are dropped and counted.
+    fn send(&mut self, run: &mut Vec<(String, Vec<u8>)>) {
+        if run.is_empty() {
+            return;
+        }
+        let inner = self.inner;
+        let sent = self.conn.as_mut().is_some_and(|c| {
+            let mut pipe = redis::pipe();
+            for (topic, payload) in run.iter() {
+                match inner.history {
+                    Some(_) => pipe.add_command(ordered::append_cmd(inner, topic, payload)),
+                    None => pipe.add_command(publish_cmd(&inner.channel(topic), payload)),
+                };
+            }
+            pipe.query::<redis::Value>(c).is_ok()
+        });
+        self.settle(sent);
+        let counter = match sent {
+            true => &inner.counters.published,
+            false => &inner.counters.dropped,
+        };
+        for (_, payload) in run.drain(..) {
             inner
                 .queued_bytes
                 .fetch_sub(payload.len(), Ordering::AcqRel);
-            bump(if sent {
-                &inner.counters.published
-            } else {
-                &inner.counters.dropped
-            });
+            bump(counter);
         }
     }
 }
@@ -727,7 +799,13 @@ fn mark(inner: &Inner, conn: Option<&mut redis::Connection>, topic: &str) -> boo
 }
 
 fn publish(conn: &mut redis::Connection, channel: &str, payload: &[u8]) -> redis::RedisResult<i64> {
-    redis::cmd("PUBLISH").arg(channel).arg(payload).query(conn)
+    publish_cmd(channel, payload).query(conn)
+}
+
+fn publish_cmd(channel: &str, payload: &[u8]) -> redis::Cmd {
+    let mut cmd = redis::cmd("PUBLISH");
+    cmd.arg(channel).arg(payload);
+    cmd
 }
 
 /// Keeps one subscription connection: subscribes to what this server
@@ -746,10 +824,13 @@ fn subscribe_loop(
         let Some(mut conn) = connect(inner, client, &mut backoff) else {
             continue;
         };
+        // The second connection is part of the first: it is not counted
+        // as a reconnect of its own.
         let mut loads = None;
         if inner.history.is_some() {
-            loads = connect(inner, client, &mut backoff);
+            loads = open(client).ok();
             if loads.is_none() {
+                backoff.failed();
                 continue;
             }
         }

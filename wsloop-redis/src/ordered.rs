@@ -73,23 +73,26 @@ impl Scripts {
     }
 }
 
-/// Numbers and publishes one message (a kind byte and its payload).
-pub(crate) fn append(
-    conn: &mut redis::Connection,
-    inner: &Inner,
-    topic: &str,
-    payload: &[u8],
-) -> redis::RedisResult<u64> {
-    inner
-        .scripts
-        .append
-        .key(inner.meta_key(topic))
-        .key(inner.log_key(topic))
+/// Loads the numbering script into Redis, so that pipelines can call it
+/// by its SHA1 ([`append_cmd`]). A Redis that restarts forgets it, but
+/// also drops the connection, and a new connection loads it again.
+pub(crate) fn prepare(conn: &mut redis::Connection, inner: &Inner) -> redis::RedisResult<()> {
+    inner.scripts.append.load(conn).map(drop)
+}
+
+/// Numbers and publishes one message (a kind byte and its payload), as a
+/// command for a pipeline: the script by its SHA1, loaded by [`prepare`].
+pub(crate) fn append_cmd(inner: &Inner, topic: &str, payload: &[u8]) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(inner.scripts.append.get_hash())
+        .arg(2)
+        .arg(inner.meta_key(topic))
+        .arg(inner.log_key(topic))
         .arg(new_epoch())
         .arg(inner.depth)
         .arg(payload)
-        .arg(inner.channel(topic))
-        .invoke(conn)
+        .arg(inner.channel(topic));
+    cmd
 }
 
 /// A topic as Redis keeps it: its epoch, its last number, and its log.
