@@ -1,13 +1,19 @@
 //! The chat's `GET /metrics` over raw sockets against the built example:
 //! who may read it, through a trusted proxy too, and the open-connections
-//! gauge while WebSockets come and go.
+//! gauge while WebSockets come and go. Then a real Prometheus (Debian's
+//! `prometheus` package) scrapes it: `bash scripts/prometheus-test.sh`
+//! installs it and runs that test, which `cargo test` leaves out.
 
 mod util;
 
-use std::net::SocketAddr;
-use std::process::Command;
-use std::time::Instant;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use util::{spawn_example, Client, WATCHDOG};
 use wsloop::frame::OpCode;
 
@@ -158,4 +164,189 @@ fn a_bad_metrics_allow_address_stops_the_chat() {
         stderr.contains("--metrics-allow needs an IP address"),
         "{stderr}"
     );
+}
+
+/// How long Prometheus may take to start, scrape and answer: it scrapes
+/// every second, but a loaded machine starts it slowly.
+const PROMETHEUS_WATCHDOG: Duration = Duration::from_secs(60);
+
+/// A Prometheus of the test's own, scraping one target every second,
+/// with its data in a directory of its own. Killed, and its directory
+/// removed, on drop.
+struct Prometheus {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Prometheus {
+    fn start(target: SocketAddr) -> Prometheus {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("prometheus-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("data")).unwrap();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+             scrape_configs:\n  - job_name: chat\n    static_configs:\n      - targets: ['{target}']\n"
+        );
+        fs::write(dir.join("prometheus.yml"), config).unwrap();
+        // A free port: bind port 0 and read it back. Another process
+        // could take it before Prometheus does; then Prometheus exits, and
+        // `wait_ready` says so with its log.
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let log = fs::File::create(dir.join("prometheus.log")).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run prometheus ({e}): install Debian's prometheus \
+                     (bash scripts/prometheus-test.sh does)"
+                )
+            });
+        let mut prometheus = Prometheus { child, addr, dir };
+        prometheus.wait_ready();
+        prometheus
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// Waits for `/-/ready` to answer 200.
+    fn wait_ready(&mut self) {
+        let start = Instant::now();
+        while self.get("/-/ready").is_none_or(|(code, _)| code != 200) {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                panic!("prometheus exited ({exit}):\n{}", self.log());
+            }
+            assert!(
+                start.elapsed() < PROMETHEUS_WATCHDOG,
+                "prometheus not ready:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// An HTTP/1.0 GET (no chunked answer, the connection closes after
+    /// it); `None` if nothing listens yet.
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut stream = TcpStream::connect(self.addr).ok()?;
+        stream.set_read_timeout(Some(WATCHDOG)).unwrap();
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.addr).as_bytes())
+            .ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        let (head, body) = answer.split_once("\r\n\r\n")?;
+        let code = head.split(' ').nth(1)?.parse().ok()?;
+        Some((code, body.to_owned()))
+    }
+
+    /// `query`'s value now, through the HTTP API, if it has one sample.
+    fn query(&self, query: &str) -> Option<f64> {
+        let (code, body) = self.get(&format!("/api/v1/query?query={}", url_encoded(query)))?;
+        assert_eq!(code, 200, "{body}");
+        let answer: Value = serde_json::from_str(&body).expect("the API answers JSON");
+        assert_eq!(answer["status"], "success", "{answer}");
+        let result = answer["data"]["result"].as_array()?;
+        match result.as_slice() {
+            [one] => one["value"][1].as_str()?.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// Queries until `query` is `want`, and fails the test, with what
+    /// Prometheus says of its target, after the watchdog.
+    fn wait_for(&self, query: &str, want: f64) {
+        let start = Instant::now();
+        let mut last = None;
+        while last != Some(want) {
+            assert!(
+                start.elapsed() < PROMETHEUS_WATCHDOG,
+                "{query} is {last:?}, not {want}; targets: {:?}\n{}",
+                self.get("/api/v1/targets"),
+                self.log()
+            );
+            // Between queries, not instead of one: a scrape lands every second.
+            std::thread::sleep(Duration::from_millis(50));
+            last = self.query(query);
+        }
+    }
+}
+
+/// `text` as a URL's query value: everything but letters, digits and `_`
+/// percent-encoded.
+fn url_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+#[ignore = "needs Debian's prometheus: bash scripts/prometheus-test.sh installs it and runs this"]
+fn a_real_prometheus_scrapes_the_open_connections_gauge() {
+    let (_chat, _stdout, addr) = spawn_example("chat", &["--workers", "2"]);
+    // What the chat writes passes Prometheus' own linter.
+    let body = metrics(&mut Client::connect(addr));
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool comes with Debian's prometheus");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}\n{body}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    let prometheus = Prometheus::start(addr);
+    // Scraped with nobody connected: the scrape's own connection alone.
+    prometheus.wait_for("wsloop_connections_open", 1.0);
+    const N: usize = 6;
+    let mut sockets = members(addr, N);
+    // N members and the scraper's own connection.
+    prometheus.wait_for("wsloop_connections_open", (N + 1) as f64);
+    prometheus.wait_for("wsloop_upgrades_total", N as f64);
+    // A gauge: it goes down too.
+    for member in sockets.drain(..N / 2) {
+        leave(member);
+    }
+    prometheus.wait_for("wsloop_connections_open", (N - N / 2 + 1) as f64);
+    prometheus.wait_for("wsloop_closes_total{code=\"1000\"}", (N / 2) as f64);
 }
