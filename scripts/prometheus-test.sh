@@ -14,4 +14,6 @@ source scripts/lib.sh
 
 # Without its recommended node exporter: the test needs the server alone.
 need_apt prometheus --no-install-recommends prometheus
+# `cargo test --test metrics` builds no example: build the chat it starts.
+cargo build --example chat
 cargo test --test metrics -- --include-ignored
