@@ -39,7 +39,7 @@ use mio::Waker;
 
 use crate::history::{Catchup, Entry, History, MessageId};
 use crate::protocol::{encode_frame, Message};
-use crate::stats::Stats;
+use crate::stats::{Counters, Stats};
 
 /// A message for a topic, as the frame bytes every subscriber receives.
 #[derive(Debug, Clone)]
@@ -665,6 +665,15 @@ impl Hub {
         }
     }
 
+    /// Every worker's counters, summed.
+    pub fn counters(&self) -> Counters {
+        let mut total = Counters::default();
+        for remote in &self.remotes {
+            total.add(&remote.stats.snapshot());
+        }
+        total
+    }
+
     /// Wakes every worker, for shutdown.
     pub fn wake_all(&self) {
         for remote in &self.remotes {
@@ -817,6 +826,13 @@ impl Broadcaster {
         messages: impl IntoIterator<Item = (u64, Message<'m>)>,
     ) -> bool {
         self.hub.restore(topic, epoch, next_seq, messages)
+    }
+
+    /// The counters of every worker, summed, as
+    /// [`Server::counters`](crate::Server::counters): for a thread that
+    /// reports them while the server runs.
+    pub fn counters(&self) -> Counters {
+        self.hub.counters()
     }
 }
 

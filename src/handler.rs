@@ -13,7 +13,7 @@ use crate::handshake::{Request, Response};
 use crate::history::{Catchup, Entry, MessageId};
 use crate::protocol::{Message, SharedFrame};
 use crate::session::{Answer, SendStatus, Session};
-use crate::stats::Stats;
+use crate::stats::{Counters, Stats};
 use crate::time::Time;
 
 /// The handler's answer to an upgrade request.
@@ -327,6 +327,15 @@ impl Publisher<'_> {
     /// [`Conn::send_to`].
     pub fn send_to(&self, to: &Address, msg: Message<'_>) -> DirectStatus {
         self.hub.send_to(to, msg)
+    }
+
+    /// The counters of every worker, summed, as
+    /// [`Server::counters`](crate::Server::counters): what a `/metrics`
+    /// route answers with ([`Counters::write_prometheus`]). Each worker's
+    /// values are read at a slightly different moment, as their own
+    /// threads go on.
+    pub fn counters(&self) -> Counters {
+        self.hub.counters()
     }
 }
 

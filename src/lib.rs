@@ -87,6 +87,7 @@ mod handler;
 #[doc(hidden)]
 pub mod handshake;
 pub mod history;
+pub mod metrics;
 #[doc(hidden)]
 pub mod protocol;
 mod rate;

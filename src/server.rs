@@ -172,11 +172,7 @@ impl Server {
 
     /// The counters of every worker, summed.
     pub fn counters(&self) -> Counters {
-        let mut total = Counters::default();
-        for stats in &self.stats {
-            total.add(&stats.snapshot());
-        }
-        total
+        self.hub.counters()
     }
 
     /// Each worker's counters.

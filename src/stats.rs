@@ -10,7 +10,7 @@ use crate::error::{CloseCode, HandshakeError};
 use crate::session::{ReadError, SendStatus};
 
 /// Close codes counted one by one; every other code is counted as "other".
-const CODES: [u16; 11] = [
+pub(crate) const CODES: [u16; 11] = [
     1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011, 1012, 1013,
 ];
 

@@ -57,15 +57,20 @@
 //! - A line that a worker too far behind cannot take is refused rather
 //!   than lost: the WebSocket is closed with 1013, `POST /send` answers 503.
 //!
+//! Metrics: `GET /metrics` answers wsloop's counters (and the Redis
+//! bridge's) in the Prometheus text format, to loopback and the addresses
+//! given with `--metrics-allow`; anyone else gets 404 (see `metrics.rs`).
+//!
 //! Where things are: `ws.rs`, the WebSocket member; `poll.rs`, long
 //! polling; `presence.rs`, who is here, its bounds and expiry, and the
 //! one order of here-lists, joins and leaves; `names.rs`, the rooms, names
 //! and tokens the chat accepts; `messages.rs`, what a room hears and how it
-//! is numbered. This file has the flags, the routes and start-up.
+//! is numbered; `metrics.rs`, who may read the counters. This file has the
+//! flags, the routes and start-up.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use wsloop::history::Catchup;
@@ -81,6 +86,7 @@ use presence::{lock, sweep_pollers, Bounds, Poller, Presence};
 #[path = "../common/mod.rs"]
 mod common;
 mod messages;
+mod metrics;
 mod names;
 mod poll;
 mod presence;
@@ -108,6 +114,8 @@ chat flags:
   --any-origin                skip the Origin check on /ws, /send and /poll
   --refuse-upgrades           answer every WebSocket upgrade with 403, to show the page's fallback
   --trusted-proxy IP          believe the client address this proxy forwards (repeatable)
+  --metrics-allow IP          may read GET /metrics, as loopback may (repeatable); through a
+                              trusted proxy, the address it forwards is the one checked
   --redis URL                 rooms span every chat started with the same redis://HOST:PORT/,
                               numbered there and their history kept there: one order on
                               every node, and a page resumes on any node
@@ -149,13 +157,17 @@ struct Settings {
     silence: Duration,
     /// `--rate`: wsloop applies it to WebSockets, the chat to pollers' lines.
     rate: Option<RateLimit>,
+    /// `--metrics-allow`: who may read `/metrics` besides loopback.
+    metrics_allow: Vec<IpAddr>,
 }
 
 /// One per worker. It keeps no table of connections: each one carries its
-/// own `Member`. Presence is shared by all workers.
+/// own `Member`. Presence is shared by all workers, and so is the Redis
+/// bridge, made once the server is bound, for its counters.
 struct Chat {
     settings: Settings,
     presence: Arc<Mutex<Presence>>,
+    bridge: Arc<OnceLock<RedisBridge>>,
 }
 
 impl Chat {
@@ -195,6 +207,11 @@ impl Handler for Chat {
             (_, "/send") => Response::status(405).with_header("Allow", "POST").into(),
             ("GET", "/poll") => self.poll(req, peer, topics),
             (_, "/poll") => Response::status(405).with_header("Allow", "GET").into(),
+            (_, "/metrics") if !self.reads_metrics(peer) => Response::status(404).into(),
+            ("GET" | "HEAD", "/metrics") => self.metrics(topics).into(),
+            (_, "/metrics") => Response::status(405)
+                .with_header("Allow", "GET, HEAD")
+                .into(),
             _ => Response::status(404).into(),
         }
     }
@@ -257,6 +274,7 @@ fn main() -> ExitCode {
     let mut bounds = Bounds::default();
     let mut redis = None;
     let mut local_first = false;
+    let mut metrics_allow = Vec::new();
     for (flag, value) in &args.extra {
         let value = value.as_deref();
         let number = value.and_then(|v| v.parse::<u32>().ok());
@@ -283,6 +301,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             },
+            ("--metrics-allow", Some(ip), ..) => match metrics::allowed(ip) {
+                Some(ip) => metrics_allow.push(ip),
+                None => {
+                    eprintln!("chat: --metrics-allow needs an IP address, not {ip:?}");
+                    return ExitCode::from(2);
+                }
+            },
             _ => {
                 eprintln!(
                     "chat: unknown flag or bad value: {flag} {}\n{USAGE}",
@@ -306,13 +331,19 @@ fn main() -> ExitCode {
         // hold and the grace period.
         silence: poll_hold + grace,
         rate,
+        metrics_allow,
     };
     let presence = Arc::new(Mutex::new(Presence::new(bounds)));
     let shared = presence.clone();
     let handler_settings = settings.clone();
+    // Empty until `setup` starts the bridge, after bind: the handlers
+    // read its counters from here.
+    let bridge = Arc::new(OnceLock::new());
+    let handler_bridge = bridge.clone();
     let factory = move || Chat {
         settings: handler_settings.clone(),
         presence: shared.clone(),
+        bridge: handler_bridge.clone(),
     };
     common::serve_with("chat", "open http://", &args, config, factory, |server| {
         let topics = server.broadcaster();
@@ -320,24 +351,26 @@ fn main() -> ExitCode {
         std::thread::spawn(move || sweep_pollers(presence, topics, silence));
         // Rooms span every chat process started with the same Redis URL.
         let Some(url) = redis else {
-            return Ok(Bridged(None));
+            return Ok(Bridged(bridge));
         };
         let bridge_config = match local_first {
             true => BridgeConfig::default(),
             false => BridgeConfig::default().history(depth),
         };
-        let bridge = RedisBridge::start(server, &url, bridge_config)
+        let started = RedisBridge::start(server, &url, bridge_config)
             .map_err(|e| format!("--redis {url}: {e}"))?;
-        Ok(Bridged(Some(bridge)))
+        // The only set: `setup` runs once.
+        let _ = bridge.set(started);
+        Ok(Bridged(bridge))
     })
 }
 
 /// The Redis bridge, if any, whose counters are printed at exit.
-struct Bridged(Option<RedisBridge>);
+struct Bridged(Arc<OnceLock<RedisBridge>>);
 
 impl std::fmt::Display for Bridged {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
+        match self.0.get() {
             Some(bridge) => write!(f, "chat: {}", bridge.counters()),
             None => Ok(()),
         }

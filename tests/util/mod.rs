@@ -255,10 +255,9 @@ pub fn wait_until_closed(server: &Server) {
     wait_for("connections to be removed", || server.counters().open == 0);
 }
 
-/// Starts a built example on 127.0.0.1:0 and reads its address from the
-/// first line it prints (`NAME: ... ws://ADDR/` or `http://ADDR/`).
-/// `cargo test` builds the examples next to the test binaries.
-pub fn spawn_example(name: &str, args: &[&str]) -> (Spawned, BufReader<ChildStdout>, SocketAddr) {
+/// A built example's executable. `cargo test` builds the examples next
+/// to the test binaries.
+pub fn example_path(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let path = exe
         .parent()
@@ -272,6 +271,13 @@ pub fn spawn_example(name: &str, args: &[&str]) -> (Spawned, BufReader<ChildStdo
         "{} missing: build the examples first (the whole `cargo test` does, or `cargo build --example NAME`)",
         path.display()
     );
+    path
+}
+
+/// Starts a built example on 127.0.0.1:0 and reads its address from the
+/// first line it prints (`NAME: ... ws://ADDR/` or `http://ADDR/`).
+pub fn spawn_example(name: &str, args: &[&str]) -> (Spawned, BufReader<ChildStdout>, SocketAddr) {
+    let path = example_path(name);
     let mut child = Command::new(&path)
         .args(["--addr", "127.0.0.1:0"])
         .args(args)

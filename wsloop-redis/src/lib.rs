@@ -104,6 +104,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use wsloop::metrics::Exposition;
 use wsloop::{Bridge, Broadcaster, Message, PublishStatus, Server};
 
 /// The Redis client this crate uses, for callers that want to talk to the
@@ -219,6 +220,61 @@ impl fmt::Display for BridgeCounters {
             self.loads,
             self.gaps
         )
+    }
+}
+
+impl BridgeCounters {
+    /// Appends these counters in the Prometheus text format, as
+    /// [`wsloop::Counters::write_prometheus`] writes the server's, for a
+    /// `/metrics` route to answer with both: `wsloop_redis_published_total`,
+    /// `wsloop_redis_received_total`, `wsloop_redis_dropped_total`,
+    /// `wsloop_redis_reconnects_total`, `wsloop_redis_malformed_total`,
+    /// `wsloop_redis_refused_total`, `wsloop_redis_loads_total` and
+    /// `wsloop_redis_gaps_total`, each the field of the same name.
+    pub fn write_prometheus(&self, out: &mut String) {
+        let mut m = Exposition::new(out);
+        m.counter(
+            "wsloop_redis_published_total",
+            "Messages published to Redis.",
+            self.published,
+        );
+        m.counter(
+            "wsloop_redis_received_total",
+            "Messages from other servers handed to local subscribers.",
+            self.received,
+        );
+        m.counter(
+            "wsloop_redis_dropped_total",
+            "Messages for other servers dropped (Redis away or the queue full), \
+             and messages from them refused by a full worker inbox.",
+            self.dropped,
+        );
+        m.counter(
+            "wsloop_redis_reconnects_total",
+            "Connections to Redis made again after one was lost.",
+            self.reconnects,
+        );
+        m.counter(
+            "wsloop_redis_malformed_total",
+            "Messages from Redis not in the bridge's format, dropped.",
+            self.malformed,
+        );
+        m.counter(
+            "wsloop_redis_refused_total",
+            "With history in Redis: publishes refused because Redis was away or the queue full.",
+            self.refused,
+        );
+        m.counter(
+            "wsloop_redis_loads_total",
+            "With history in Redis: topics loaded from Redis.",
+            self.loads,
+        );
+        m.counter(
+            "wsloop_redis_gaps_total",
+            "With history in Redis: messages that did not follow this server's copy, \
+             each repaired by a load.",
+            self.gaps,
+        );
     }
 }
 
@@ -1045,6 +1101,42 @@ fn deliver(node: u64, topic: &str, payload: &[u8], broadcaster: &Broadcaster) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_are_written_in_the_prometheus_format() {
+        let counters = BridgeCounters {
+            published: 1,
+            received: 2,
+            dropped: 3,
+            reconnects: 4,
+            malformed: 5,
+            refused: 6,
+            loads: 7,
+            gaps: 8,
+        };
+        let mut out = String::new();
+        counters.write_prometheus(&mut out);
+        let fields = [
+            "published",
+            "received",
+            "dropped",
+            "reconnects",
+            "malformed",
+            "refused",
+            "loads",
+            "gaps",
+        ];
+        // Each family: its HELP, its TYPE and its one sample, in that order.
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3 * fields.len(), "{out}");
+        for ((n, field), family) in (1..).zip(fields).zip(lines.chunks(3)) {
+            let name = format!("wsloop_redis_{field}_total");
+            assert!(family[0].starts_with(&format!("# HELP {name} ")), "{out}");
+            assert_eq!(family[1], format!("# TYPE {name} counter"));
+            assert_eq!(family[2], format!("{name} {n}"));
+        }
+        assert!(out.ends_with('\n'));
+    }
 
     fn bridge(queue: usize, queue_bytes: usize) -> (Inner, Receiver<Outgoing>) {
         let (outgoing, receiver) = mpsc::sync_channel(queue);

@@ -230,6 +230,32 @@ fn local_first_malformed_messages_from_redis_are_counted_and_dropped() {
         .query(&mut conn)
         .unwrap();
     assert_eq!(member.line(), "x: from elsewhere");
+    // The chat's /metrics carries the bridge's counters while it runs,
+    // after its own; "received" is counted once the line is handed over.
+    let sample = |body: &str, name: &str| -> Option<u64> {
+        let line = body.lines().find(|l| l.starts_with(&format!("{name} ")))?;
+        line.rsplit(' ').next()?.parse().ok()
+    };
+    let mut body = String::new();
+    wait_for("the received line in /metrics", || {
+        let (status, text) = a.http("GET", "/metrics", "");
+        assert_eq!(status, 200, "{text}");
+        body = text;
+        sample(&body, "wsloop_redis_received_total") == Some(1)
+    });
+    assert_eq!(
+        sample(&body, "wsloop_redis_malformed_total"),
+        Some(4),
+        "{body}"
+    );
+    assert!(
+        body.contains("# TYPE wsloop_redis_gaps_total counter\n"),
+        "{body}"
+    );
+    let (Some(core), Some(bridge)) = (body.find("wsloop_"), body.find("wsloop_redis_")) else {
+        panic!("{body}");
+    };
+    assert!(core < bridge, "the server's counters first: {body}");
     drop(member);
     let counters = a.stop();
     assert_eq!(counters["malformed"], 4, "{counters:?}");
