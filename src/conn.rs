@@ -10,7 +10,8 @@ use mio::net::TcpStream;
 use socket2::SockRef;
 
 use crate::handler::{
-    Conn, ConnId, Handler, HeldRequest, Pending, Publisher, Reply, Shared, Wake, WakeReason,
+    Conn, ConnId, Handler, HeldRequest, Pending, Publisher, Reply, Shared, Upgrade, Wake,
+    WakeReason,
 };
 use crate::handshake::{Request, Response};
 use crate::session::{Answer, Delivery, Session};
@@ -177,7 +178,11 @@ impl<D> Connection<D> {
             let answer = |req: &Request<'_>, peer| {
                 let peer = req.client_addr(peer, trusted, real_ip);
                 if req.is_upgrade() {
-                    return Answer::from(handler.on_upgrade(req, peer));
+                    let upgrade = handler.on_upgrade(req, peer);
+                    if let Upgrade::Reject(response) = &upgrade {
+                        stats.upgrade_refused(response.status);
+                    }
+                    return Answer::from(upgrade);
                 }
                 stats.http_request();
                 match handler.on_http(req, peer, &mut publisher) {

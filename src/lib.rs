@@ -115,4 +115,4 @@ pub use history::{Catchup, Entry, HistoryConfig, MessageId};
 pub use protocol::{Limits, Message};
 pub use server::{Server, ShutdownHandle};
 pub use session::SendStatus;
-pub use stats::{Counters, HANDSHAKE_REASONS};
+pub use stats::{Counters, HANDSHAKE_REASONS, REFUSED_STATUSES};

@@ -22,7 +22,7 @@
 
 use std::fmt::{self, Write};
 
-use crate::stats::{Counters, CODES, HANDSHAKE_REASONS};
+use crate::stats::{Counters, CODES, HANDSHAKE_REASONS, REFUSED_STATUSES};
 
 /// The `Content-Type` of what this module writes.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
@@ -215,6 +215,16 @@ impl Counters {
             "wsloop_upgrades_total",
             "WebSocket handshakes completed.",
             self.upgraded,
+        );
+        let refused = REFUSED_STATUSES
+            .iter()
+            .map(u16::to_string)
+            .chain(["other".into()]);
+        m.counter_by(
+            "wsloop_upgrades_refused_total",
+            "WebSocket upgrades the handler refused, by the status it answered.",
+            "status",
+            refused.zip(self.upgrades_refused),
         );
         m.counter_by(
             "wsloop_handshake_failures_total",
@@ -424,6 +434,9 @@ mod tests {
             *n = 200 + i as u64;
         }
         c.closes[3] = 0; // a zero is written too
+        for (i, n) in c.upgrades_refused.iter_mut().enumerate() {
+            *n = 300 + i as u64;
+        }
         c
     }
 
@@ -474,7 +487,14 @@ mod tests {
         }
         let other = value(&samples, "wsloop_closes_total", Some(("code", "other")));
         assert_eq!(other, c.closes_other() as f64);
-        let count = plain.len() + HANDSHAKE_REASONS.len() + CODES.len() + 1;
+        let statuses = REFUSED_STATUSES.iter().map(u16::to_string);
+        for (status, n) in statuses.chain(["other".into()]).zip(c.upgrades_refused) {
+            let label = Some(("status", status.as_str()));
+            let got = value(&samples, "wsloop_upgrades_refused_total", label);
+            assert_eq!(got, n as f64, "{status}");
+        }
+        let count =
+            plain.len() + HANDSHAKE_REASONS.len() + CODES.len() + 1 + REFUSED_STATUSES.len() + 1;
         assert_eq!(samples.len(), count, "no sample but these");
         // Gauges are the two values that go down; everything else counts.
         for line in out.lines().filter(|l| l.starts_with("# TYPE ")) {

@@ -14,6 +14,10 @@ pub(crate) const CODES: [u16; 11] = [
     1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011, 1012, 1013,
 ];
 
+/// Statuses of upgrades refused by `on_upgrade`, counted one by one, in
+/// the order of [`Counters::upgrades_refused`]; any other is counted last.
+pub const REFUSED_STATUSES: [u16; 6] = [400, 401, 403, 404, 409, 429];
+
 /// Handshake failure reasons, in the order of [`Counters::handshake_failed`].
 pub const HANDSHAKE_REASONS: &[&str] = HandshakeError::LABELS;
 
@@ -27,6 +31,7 @@ pub struct Stats {
     accepted: AtomicU64,
     refused: AtomicU64,
     upgraded: AtomicU64,
+    upgrades_refused: [AtomicU64; REFUSED_STATUSES.len() + 1],
     handshake_failed: [AtomicU64; REASONS],
     messages_in: AtomicU64,
     messages_out: AtomicU64,
@@ -58,6 +63,13 @@ impl Stats {
     }
     pub(crate) fn upgraded(&self) {
         bump(&self.upgraded, 1);
+    }
+    pub(crate) fn upgrade_refused(&self, status: u16) {
+        let i = REFUSED_STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(REFUSED_STATUSES.len());
+        bump(&self.upgrades_refused[i], 1);
     }
     pub(crate) fn read_failed(&self, err: &ReadError) {
         if let ReadError::Handshake(err) = err {
@@ -109,6 +121,7 @@ impl Stats {
             accepted: load(&self.accepted),
             refused: load(&self.refused),
             upgraded: load(&self.upgraded),
+            upgrades_refused: self.upgrades_refused.each_ref().map(load),
             handshake_failed: self.handshake_failed.each_ref().map(load),
             messages_in: load(&self.messages_in),
             messages_out: load(&self.messages_out),
@@ -134,6 +147,9 @@ pub struct Counters {
     pub refused: u64,
     /// Handshakes completed.
     pub upgraded: u64,
+    /// Upgrades the handler refused ([`Upgrade::reject`](crate::Upgrade::reject)),
+    /// by status (see [`REFUSED_STATUSES`]; any other status last).
+    pub upgrades_refused: [u64; REFUSED_STATUSES.len() + 1],
     /// Handshakes refused, by reason (see [`HANDSHAKE_REASONS`]).
     pub handshake_failed: [u64; REASONS],
     /// Data messages received.
@@ -164,6 +180,9 @@ impl Counters {
         self.accepted += other.accepted;
         self.refused += other.refused;
         self.upgraded += other.upgraded;
+        for (a, b) in self.upgrades_refused.iter_mut().zip(other.upgrades_refused) {
+            *a += b;
+        }
         for (a, b) in self.handshake_failed.iter_mut().zip(other.handshake_failed) {
             *a += b;
         }
@@ -196,39 +215,58 @@ impl Counters {
 }
 
 impl fmt::Display for Counters {
+    /// One line a group; a group with nothing in it (no handshake failed,
+    /// no upgrade refused, no close) prints no line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
+        write!(
             f,
             "connections  open {}  accepted {}  refused {}  upgraded {}",
             self.open, self.accepted, self.refused, self.upgraded
         )?;
-        write!(f, "handshakes failed:")?;
-        for (name, n) in HANDSHAKE_REASONS.iter().zip(self.handshake_failed) {
-            if n > 0 {
-                write!(f, "  {name} {n}")?;
-            }
-        }
-        writeln!(f)?;
-        writeln!(
+        let refused = REFUSED_STATUSES
+            .iter()
+            .map(u16::to_string)
+            .chain(["other".into()]);
+        group(
             f,
-            "messages  in {}  out {}  dropped {}",
+            "upgrades refused by status:",
+            refused.zip(self.upgrades_refused),
+        )?;
+        group(
+            f,
+            "handshakes failed:",
+            HANDSHAKE_REASONS.iter().zip(self.handshake_failed),
+        )?;
+        write!(
+            f,
+            "\nmessages  in {}  out {}  dropped {}",
             self.messages_in, self.messages_out, self.dropped
         )?;
-        writeln!(f, "bytes  in {}  out {}", self.bytes_in, self.bytes_out)?;
-        writeln!(
+        write!(f, "\nbytes  in {}  out {}", self.bytes_in, self.bytes_out)?;
+        write!(
             f,
-            "http requests {}  held now {}  publishes refused {}",
+            "\nhttp requests {}  held now {}  publishes refused {}",
             self.http_requests, self.held, self.publishes_refused
         )?;
-        write!(f, "closes by code:")?;
-        for (code, n) in CODES.iter().zip(self.closes) {
-            if n > 0 {
-                write!(f, "  {code}: {n}")?;
-            }
-        }
-        if self.closes_other() > 0 {
-            write!(f, "  other: {}", self.closes_other())?;
-        }
-        Ok(())
+        let codes = CODES.iter().map(u16::to_string).chain(["other".into()]);
+        group(f, "closes by code:", codes.zip(self.closes))
     }
+}
+
+/// A line `TITLE  name n  name n`, of the names with counts; no line if
+/// every count is zero.
+fn group<N: fmt::Display>(
+    f: &mut fmt::Formatter<'_>,
+    title: &str,
+    counts: impl IntoIterator<Item = (N, u64)>,
+) -> fmt::Result {
+    let mut counts = counts.into_iter().filter(|&(_, n)| n > 0).peekable();
+    if counts.peek().is_none() {
+        return Ok(());
+    }
+    write!(f, "\n{title}")?;
+    for (name, n) in counts {
+        write!(f, "  {name} {n}")?;
+    }
+    Ok(())
 }

@@ -186,3 +186,56 @@ fn default_plain_get_answer_is_426() {
     let (head, _) = client.read_response();
     assert!(head.starts_with("HTTP/1.1 426 "), "{head}");
 }
+
+/// Refuses every upgrade with the status its path names (`/403`).
+struct Refuser;
+
+impl wsloop::Handler for Refuser {
+    type Data = ();
+
+    fn on_upgrade(
+        &mut self,
+        req: &wsloop::Request<'_>,
+        _: std::net::SocketAddr,
+    ) -> wsloop::Upgrade<()> {
+        let status = req.path_only()[1..].parse().unwrap_or(400);
+        wsloop::Upgrade::reject(wsloop::Response::status(status))
+    }
+
+    fn on_message(&mut self, _: &mut wsloop::Conn<'_>, _: wsloop::Message<'_>) {}
+}
+
+#[test]
+fn upgrades_the_handler_refuses_are_counted_by_status_and_printed_only_then() {
+    let server = util::start(util::config(1), || Refuser);
+    let quiet = server.counters().to_string();
+    assert!(
+        !quiet.contains("refused by status") && !quiet.contains("failed"),
+        "{quiet}"
+    );
+    for path in ["/403", "/403", "/404", "/418"] {
+        let mut client = util::Client::connect(server.local_addr());
+        client.send_raw(util::upgrade_request(path).as_bytes());
+        let status = client.read_head();
+        assert!(
+            status.starts_with(&format!("HTTP/1.1 {}", &path[1..])),
+            "{status}"
+        );
+    }
+    util::wait_for("four refusals counted", || {
+        server.counters().upgrades_refused.iter().sum::<u64>() == 4
+    });
+    let counters = server.counters();
+    let by = |status| {
+        let at = wsloop::REFUSED_STATUSES.iter().position(|&s| s == status);
+        counters.upgrades_refused[at.unwrap_or(wsloop::REFUSED_STATUSES.len())]
+    };
+    assert_eq!((by(403), by(404), by(418)), (2, 1, 1));
+    assert_eq!(counters.upgraded, 0);
+    let printed = counters.to_string();
+    assert!(
+        printed.contains("upgrades refused by status:  403 2  404 1  other 1"),
+        "{printed}"
+    );
+    assert!(!printed.contains("handshakes failed"), "{printed}");
+}
