@@ -487,6 +487,11 @@ impl<D> Conn<'_, D> {
         self.session.close(self.shared.now, code, reason);
     }
 
+    /// Every worker's counters, summed, as [`Publisher::counters`].
+    pub fn counters(&self) -> Counters {
+        self.shared.hub.counters()
+    }
+
     /// This connection's [`Address`]: how any worker, or any thread with a
     /// [`Broadcaster`](crate::Broadcaster), sends to it alone. Keep it in
     /// state shared by the workers (a map from user name to address, say).

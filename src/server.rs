@@ -62,11 +62,14 @@ impl ShutdownHandle {
 
     /// Connections open now, on all workers: how far a drain has gone.
     pub fn open_connections(&self) -> u64 {
-        self.hub
-            .remotes
-            .iter()
-            .map(|remote| remote.stats.snapshot().open)
-            .sum()
+        self.hub.counters().open
+    }
+
+    /// Every worker's counters, summed, as [`Server::counters`]: a clone
+    /// of this handle reads them after [`Server::join`] has taken the
+    /// server.
+    pub fn counters(&self) -> Counters {
+        self.hub.counters()
     }
 }
 
