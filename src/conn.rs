@@ -243,8 +243,19 @@ impl<D> Connection<D> {
     ) {
         let catchup = shared.hub.since(&held.topic, held.after);
         // History a bridge keeps and this server has not loaded yet: wait
-        // for it, as for a message.
+        // for it, as for a message. A server shutting down holds nothing.
         let ready = held.after.is_none() || catchup.reset || !catchup.entries.is_empty();
+        let stopping = shared
+            .hub
+            .shutdown
+            .load(std::sync::atomic::Ordering::Acquire);
+        if stopping {
+            let wake = Wake {
+                reason: WakeReason::Shutdown,
+                catchup,
+            };
+            return self.answer_held(key, handler, shared, wake);
+        }
         if ready && !catchup.pending {
             // Answered at once, it still replaces the one its client made
             // before.

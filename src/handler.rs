@@ -211,7 +211,10 @@ pub trait Handler {
     }
 
     /// A whole message arrived. It may borrow the worker's read buffer:
-    /// copy what must outlive the call.
+    /// copy what must outlive the call. Once this side has started the
+    /// close ([`Conn::close`], a drain), a message the peer sent before it
+    /// saw the close frame still arrives here, so that it is not lost;
+    /// sends on the connection then return [`SendStatus::Closed`].
     fn on_message(&mut self, conn: &mut Conn<'_, Self::Data>, msg: Message<'_>);
 
     /// Output the socket could not take at once, or a send that was

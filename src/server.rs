@@ -2,6 +2,7 @@
 //! one thread each, and a handle to stop them.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -77,9 +78,23 @@ impl ShutdownHandle {
 #[derive(Debug)]
 pub struct Server {
     local_addr: SocketAddr,
-    threads: Vec<JoinHandle<io::Result<()>>>,
+    threads: Vec<WorkerThread>,
     hub: Arc<Hub>,
     stats: Vec<Arc<Stats>>,
+    /// Until [`Server::start`]: what starts the workers.
+    paused: Option<Paused>,
+}
+
+/// A worker thread, and what it ends with.
+type WorkerThread = JoinHandle<io::Result<()>>;
+
+/// Workers bound and not started ([`Server::bind_paused`]).
+struct Paused(Box<dyn FnOnce() -> io::Result<Vec<WorkerThread>> + Send>);
+
+impl fmt::Debug for Paused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Paused")
+    }
 }
 
 impl Server {
@@ -89,6 +104,24 @@ impl Server {
     /// fails [`Config::validate`] is an `InvalidInput` error naming the
     /// field.
     pub fn bind<A, H, F>(addr: A, config: Config, factory: F) -> io::Result<Server>
+    where
+        A: ToSocketAddrs,
+        H: Handler + 'static,
+        F: Fn() -> H + Send + Sync + 'static,
+    {
+        let mut server = Server::bind_paused(addr, config, factory)?;
+        server.start()?;
+        Ok(server)
+    }
+
+    /// Binds and listens as [`Server::bind`] does, but starts no worker
+    /// until [`Server::start`]: connections wait in the kernel's accept
+    /// queue meanwhile. For what must be in place before the first
+    /// connection is served: a [`Bridge`] that numbers messages, whose
+    /// topics must never be numbered here first, or a new process taking
+    /// over a port (see [`ShutdownHandle::drain`]) whose state is not
+    /// ready yet.
+    pub fn bind_paused<A, H, F>(addr: A, config: Config, factory: F) -> io::Result<Server>
     where
         A: ToSocketAddrs,
         H: Handler + 'static,
@@ -109,33 +142,51 @@ impl Server {
         // back from here, and port 0 is resolved once for all workers.
         let stats: Vec<Arc<Stats>> = (0..workers).map(|_| Arc::default()).collect();
         let (local_addr, parts, hub) = bind_workers(addr, &config, &stats)?;
-        let mut threads = Vec::with_capacity(workers);
-        for (i, (poll, listener, receiver)) in parts.into_iter().enumerate() {
-            let worker_stats = stats[i].clone();
-            let shared = Shared {
-                worker: i,
-                config: config.clone(),
-                stats: worker_stats,
-                topics: Topics::default(),
-                published: Vec::new(),
-                held: HashMap::new(),
-                held_per_ip: HashMap::new(),
-                hub: hub.clone(),
-                now: Time::from_millis(0),
-                timers: HashMap::new(),
-            };
-            let factory = factory.clone();
-            let thread = std::thread::Builder::new()
-                .name(format!("wsloop-{i}"))
-                .spawn(move || Worker::new(poll, listener, factory(), shared, receiver).run())?;
-            threads.push(thread);
-        }
+        let start_hub = hub.clone();
+        let start_stats = stats.clone();
+        let start = move || {
+            let (hub, stats) = (start_hub, start_stats);
+            let mut threads = Vec::with_capacity(workers);
+            for (i, (poll, listener, receiver)) in parts.into_iter().enumerate() {
+                let worker_stats = stats[i].clone();
+                let shared = Shared {
+                    worker: i,
+                    config: config.clone(),
+                    stats: worker_stats,
+                    topics: Topics::default(),
+                    published: Vec::new(),
+                    held: HashMap::new(),
+                    held_per_ip: HashMap::new(),
+                    hub: hub.clone(),
+                    now: Time::from_millis(0),
+                    timers: HashMap::new(),
+                };
+                let factory = factory.clone();
+                let thread = std::thread::Builder::new()
+                    .name(format!("wsloop-{i}"))
+                    .spawn(move || {
+                        Worker::new(poll, listener, factory(), shared, receiver).run()
+                    })?;
+                threads.push(thread);
+            }
+            Ok(threads)
+        };
         Ok(Server {
             local_addr,
-            threads,
+            threads: Vec::new(),
             hub,
             stats,
+            paused: Some(Paused(Box::new(start))),
         })
+    }
+
+    /// Starts the workers of a server bound with [`Server::bind_paused`];
+    /// does nothing once they run.
+    pub fn start(&mut self) -> io::Result<()> {
+        if let Some(Paused(start)) = self.paused.take() {
+            self.threads = start()?;
+        }
+        Ok(())
     }
 
     /// The address the workers listen on.
@@ -184,8 +235,9 @@ impl Server {
     }
 
     /// Waits for every worker to finish, after a shutdown. Returns the
-    /// first worker error, if any.
+    /// first worker error, if any. A server bound paused is started first.
     pub fn join(mut self) -> io::Result<Counters> {
+        self.start()?;
         let mut result = Ok(());
         for thread in self.threads.drain(..) {
             let outcome = thread

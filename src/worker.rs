@@ -452,8 +452,10 @@ impl<H: Handler> Worker<H> {
                 WakeReason::Shutdown,
             );
             let session = conn.session_mut();
-            if !session.is_upgraded() {
+            if !session.is_upgraded() && window.is_zero() {
                 session.stop_http();
+            } else if !session.is_upgraded() {
+                session.finish_http();
             } else if window.is_zero() {
                 session.close(now, CloseCode::GOING_AWAY, "server shutting down");
             } else {

@@ -241,3 +241,63 @@ fn a_drain_closes_websockets_spread_over_its_window_with_1012() {
     let counters = server.join().unwrap();
     assert_eq!(counters.closes_by_code(1012), N as u64);
 }
+
+/// A connection the server accepted just before the drain, whose request
+/// had not arrived yet, still gets its answer (a proxy would otherwise log
+/// an upstream that closed without one); a WebSocket upgrade gets 503
+/// with `Retry-After`, as the server takes no new members.
+#[test]
+fn a_drain_answers_requests_it_had_accepted_and_sends_upgrades_elsewhere() {
+    let server = util::start(util::config(1), || util::Echo);
+    let addr = server.local_addr();
+    let mut plain = Client::connect(addr);
+    let mut upgrade = Client::connect(addr);
+    util::wait_for("both connections to be accepted", || {
+        server.counters().accepted == 2
+    });
+    server.shutdown_handle().drain(Duration::from_secs(5));
+    util::wait_for("the listener to close", || {
+        TcpStream::connect(addr).is_err()
+    });
+    plain.send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let head = plain.read_head();
+    assert!(head.starts_with("HTTP/1.1 426"), "{head}");
+    assert!(head.contains("Connection: close"), "{head}");
+    upgrade.send_raw(upgrade_request("/").as_bytes());
+    let head = upgrade.read_head();
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(head.contains("Retry-After: 1"), "{head}");
+    // Both answers close their connections; the server exits once the
+    // clients have closed their ends too.
+    let (_, _) = (plain.read_to_eof(), upgrade.read_to_eof());
+    drop((plain, upgrade));
+    server.join().expect("the drained server exits");
+}
+
+/// A server bound paused builds no handler and answers nothing until it
+/// is started; what connected meanwhile waited in the kernel's queue and
+/// is served then.
+#[test]
+fn a_paused_server_serves_nothing_until_started_and_then_what_waited() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let built = Arc::new(AtomicUsize::new(0));
+    let mut server = {
+        let built = built.clone();
+        Server::bind_paused("127.0.0.1:0", util::config(2), move || {
+            built.fetch_add(1, Ordering::SeqCst);
+            util::Echo
+        })
+        .unwrap()
+    };
+    let mut early = Client::connect(server.local_addr());
+    early.send_raw(upgrade_request("/").as_bytes());
+    assert_eq!(built.load(Ordering::SeqCst), 0, "no worker before start");
+    server.start().unwrap();
+    server.start().unwrap(); // a second start does nothing
+    let head = early.read_head();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    util::wait_for("both handlers built", || built.load(Ordering::SeqCst) == 2);
+    drop(early);
+    server.shutdown_handle().shutdown();
+    server.join().unwrap();
+}

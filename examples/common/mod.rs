@@ -184,7 +184,10 @@ where
     T: std::fmt::Display,
 {
     let addr = &args.addr;
-    let server = match Server::bind(addr, config, factory) {
+    // Bound but not serving until setup is done: a server taking over a
+    // port from one that drains must not answer before its Redis bridge
+    // is in place. Connections wait in the kernel's queue meanwhile.
+    let mut server = match Server::bind_paused(addr, config, factory) {
         Ok(server) => server,
         Err(e) => {
             eprintln!("{name}: cannot listen on {addr}: {e}");
@@ -198,6 +201,10 @@ where
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = server.start() {
+        eprintln!("{name}: cannot start the workers: {e}");
+        return ExitCode::FAILURE;
+    }
     // Signals first: whoever reads the banner may send SIGTERM at once.
     shutdown_on_signals(name, server.shutdown_handle(), args.drain);
     println!("{name}: {banner}{}/", server.local_addr());

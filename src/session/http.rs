@@ -59,6 +59,9 @@ pub(super) struct Reading {
     pub(super) request: Vec<u8>,
     /// Once the head is in and a body follows: the request's whole length.
     need: usize,
+    /// The server is draining: this request is answered, with
+    /// `Connection: close`, and is the connection's last.
+    last: bool,
 }
 
 impl Reading {
@@ -68,6 +71,7 @@ impl Reading {
             peer,
             request: Vec::new(),
             need: 0,
+            last: false,
         })
     }
 }
@@ -100,9 +104,10 @@ impl<D> Session<D> {
             peer,
             request,
             need,
+            last,
             ..
         } = &mut **reading;
-        let peer = *peer;
+        let (peer, last) = (*peer, *last);
         let limits = &config.handshake_limits;
         let held = request.len();
         // The request from the input itself when it came in one piece (the
@@ -153,6 +158,16 @@ impl<D> Session<D> {
                 }
                 return waiting(taken);
             }
+            // A draining server takes no new WebSocket: the client comes
+            // back after a second, to whichever server takes it then.
+            Ok(Parsed::Upgrade(_, end)) if last => {
+                let busy = Response::status(503).with_header("Retry-After", "1");
+                self.respond(now, &busy, with_body, false);
+                return Ok(Step {
+                    consumed: end - held,
+                    delivery: None,
+                });
+            }
             Ok(Parsed::Upgrade(req, end)) => {
                 #[cfg(feature = "deflate")]
                 let req = negotiate_deflate(req, config);
@@ -162,7 +177,7 @@ impl<D> Session<D> {
             }
             Ok(Parsed::Http(req, end)) => {
                 let agreed = Agreed::from_request(&req);
-                let keep_alive = req.keep_alive() && room_to_answer;
+                let keep_alive = req.keep_alive() && room_to_answer && !last;
                 ((answer(&req, peer), agreed), None, end - held, keep_alive)
             }
             Err(err) => {
@@ -272,6 +287,19 @@ impl<D> Session<D> {
         if let State::Held(waiting) = &self.state {
             let (with_body, keep_alive) = (waiting.with_body, waiting.keep_alive && !closing);
             self.respond(now, response, with_body, keep_alive);
+        }
+    }
+
+    /// For a drain: a plain HTTP connection still reading a request (one
+    /// accepted just before the listener closed, say) reads it and gets its
+    /// answer with `Connection: close`; an upgrade gets 503 with
+    /// `Retry-After`. One writing an answer closes after it, as with
+    /// [`Session::stop_http`]. Its handshake deadline still bounds it.
+    pub fn finish_http(&mut self) {
+        match &mut self.state {
+            State::ReadingRequest(_) if !self.out.is_empty() => self.stop_http(),
+            State::ReadingRequest(reading) => reading.last = true,
+            _ => {}
         }
     }
 

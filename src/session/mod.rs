@@ -489,7 +489,8 @@ impl<D> Session<D> {
     }
 
     /// Whether our close frame is queued or sent: what the peer still
-    /// sends is read only for its close frame, or thrown away.
+    /// sends is read for its messages sent before it saw ours, and for its
+    /// close frame.
     pub fn sent_close(&self) -> bool {
         matches!(
             self.state,

@@ -170,7 +170,12 @@ impl<D> Session<D> {
                     open.last_message = now.stamp();
                     Some(Delivery::Message(incoming))
                 }
-                // After our close frame, messages are discarded (§5.5.1).
+                // After our close frame, what the peer sent before it saw
+                // ours is still the application's: RFC 6455 §5.5.1 forbids
+                // sending data after a close, not receiving it. A line said
+                // as a server drains is so not lost. After the peer's own
+                // close nothing may follow, and nothing is delivered.
+                State::Closing(_) => Some(Delivery::Message(incoming)),
                 _ => None,
             },
             Event::Ping(payload) => {
@@ -389,6 +394,22 @@ mod tests {
         assert!(s.is_ended() && !s.poll_shutdown());
         assert_eq!(s.close_record(), Some((CloseCode::NORMAL, "ok")));
         assert_eq!(s.data(), Some(&7));
+    }
+
+    #[test]
+    fn a_message_the_peer_sent_before_seeing_our_close_is_delivered() {
+        let config = Config::default();
+        let mut s = opened(ms(0), &config);
+        s.close(ms(1), CloseCode::SERVICE_RESTART, "restarting");
+        assert_eq!(frames(&written(&mut s)), [close_frame(1012, "restarting")]);
+        let mut input = masked(OpCode::Text, b"said in time");
+        input.extend(masked(OpCode::Close, &[0x03, 0xe8]));
+        input.extend(masked(OpCode::Text, b"after its close"));
+        assert_eq!(
+            feed(&mut s, ms(2), &config, &input),
+            ["Text(\"said in time\")"]
+        );
+        assert!(s.is_ended());
     }
 
     #[test]

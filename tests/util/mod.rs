@@ -217,11 +217,9 @@ impl Handler for Echo {
     type Data = ();
 
     fn on_message(&mut self, conn: &mut wsloop::Conn<'_>, msg: wsloop::Message<'_>) {
-        assert_ne!(
-            conn.send(msg),
-            wsloop::SendStatus::Closed,
-            "echo on an open connection"
-        );
+        // After our close frame, a message the peer sent before it saw
+        // ours still arrives; its echo finds the connection closing.
+        let _ = conn.send(msg);
     }
 }
 

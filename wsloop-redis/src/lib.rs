@@ -12,8 +12,10 @@
 //! #     type Data = ();
 //! #     fn on_message(&mut self, _: &mut wsloop::Conn<'_>, _: wsloop::Message<'_>) {}
 //! # }
-//! let server = wsloop::Server::bind("127.0.0.1:8080", wsloop::Config::default(), || Chat)?;
+//! // Paused: nothing is served before the bridge is in place.
+//! let mut server = wsloop::Server::bind_paused("127.0.0.1:8080", wsloop::Config::default(), || Chat)?;
 //! let bridge = wsloop_redis::RedisBridge::start(&server, "redis://127.0.0.1:6379/", Default::default())?;
+//! server.start()?;
 //! # Ok(()) }
 //! ```
 //!
@@ -514,8 +516,12 @@ impl fmt::Debug for RedisBridge {
 
 impl RedisBridge {
     /// Connects `server`'s topics to Redis at `url` (`redis://HOST:PORT/`).
-    /// Returns at once: the threads connect, and reconnect, on their own,
-    /// so a Redis that is down at start is not an error.
+    /// Returns once the first connection was tried: the threads connect,
+    /// and reconnect, on their own, so a Redis that is down at start is not
+    /// an error. Start it on a server bound with
+    /// [`Server::bind_paused`](wsloop::Server::bind_paused), and start the
+    /// server after it: with history in Redis, a message published before
+    /// the bridge is in place would be numbered by the server itself.
     pub fn start(
         server: &Server,
         url: &str,
