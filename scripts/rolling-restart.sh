@@ -184,7 +184,8 @@ start_load() {
     shift
     load_log="$dir/load-$name.log"
     ./target/release/examples/restart_load --addr "127.0.0.1:$nginx_port" --room "$name" \
-        --members "$members" --window "$window" --slack "$slack" --every "$every" "$@" \
+        --members "$members" --window "$window" --slack "$slack" --every "$every" \
+        --events "$dir/events-$name.txt" "$@" \
         >"$load_log" 2>&1 &
     load_pid=$!
     wait_for 60 "all $members members to join" grep -qs "^restart_load: all $members members in" "$load_log"

@@ -36,8 +36,13 @@
 //!   must be read too; the script does);
 //! - (c) every member came back and resumed, the longest outage within
 //!   `--window` plus `--slack` (3 s);
-//! - (d) in each restart, reconnects per second peak at most at twice the
-//!   even rate: WebSockets closed in that restart over `--window`.
+//! - (d) in each restart, reconnects per second (counted by the second
+//!   each successful one was begun: the load the servers see) peak at
+//!   most at twice the even rate, the WebSockets closed in that restart
+//!   over `--window`.
+//!
+//! `--events FILE` writes every outage (member, how, when lost and when
+//! back, in seconds from the start) and every failed connect or request.
 //!
 //! With `--kill` (a node killed with SIGKILL) the members of the dead
 //! node come back at once, through the proxy, so (d) is reported, not
@@ -79,6 +84,9 @@ pub struct Opts {
     pub poll_gap: Duration,
     pub backoff: Duration,
     pub kill: bool,
+    /// `--events FILE`: every outage and failure, one a line, for a closer
+    /// look.
+    pub events: Option<String>,
 }
 
 fn parse_opts() -> Result<Opts, String> {
@@ -93,6 +101,7 @@ fn parse_opts() -> Result<Opts, String> {
         poll_gap: Duration::from_millis(500),
         backoff: Duration::from_millis(500),
         kill: false,
+        events: None,
     };
     let secs = |v: String| -> Result<Duration, String> {
         v.parse::<f64>()
@@ -118,6 +127,7 @@ fn parse_opts() -> Result<Opts, String> {
             "--poll-gap-ms" => opts.poll_gap = secs(value()?)? / 1000,
             "--backoff-ms" => opts.backoff = secs(value()?)? / 1000,
             "--kill" => opts.kill = true,
+            "--events" => opts.events = Some(value()?),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown flag {other}\n{USAGE}")),
         }
@@ -130,7 +140,7 @@ fn parse_opts() -> Result<Opts, String> {
 
 const USAGE: &str = "restart_load --addr HOST:PORT [--members M (200)] [--every SECS (2)] \
 [--window SECS (10)] [--slack SECS (3)] [--seconds S] [--poll-gap-ms MS (500)] \
-[--backoff-ms MS (500)] [--room NAME (restart)] [--kill]";
+[--backoff-ms MS (500)] [--room NAME (restart)] [--kill] [--events FILE]";
 
 fn main() -> ExitCode {
     let opts = match parse_opts() {
@@ -196,6 +206,11 @@ fn main() -> ExitCode {
         .into_iter()
         .map(|m| m.join().expect("a member thread does not panic"))
         .collect();
+    if let Some(path) = &opts.events {
+        if let Err(e) = report::write_events(path, &logs) {
+            eprintln!("restart_load: cannot write {path}: {e}");
+        }
+    }
     let failures = report::report(&opts, &shared, &logs);
     if failures.is_empty() {
         println!("restart_load: all checks passed");

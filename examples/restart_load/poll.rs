@@ -51,9 +51,10 @@ fn poll_loop(shared: &Shared, log: &mut Log, client: &str) {
             "/poll?room={}&name={}&client={client}&after={after}",
             shared.opts.room, log.name
         );
+        let tried = shared.now();
         let failed = match http.request("GET", &path, b"", POLL_TIMEOUT) {
             Ok(answer) if answer.status == 200 => {
-                log.connected(shared);
+                log.connected(shared, tried);
                 backoff = BACKOFF;
                 match serde_json::from_slice(&answer.body) {
                     Ok(body) => take_answer(shared, log, &body),

@@ -78,8 +78,11 @@ pub struct Shared {
     pub down: AtomicUsize,
     /// Members that heard every `end`.
     pub ended: AtomicUsize,
-    ids: Mutex<Ids>,
+    /// Sharded by sequence number: every member checks every message.
+    ids: Vec<Mutex<Ids>>,
 }
+
+const ID_SHARDS: usize = 64;
 
 /// Every numbered message any member got: what it is, and in which phase
 /// it was first seen (for lines a second).
@@ -113,7 +116,7 @@ impl Shared {
             joined: AtomicUsize::new(0),
             down: AtomicUsize::new(0),
             ended: AtomicUsize::new(0),
-            ids: Mutex::default(),
+            ids: (0..ID_SHARDS).map(|_| Mutex::default()).collect(),
         })
     }
 
@@ -182,10 +185,12 @@ impl Shared {
     /// id says what it is, and every other must get the same.
     fn check_id(&self, who: &str, id: MessageId, msg: &Value, line: bool) {
         let mut hasher = DefaultHasher::new();
-        msg.to_string().hash(&mut hasher);
+        for field in ["kind", "name", "text", "via"] {
+            msg[field].as_str().hash(&mut hasher);
+        }
         let hash = hasher.finish();
         let phase = self.phase().counted();
-        let mut ids = lock(&self.ids);
+        let mut ids = lock(&self.ids[id.seq as usize % ID_SHARDS]);
         match ids.seen.entry(id) {
             Entry::Vacant(slot) => {
                 slot.insert(hash);
@@ -205,13 +210,23 @@ impl Shared {
 
     /// Distinct lines first seen in each counted phase.
     pub fn lines(&self) -> [u64; 2] {
-        lock(&self.ids).lines
+        self.ids.iter().fold([0, 0], |[a, b], shard| {
+            let lines = lock(shard).lines;
+            [a + lines[0], b + lines[1]]
+        })
     }
 
     /// How many ids two members got as different messages, and examples.
     pub fn conflicts(&self) -> (u64, Vec<String>) {
-        let ids = lock(&self.ids);
-        (ids.conflict_count, ids.conflicts.clone())
+        let mut count = 0;
+        let mut examples = Vec::new();
+        for shard in &self.ids {
+            let ids = lock(shard);
+            count += ids.conflict_count;
+            examples.extend(ids.conflicts.iter().cloned());
+        }
+        examples.truncate(5);
+        (count, examples)
     }
 }
 
@@ -273,6 +288,10 @@ pub struct Outage {
     pub lost: Duration,
     /// How: `1012`, `1001`, `dropped`, or a poll's failure.
     pub why: String,
+    /// When the reconnect that worked was begun: the load the servers
+    /// see, which check (d) bins.
+    pub tried: Option<Duration>,
+    /// When it worked.
     pub back: Option<Duration>,
 }
 
@@ -361,18 +380,21 @@ impl Log {
         self.outages.push(Outage {
             lost: shared.now(),
             why,
+            tried: None,
             back: None,
         });
     }
 
-    /// Connected: the first time, or back from an outage.
-    pub fn connected(&mut self, shared: &Shared) {
+    /// Connected, by an attempt begun at `tried`: the first time, or back
+    /// from an outage.
+    pub fn connected(&mut self, shared: &Shared, tried: Duration) {
         self.ok += 1;
         if !self.been_in {
             self.been_in = true;
             shared.joined.fetch_add(1, Ordering::AcqRel);
         }
         if let Some(outage) = self.outages.last_mut().filter(|o| o.back.is_none()) {
+            outage.tried = Some(tried);
             outage.back = Some(shared.now());
             shared.down.fetch_sub(1, Ordering::AcqRel);
         }

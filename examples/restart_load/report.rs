@@ -121,7 +121,7 @@ fn restarts_table(opts: &Opts, shared: &Shared, logs: &[Log], failed: &mut Vec<S
         let until = restarts.get(k + 1).map(|r| r.begun);
         let mut how: BTreeMap<&str, usize> = BTreeMap::new();
         let mut times = Vec::new();
-        let mut backs = Vec::new();
+        let mut starts = Vec::new();
         for outage in logs
             .iter()
             .filter(|l| l.websocket)
@@ -129,19 +129,20 @@ fn restarts_table(opts: &Opts, shared: &Shared, logs: &[Log], failed: &mut Vec<S
             .filter(|o| o.lost >= restart.begun && until.is_none_or(|u| o.lost < u))
         {
             *how.entry(outage.why.as_str()).or_default() += 1;
-            if let Some(back) = outage.back {
+            if let (Some(tried), Some(back)) = (outage.tried, outage.back) {
                 times.push(back - outage.lost);
-                backs.push(back);
+                starts.push(tried);
             }
         }
         let closed: usize = how.values().sum();
         all.extend(times.iter().copied());
         times.sort();
-        // Reconnects per second: in one-second bins from the restart on.
+        // Reconnects per second, by the second each was begun (the load
+        // on the servers), in one-second bins from the restart on.
         let mut bins: BTreeMap<u64, usize> = BTreeMap::new();
-        for back in &backs {
+        for start in &starts {
             *bins
-                .entry(back.saturating_sub(restart.begun).as_secs())
+                .entry(start.saturating_sub(restart.begun).as_secs())
                 .or_default() += 1;
         }
         let peak = bins.values().copied().max().unwrap_or(0);
@@ -354,4 +355,40 @@ fn check_back(opts: &Opts, logs: &[Log], failed: &mut Vec<String>) {
             o.why
         ));
     }
+}
+
+/// Every outage and failure, one a line, in time order.
+pub fn write_events(path: &str, logs: &[Log]) -> std::io::Result<()> {
+    let mut lines = Vec::new();
+    for log in logs {
+        for o in &log.outages {
+            let back = o
+                .back
+                .map_or("never".to_owned(), |b| format!("{:.3}", b.as_secs_f64()));
+            lines.push((
+                o.lost,
+                format!(
+                    "{:.3} lost {} {} back {back}",
+                    o.lost.as_secs_f64(),
+                    log.name,
+                    o.why
+                ),
+            ));
+        }
+        for f in &log.failures {
+            lines.push((
+                f.at,
+                format!(
+                    "{:.3} failed {} {} {}",
+                    f.at.as_secs_f64(),
+                    log.name,
+                    f.what,
+                    f.outcome
+                ),
+            ));
+        }
+    }
+    lines.sort_by_key(|(at, _)| *at);
+    let text: String = lines.into_iter().map(|(_, line)| line + "\n").collect();
+    std::fs::write(path, text)
 }

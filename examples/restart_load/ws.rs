@@ -30,9 +30,10 @@ pub fn member(shared: &Shared, i: usize) -> Log {
     let mut next_line = None;
     let mut backoff = shared.opts.backoff;
     while !shared.finished.load(Ordering::Acquire) {
+        let tried = shared.now();
         match open(shared, &log) {
             Ok(ws) => {
-                log.connected(shared);
+                log.connected(shared, tried);
                 backoff = shared.opts.backoff;
                 match converse(shared, &mut log, ws, &mut next_line, &mut rng) {
                     Some(why) => log.lost(shared, why),
