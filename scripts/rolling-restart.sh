@@ -135,7 +135,7 @@ start_chat() {
         >"$out" 2>&1 &
     pid[$node]=$!
     log[$node]=$out
-    wait_for 10 "chat $node$generation's banner" grep -q "^chat: open http://127.0.0.1:${port[$node]}/" "$out"
+    wait_for 10 "chat $node$generation's banner" grep -qs "^chat: open http://127.0.0.1:${port[$node]}/" "$out"
 }
 
 # node_counters WHAT LOG: the counters a chat printed at exit show nothing

@@ -149,12 +149,18 @@ fn restarts_table(opts: &Opts, shared: &Shared, logs: &[Log], failed: &mut Vec<S
         let even = closed as f64 / window;
         let how: Vec<String> = how.iter().map(|(why, n)| format!("{why} x{n}")).collect();
         println!(
-            "  {:<7}  {closed:<6}  {:<20} {:>7}  {:>6} {:>6}   {peak:>6}  {even:>6.1}",
+            "  {:<7}  {closed:<6}  {:<20} {:>7}  {:>6} {:>6}   {peak:>6}  {:>6}",
             k + 1,
             truncate(&how.join(", "), 20),
             secs(percentile(&times, 0.5)),
             secs(percentile(&times, 0.99)),
             secs(times.last().copied()),
+            // A killed node's members all come back at once: no even rate.
+            if opts.kill {
+                "-".to_owned()
+            } else {
+                format!("{even:.1}")
+            },
         );
         if !opts.kill && peak as f64 > 2.0 * even {
             failed.push(format!(
