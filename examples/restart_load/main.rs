@@ -225,6 +225,7 @@ fn main() -> ExitCode {
 
 /// SIGUSR1 marks a restart's start, SIGUSR2 the old node's end; SIGTERM
 /// and SIGINT stop the load.
+#[cfg(unix)]
 fn listen_for_signals(shared: &Arc<Shared>) {
     use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
     let mut signals = signal_hook::iterator::Signals::new([SIGUSR1, SIGUSR2, SIGTERM, SIGINT])
@@ -251,8 +252,27 @@ fn listen_for_signals(shared: &Arc<Shared>) {
     });
 }
 
+/// Windows has no SIGUSR1 or SIGUSR2, and signal-hook no signal iterator
+/// there: Ctrl-C (or `--seconds`) stops the load, and restarts go
+/// unmarked.
+#[cfg(windows)]
+fn listen_for_signals(shared: &Arc<Shared>) {
+    use std::sync::atomic::AtomicBool;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted.clone())
+        .expect("the Ctrl-C handler can be installed at start-up");
+    let shared = shared.clone();
+    thread::spawn(move || {
+        while !interrupted.load(Ordering::Relaxed) {
+            thread::sleep(Duration::from_millis(100));
+        }
+        shared.stop.store(true, Ordering::Release);
+    });
+}
+
 /// Prints `restart K: all members back` once every member has been
 /// connected for a moment, after the old node of restart K is gone.
+#[cfg(unix)]
 fn announce_back(shared: &Shared, k: usize) {
     let settle = Duration::from_millis(200);
     let mut since = None;

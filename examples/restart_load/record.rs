@@ -144,6 +144,7 @@ impl Shared {
     }
 
     /// A restart begins: its number, from 1.
+    #[cfg(unix)]
     pub fn restart_begins(&self) -> usize {
         self.set_phase(Phase::During);
         let mut restarts = lock(&self.restarts);
@@ -155,6 +156,7 @@ impl Shared {
     }
 
     /// The old node of the latest restart is gone: that restart's number.
+    #[cfg(unix)]
     pub fn node_gone(&self) -> usize {
         let now = self.now();
         let mut restarts = lock(&self.restarts);

@@ -114,7 +114,7 @@ fn restarts_table(opts: &Opts, shared: &Shared, logs: &[Log], failed: &mut Vec<S
     }
     let window = opts.window.as_secs_f64();
     println!(
-        "  restart  closed  how                  reconnect p50    p99    max   peak/s  even/s"
+        "  restart  old gone  closed  how             reconnect p50    p99    max   peak/s  even/s"
     );
     let mut all = Vec::new();
     for (k, restart) in restarts.iter().enumerate() {
@@ -149,9 +149,10 @@ fn restarts_table(opts: &Opts, shared: &Shared, logs: &[Log], failed: &mut Vec<S
         let even = closed as f64 / window;
         let how: Vec<String> = how.iter().map(|(why, n)| format!("{why} x{n}")).collect();
         println!(
-            "  {:<7}  {closed:<6}  {:<20} {:>7}  {:>6} {:>6}   {peak:>6}  {:>6}",
+            "  {:<7}  {:>8}  {closed:<6}  {:<15} {:>7}  {:>6} {:>6}   {peak:>6}  {:>6}",
             k + 1,
-            truncate(&how.join(", "), 20),
+            secs(restart.gone.map(|g| g.saturating_sub(restart.begun))),
+            truncate(&how.join(", "), 15),
             secs(percentile(&times, 0.5)),
             secs(percentile(&times, 0.99)),
             secs(times.last().copied()),
