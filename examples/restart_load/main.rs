@@ -44,9 +44,10 @@
 //! `--events FILE` writes every outage (member, how, when lost and when
 //! back, in seconds from the start) and every failed connect or request.
 //!
-//! With `--kill` (a node killed with SIGKILL) the members of the dead
-//! node come back at once, through the proxy, so (d) is reported, not
-//! checked; (a) and (c) hold as ever.
+//! With `--kill` (a node killed with SIGKILL) a request the dead node was
+//! answering fails (nginx answers a `POST /send` with 502) and its
+//! members come back at once, so (b) and (d) are reported, not checked;
+//! (a) and (c) hold as ever.
 //!
 //! Where things are: `record.rs`, what each member keeps and the one map
 //! of ids all members check against; `ws.rs`, the WebSocket member;
