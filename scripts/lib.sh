@@ -51,3 +51,8 @@ stop_example() {
     kill -TERM "$pid" 2>/dev/null || true
     wait "$pid"
 }
+
+# free_port: prints a TCP port that was free on 127.0.0.1 a moment ago.
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
