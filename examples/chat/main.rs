@@ -12,8 +12,12 @@
 //! How it works: every room is a topic with history. Each message is a
 //! small JSON object, numbered by wsloop when it is published and wrapped
 //! with its id (`{"id":"5f3a09c1-57","kind":"say",...}`), then written to
-//! every member on every worker in one order. The same numbers serve two
-//! ways of listening:
+//! every member on every worker in one order. With `--redis` the numbers
+//! come from Redis instead, which keeps each room's history, so the order
+//! and the ids are the same on every chat process sharing it, and a page
+//! resumes on any of them (the history of a room with nobody on this
+//! process is loaded from Redis first: `on_history`). The same numbers
+//! serve two ways of listening:
 //!
 //! - `GET /ws?room=R&name=N[&after=ID]`, a WebSocket. With `after`, the
 //!   room's messages since ID are sent first, or a reset notice and the
