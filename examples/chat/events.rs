@@ -6,8 +6,11 @@
 //! ended. Lines are said with `POST /send`, as a poller says them.
 //!
 //! Once the stream has begun, the member is a WebSocket member in all
-//! but the wire: `on_open` (`ws.rs`) sends it what it missed and who is
-//! here, subscribes it and announces it, and `on_close` takes it out.
+//! but the wire and its presence: `on_open` (`ws.rs`) sends it what it
+//! missed and who is here, and subscribes it. It is here as a poller is,
+//! by its page's token (`client`), from its first stream until silence
+//! after its last (see `presence`), so that its lines and its
+//! reconnects are no news to the room.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,7 +18,7 @@ use std::time::Duration;
 use wsloop::{CloseCode, Conn, MessageId, Reply, Request, Response, Stream};
 
 use crate::messages::After;
-use crate::names::member_of;
+use crate::names::{client_of, member_of};
 use crate::{Chat, Member};
 
 /// How long `EventSource` waits before it reconnects a stream that ended:
@@ -28,7 +31,9 @@ pub const LIFETIME: u64 = 1;
 impl Chat {
     /// `GET /events`: the member the stream will be, or why not.
     pub fn events(&self, req: &Request<'_>, peer: SocketAddr) -> Reply<Member> {
-        let (Some(member), Some(after)) = (member_of(req.path), cursor(req)) else {
+        let (Some(member), Some(client), Some(after)) =
+            (member_of(req.path), client_of(req), cursor(req))
+        else {
             return Response::status(400).into();
         };
         // A stream only listens; anything sent on it afterwards, wsloop
@@ -38,13 +43,15 @@ impl Chat {
         }
         // As for an upgrade, the place is taken in on_open, which follows
         // at once on this worker.
-        if let Err(refused) = self.presence().has_place(&member.room) {
+        let who = member.poller(peer, client);
+        if let Err(refused) = self.presence().may_stream(&member.room, &who) {
             return refused.response(self.settings.silence).into();
         }
         println!("chat: {} streams {} from {peer}", member.name, member.room);
         let member = Member {
             after,
             stream: true,
+            poll: Some((who, 0)),
             ..member
         };
         Reply::Stream(Stream::new(member).retry(RETRY))

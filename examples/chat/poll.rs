@@ -15,8 +15,9 @@ use crate::presence::Poller;
 use crate::{Chat, Member};
 
 impl Member {
-    /// The poller this member is when it polls from `peer` with `client`.
-    fn poller(&self, peer: SocketAddr, client: &str) -> Poller {
+    /// The poller this member is when it polls, or streams events, from
+    /// `peer` with `client`.
+    pub fn poller(&self, peer: SocketAddr, client: &str) -> Poller {
         Poller {
             addr: peer.ip(),
             client: client.to_owned(),

@@ -1,6 +1,13 @@
 //! Who is in which room: WebSocket members while they are connected,
-//! pollers while they keep polling; the bounds on it, and the sweep that
-//! announces pollers gone silent.
+//! pollers while they keep polling, event-stream members while a stream
+//! is open and for a poller's silence after it; the bounds on it, and the
+//! sweep that announces pollers gone silent.
+//!
+//! An event-stream member is kept as a poller is, by its address, its
+//! page's token and its name: its lines come by `POST /send` with the
+//! same token, which must not make it a second member, and `EventSource`
+//! reconnects each stream that ends, which must not make the room hear a
+//! leave and a join each time. Only silence after its last stream does.
 //!
 //! # One order for who is here
 //!
@@ -155,6 +162,11 @@ struct Seen {
     latest_poll: u64,
     /// Its lines against `--rate`.
     lines: Bucket,
+    /// Its event streams open now: while it has one it is never silent.
+    streams: u32,
+    /// How it listens, for its leave: `poll`, or `sse` for a member that
+    /// came with a stream.
+    via: &'static str,
 }
 
 /// Every poller by its last sign of life, oldest first.
@@ -269,6 +281,53 @@ impl Presence {
         }
     }
 
+    /// An event stream from `who` began at `now`: whether `who` is new
+    /// here (announce it). It stays while the stream is open.
+    pub fn stream_opened(
+        &mut self,
+        room: &str,
+        who: &Poller,
+        now: Instant,
+    ) -> Result<bool, Refused> {
+        let (seen, new) = self.seen(room, who, now)?;
+        seen.streams += 1;
+        if new {
+            seen.via = "sse";
+        }
+        Ok(new)
+    }
+
+    /// An event stream from `who` ended at `now`: its silence starts, and
+    /// a reconnect within it is no news to the room.
+    pub fn stream_closed(&mut self, room: &str, who: &Poller, now: Instant) {
+        let seen = self
+            .rooms
+            .get_mut(room)
+            .and_then(|r| r.pollers.get_mut(who));
+        if let Some(seen) = seen {
+            seen.streams = seen.streams.saturating_sub(1);
+            seen.stamp = self.silence.renew(seen.stamp, now);
+        }
+    }
+
+    /// Whether `who` may open a stream in `room`: it is here already, or
+    /// there is a place for it.
+    pub fn may_stream(&self, room: &str, who: &Poller) -> Result<(), Refused> {
+        if self
+            .rooms
+            .get(room)
+            .is_some_and(|r| r.pollers.contains_key(who))
+        {
+            return Ok(());
+        }
+        self.has_place(room)?;
+        let held = self.per_address.get(&who.addr).copied().unwrap_or(0);
+        match held >= self.bounds.per_address {
+            true => Err(Refused::Address),
+            false => Ok(()),
+        }
+    }
+
     /// Poll number `number` from `who` is being answered: false if a newer
     /// poll from the same client replaced it. A poller still here showed
     /// life; one dropped meanwhile is not brought back unannounced.
@@ -311,6 +370,8 @@ impl Presence {
                 stamp: self.silence.add(now, room, who),
                 latest_poll: 0,
                 lines: Bucket::new(now),
+                streams: 0,
+                via: "poll",
             };
             let members = self.rooms.entry(room.to_owned()).or_default();
             return Ok((members.pollers.entry(who.clone()).or_insert(seen), true));
@@ -324,17 +385,22 @@ impl Presence {
         Ok((seen, false))
     }
 
-    /// Drops the pollers last seen before `cutoff`, and only those; returns
-    /// their rooms and names.
-    fn expire(&mut self, cutoff: Instant) -> Vec<(String, String)> {
+    /// Drops the pollers last seen before `cutoff`, and only those, at
+    /// `now`; returns their rooms, names and how they listened. One with
+    /// a stream open is seen at `now` instead.
+    fn expire(&mut self, now: Instant, cutoff: Instant) -> Vec<(String, String, &'static str)> {
         let mut gone = Vec::new();
         while let Some((room, who)) = self.silence.pop_before(cutoff) {
             let Some(members) = self.rooms.get_mut(&room) else {
                 continue;
             };
-            if members.pollers.remove(&who).is_none() {
+            if let Some(seen) = members.pollers.get_mut(&who).filter(|s| s.streams > 0) {
+                seen.stamp = self.silence.add(now, &room, &who);
                 continue;
             }
+            let Some(seen) = members.pollers.remove(&who) else {
+                continue;
+            };
             shrink(&mut members.pollers);
             if members.is_empty() {
                 self.rooms.remove(&room);
@@ -346,7 +412,7 @@ impl Presence {
                     self.per_address.remove(&who.addr);
                 }
             }
-            gone.push((room, who.name));
+            gone.push((room, who.name, seen.via));
         }
         if !gone.is_empty() {
             shrink(&mut self.rooms);
@@ -407,12 +473,13 @@ pub fn lock(presence: &Mutex<Presence>) -> MutexGuard<'_, Presence> {
 pub fn sweep_pollers(presence: Arc<Mutex<Presence>>, topics: Broadcaster, silence: Duration) {
     loop {
         std::thread::sleep(Duration::from_secs(1));
-        let Some(cutoff) = Instant::now().checked_sub(silence) else {
+        let now = Instant::now();
+        let Some(cutoff) = now.checked_sub(silence) else {
             continue;
         };
         let mut presence = lock(&presence);
-        for (room, name) in presence.expire(cutoff) {
-            let _ = topics.publish(&room, event("leave", &name, "poll").as_text());
+        for (room, name, via) in presence.expire(now, cutoff) {
+            let _ = topics.publish(&room, event("leave", &name, via).as_text());
         }
     }
 }

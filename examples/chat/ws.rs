@@ -3,6 +3,7 @@
 //! its leave.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use serde_json::json;
 use wsloop::history::Catchup;
@@ -44,9 +45,14 @@ impl Chat {
     pub fn open_socket(&self, conn: &mut Conn<'_, Member>) {
         let via = via(conn);
         let Member {
-            room, name, after, ..
+            room,
+            name,
+            after,
+            poll,
+            ..
         } = conn.data();
         let (room, name, after) = (room.clone(), name.clone(), *after);
+        let streamer = poll.as_ref().map(|(who, _)| who.clone());
         // One step under the presence lock (see `presence`): the place in
         // the room's stream and who is here at that place, then this
         // member's place with its join. What it missed is sent within the
@@ -59,8 +65,22 @@ impl Chat {
         catch_up(conn, &catchup);
         conn.subscribe_after(&room, catchup.latest);
         let here = presence.names(&room);
-        presence.socket_joined(&room, &name);
-        let _ = conn.publish(&room, event("join", &name, via).as_text());
+        let new = match &streamer {
+            // A stream member that is here already (a reconnect, or its
+            // lines came first) is no news; one that lost its place to a
+            // member on another worker meanwhile ends here.
+            Some(who) => match presence.stream_opened(&room, who, Instant::now()) {
+                Ok(new) => new,
+                Err(_) => return conn.close(CloseCode::TRY_AGAIN_LATER, "room full"),
+            },
+            None => {
+                presence.socket_joined(&room, &name);
+                true
+            }
+        };
+        if new {
+            let _ = conn.publish(&room, event("join", &name, via).as_text());
+        }
         drop(presence);
         if conn.data().stream {
             self.time_stream(conn);
@@ -89,9 +109,18 @@ impl Chat {
     }
 
     /// The member is gone: it leaves the room and the room hears it, in
-    /// one step (see `presence`).
+    /// one step (see `presence`). A stream member's silence starts, and
+    /// the sweep announces it if it does not come back.
     pub fn close_socket(&self, conn: &mut Conn<'_, Member>) {
         let via = via(conn);
+        if let Member {
+            room,
+            poll: Some((who, _)),
+            ..
+        } = conn.data()
+        {
+            return self.presence().stream_closed(room, who, Instant::now());
+        }
         let Member { room, name, .. } = conn.data();
         let (room, name) = (room.clone(), name.clone());
         let mut presence = self.presence();
