@@ -7,6 +7,8 @@
 # are missing.
 #
 #   bash scripts/browser-test.sh
+#
+# Builds and runs from CARGO_TARGET_DIR when it is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -36,7 +38,7 @@ node tests/browser/chat.test.cjs "http://$ADDR/"
 
 # Long polling: against the same chat, and against one that answers every
 # upgrade with 403, so that pages fall back by themselves.
-./target/release/examples/chat --addr 127.0.0.1:0 --workers 2 --refuse-upgrades >target/chat-refusing.log 2>&1 &
+"$EXAMPLES/chat" --addr 127.0.0.1:0 --workers 2 --refuse-upgrades >target/chat-refusing.log 2>&1 &
 chat_refusing=$!
 trap 'kill $chat_refusing 2>/dev/null || true; stop_example' EXIT
 node tests/browser/poll.test.cjs "http://$ADDR/" "http://$(addr_of target/chat-refusing.log)/"
@@ -60,9 +62,9 @@ for _ in $(seq 100); do
     redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
     sleep 0.1
 done
-./target/release/examples/chat --addr 127.0.0.1:0 --redis "redis://127.0.0.1:$redis_port/" >target/chat-a.log 2>&1 &
+"$EXAMPLES/chat" --addr 127.0.0.1:0 --redis "redis://127.0.0.1:$redis_port/" >target/chat-a.log 2>&1 &
 chat_a=$!
-./target/release/examples/chat --addr 127.0.0.1:0 --redis "redis://127.0.0.1:$redis_port/" >target/chat-b.log 2>&1 &
+"$EXAMPLES/chat" --addr 127.0.0.1:0 --redis "redis://127.0.0.1:$redis_port/" >target/chat-b.log 2>&1 &
 chat_b=$!
 trap 'kill $redis_pid $chat_a $chat_b 2>/dev/null || true' EXIT
 node tests/browser/cluster.test.cjs "http://$(addr_of target/chat-a.log)/" "http://$(addr_of target/chat-b.log)/"
