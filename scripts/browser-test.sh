@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Runs the chat example and drives it from headless Chromium with
 # playwright-core: plain, then its long-polling fallback (beside a second
-# chat that refuses upgrades), then with --deflate, then as two servers
-# sharing a Redis (installs Debian's redis-server when missing). Installs
-# Debian's chromium and playwright-core (under target/browser) when they
-# are missing.
+# chat that refuses upgrades), then on Server-Sent Events with streams the
+# server cuts, then with --deflate, then as two servers sharing a Redis
+# (installs Debian's redis-server when missing). Installs Debian's chromium
+# and playwright-core (under target/browser) when they are missing.
 #
 #   bash scripts/browser-test.sh
 #
@@ -41,7 +41,16 @@ node tests/browser/chat.test.cjs "http://$ADDR/"
 "$EXAMPLES/chat" --addr 127.0.0.1:0 --workers 2 --refuse-upgrades >target/chat-refusing.log 2>&1 &
 chat_refusing=$!
 trap 'kill $chat_refusing 2>/dev/null || true; stop_example' EXIT
-node tests/browser/poll.test.cjs "http://$ADDR/" "http://$(addr_of target/chat-refusing.log)/"
+refusing="http://$(addr_of target/chat-refusing.log)/"
+node tests/browser/poll.test.cjs "http://$ADDR/" "$refusing"
+stop_example
+
+# Server-Sent Events: against a chat that ends every stream after 2 s, so
+# that the page's EventSource reconnects mid-chat, and against the chat
+# that refuses upgrades, where pages fall back to SSE.
+start_example chat "open http://" --addr 127.0.0.1:0 --workers 2 --sse-lifetime 2
+trap 'kill $chat_refusing 2>/dev/null || true; stop_example' EXIT
+node tests/browser/sse.test.cjs "http://$ADDR/" "$refusing"
 kill -TERM "$chat_refusing"
 wait "$chat_refusing"
 stop_example
