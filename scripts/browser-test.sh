@@ -46,9 +46,10 @@ node tests/browser/poll.test.cjs "http://$ADDR/" "$refusing"
 stop_example
 
 # Server-Sent Events: against a chat that ends every stream after 2 s, so
-# that the page's EventSource reconnects mid-chat, and against the chat
-# that refuses upgrades, where pages fall back to SSE.
-start_example chat "open http://" --addr 127.0.0.1:0 --workers 2 --sse-lifetime 2
+# that the page's EventSource reconnects mid-chat, and keeps 10 messages
+# a room, so that one reconnect can come back too late; and against the
+# chat that refuses upgrades, where pages fall back to SSE.
+start_example chat "open http://" --addr 127.0.0.1:0 --workers 2 --sse-lifetime 2 --history 10
 trap 'kill $chat_refusing 2>/dev/null || true; stop_example' EXIT
 node tests/browser/sse.test.cjs "http://$ADDR/" "$refusing"
 kill -TERM "$chat_refusing"

@@ -2,8 +2,9 @@
 //
 //   node tests/browser/sse.test.cjs http://HOST:PORT/ http://HOST2:PORT2/
 //
-// The first server must end every stream after a short while (the script
-// starts it with `--sse-lifetime 2`): a page forced onto SSE chats with a
+// The first server must end every stream after a short while and keep a
+// short history (the script starts it with `--sse-lifetime 2 --history
+// 10`; HISTORY=N for another history): a page forced onto SSE chats with a
 // WebSocket page while the server cuts its stream again and again, and
 // its EventSource reconnects by itself with Last-Event-ID. The test holds
 // each reconnect until lines have been said in the gap. The page asks
@@ -25,6 +26,8 @@ if (!streaming || !refusing) {
 }
 
 const ROUNDS = 3;
+// The chat's --history: messages kept per room (the script gives 10).
+const HISTORY = Number(process.env.HISTORY || 10);
 
 const isEvents = (url) => url.pathname === "/events";
 
@@ -187,6 +190,36 @@ async function reconnects(browser) {
   await context.close();
 }
 
+// A stream that comes back after more than the room keeps gets the reset
+// notice and the room's latest messages, as a WebSocket does; the page
+// says what happened, shows each line once, and goes on.
+async function reset(browser) {
+  const context = await browser.newContext();
+  const sue = await open(context, streaming, "/?transport=sse&room=far&name=sue");
+  await connectedBy(sue, "sse");
+  const wes = await open(context, streaming, "/?room=far&name=wes");
+  await connectedBy(wes, "ws");
+  await seeLine(sue, "* wes joined");
+
+  const gate = await holdNextStream(sue);
+  await within(gate.held, 10000, "the SSE page reconnecting");
+  const many = Array.from({ length: HISTORY + 2 }, (_, i) => `wes: far ${i + 1}`);
+  for (const line of many) await say(wes, line.slice(5));
+  await seeLine(wes, many[many.length - 1]);
+  gate.release();
+
+  await seeLine(sue, "* (missed messages; showing the latest)");
+  await seeLine(sue, many[many.length - 1]);
+  await say(wes, "after the reset");
+  await seeLine(sue, "wes: after the reset");
+  const got = await lines(sue);
+  const said = got.filter((line) => line.startsWith("wes: "));
+  assert.strictEqual(new Set(said).size, said.length, `a line shown twice: ${JSON.stringify(got)}`);
+  assert.ok(!said.includes(many[0]), "the first line said in the gap is past the history");
+  assert.strictEqual(await countLines(sue, "* (missed messages; showing the latest)"), 1);
+  await context.close();
+}
+
 // Pages on a server that refuses every upgrade fall back to SSE by
 // themselves, and chat.
 async function fallback(browser) {
@@ -243,4 +276,5 @@ run("browser SSE test", async (browser) => {
   await requests(browser);
   await fallback(browser);
   await reconnects(browser);
+  await reset(browser);
 });
