@@ -1,6 +1,11 @@
 # Helpers shared by the scripts: install Debian packages on demand, and run
 # an example in the background until it prints its address.
 
+# Where cargo puts the examples: target/, or CARGO_TARGET_DIR when set (as
+# cargo itself reads it). Logs stay in target/.
+EXAMPLES="${CARGO_TARGET_DIR:-target}/release/examples"
+mkdir -p target
+
 # need_apt COMMAND PACKAGE...: installs the packages if COMMAND is missing.
 need_apt() {
     local cmd=$1
@@ -20,14 +25,14 @@ need_venv_module() {
         target/venv/bin/pip install --quiet --disable-pip-version-check "$2"
 }
 
-# start_example NAME MARKER ARGS...: starts target/release/examples/NAME and
+# start_example NAME MARKER ARGS...: starts $EXAMPLES/NAME and
 # waits for the line "NAME: MARKER..." that carries its address; sets ADDR
 # (host:port) and EXAMPLE_PID. The log is target/NAME.log.
 start_example() {
     local name=$1 marker=$2
     shift 2
     local log="target/$name.log"
-    "./target/release/examples/$name" "$@" >"$log" 2>&1 &
+    "$EXAMPLES/$name" "$@" >"$log" 2>&1 &
     EXAMPLE_PID=$!
     trap stop_example EXIT
     ADDR=""

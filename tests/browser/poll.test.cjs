@@ -3,10 +3,11 @@
 //   node tests/browser/poll.test.cjs http://HOST:PORT/ http://HOST2:PORT2/
 //
 // The first server is a plain chat: a page forced onto polling talks with
-// one on a WebSocket. The second runs with --refuse-upgrades: pages there
-// must find their own way to polling. Start the first with short
-// `--poll-hold` and `--poll-grace` (the script uses 5 and 2) so that a
-// poller's leaving shows quickly; the defaults work too, only slower.
+// one on a WebSocket. The second runs with --refuse-upgrades, and the test
+// refuses /events in the browser: pages there must find their own way to
+// polling. Start the first with short `--poll-hold` and `--poll-grace`
+// (the script uses 5 and 2) so that a poller's leaving shows quickly; the
+// defaults work too, only slower.
 //
 // Needs playwright-core (scripts/browser-test.sh installs it under
 // target/browser) and Debian's chromium at /usr/bin/chromium.
@@ -20,11 +21,14 @@ if (!plain || !refusing) {
   process.exit(2);
 }
 
-// Opens `path` on `base` in a new page, counting the WebSockets it opens.
+// Opens `path` on `base` in a new page, counting the WebSockets and the
+// event streams it opens.
 async function open(context, base, path) {
   const page = await context.newPage();
   page.sockets = 0;
+  page.streams = 0;
   page.on("websocket", () => { page.sockets += 1; });
+  page.on("request", (req) => { if (new URL(req.url()).pathname === "/events") page.streams += 1; });
   await page.goto(new URL(path, base).href);
   return page;
 }
@@ -76,6 +80,7 @@ async function mixed(browser) {
   await seeHere(pat, ["pat", "wes"]);
   await seeHere(wes, ["pat", "wes"]);
   assert.strictEqual(pat.sockets, 0, "?transport=poll opened a WebSocket");
+  assert.strictEqual(pat.streams, 0, "?transport=poll opened an event stream");
 
   // A poller that stops polling is announced as gone after the hold and
   // the grace period.
@@ -85,14 +90,18 @@ async function mixed(browser) {
   await context.close();
 }
 
-// Two pages on a server that refuses every upgrade fall back by themselves.
+// Two pages on a server that refuses every upgrade, behind what passes
+// no event stream either (here the browser answers /events with 404),
+// fall back to polling by themselves.
 async function fallback(browser) {
   const context = await browser.newContext();
+  await context.route((url) => url.pathname === "/events", (route) => route.fulfill({ status: 404 }));
   const rita = await open(context, refusing, "/?room=fallback&name=rita");
   const rex = await open(context, refusing, "/?room=fallback&name=rex");
   await connectedBy(rita, "poll", 10000);
   await connectedBy(rex, "poll", 10000);
   assert.ok(rita.sockets > 0 && rex.sockets > 0, "the pages tried a WebSocket first");
+  assert.ok(rita.streams > 0 && rex.streams > 0, "then SSE");
   await seeHere(rita, ["rex", "rita"]);
   await seeHere(rex, ["rex", "rita"]);
 
