@@ -272,6 +272,34 @@ def reset(addr):
               "and the room's recent messages")
 
 
+def per_address(addr, workers=2):
+    """Streams from one address are bounded, with held polls, by
+    max_held_per_ip (64) on each worker: past it, 429 at once. Which
+    worker takes a connection is the kernel's choice, so the first 429
+    comes after 64 to 64 x workers streams. From an address of its own,
+    so that no other test's stream counts."""
+    streams = []
+    try:
+        while True:
+            stream = Stream.open(addr, f"/events?room=sse-many&name=m{len(streams)}",
+                                 source_ip="127.0.0.5")
+            if stream.status != 200:
+                break
+            streams.append(stream)
+            assert len(streams) <= 64 * workers, "no bound on streams from one address"
+        stream.close()
+        assert stream.status == 429, stream.status
+        assert len(streams) >= 64, f"429 after {len(streams)} streams"
+    finally:
+        for s in streams:
+            s.close()
+    # Another address is not counted with it.
+    other, _ = join(addr, "sse-many", "elsewhere", source_ip="127.0.0.6")
+    other.close()
+    print(f"sse test: {len(streams)} streams from one address, then 429 "
+          f"(max_held_per_ip 64 per worker, {workers} workers)")
+
+
 def says_as_itself(addr):
     """An SSE member saying a line with POST /send is the member the room
     already has: no second join (via poll) before its line, and no leave
@@ -300,6 +328,7 @@ def main(addr):
     talks_on_stream(addr)
     resume(addr)
     reset(addr)
+    per_address(addr)
     says_as_itself(addr)
 
 
