@@ -15,7 +15,7 @@ import time
 
 from websockets.sync.client import connect
 
-from sse_client import Closed, Stream
+from sse_client import Stream
 
 
 def seq(msg_id):
