@@ -105,10 +105,10 @@ def no_accept(addr):
     print("sse test: a request without Accept: text/event-stream is served all the same")
 
 
-def status_of(addr, target, headers=None, method="GET"):
+def status_of(addr, target, headers=None, method="GET", body=None):
     host, port = addr.rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=5)
-    conn.request(method, target, headers=headers or {})
+    conn.request(method, target, body=body, headers=headers or {})
     res = conn.getresponse()
     res.read()
     conn.close()
@@ -127,9 +127,13 @@ def refused(addr):
         assert status == 400, f"after={bad!r}: {status}"
     status, _ = status_of(addr, good, method="POST")
     assert status == 405, f"POST /events: {status}"
+    # A stream only listens: a body that comes with its request is refused.
+    status, _ = status_of(addr, good, body=b"hello")
+    assert status == 400, f"GET /events with a body: {status}"
     status, _ = status_of(addr, good, {"Origin": "http://elsewhere.example"})
     assert status == 403, f"a foreign Origin: {status}"
-    print("sse test: a malformed Last-Event-ID or after gets 400, POST 405, a foreign Origin 403")
+    print("sse test: a malformed Last-Event-ID or after gets 400, so does a body; "
+          "POST 405, a foreign Origin 403")
 
 
 def talks_on_stream(addr):
