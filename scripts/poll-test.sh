@@ -14,5 +14,9 @@ need_venv_module websockets websockets
 cargo build --release --example chat
 start_example chat "open http://" --addr 127.0.0.1:0 --workers 2 --history 500
 target/venv/bin/python tests/poll/mixed.py "$ADDR"
+stop_example
+# sse.py waits for members to go silent: a poll's hold and the grace, short.
+start_example chat "open http://" --addr 127.0.0.1:0 --workers 2 --history 500 \
+    --poll-hold 2 --poll-grace 1
 target/venv/bin/python tests/poll/sse.py "$ADDR"
 stop_example

@@ -141,7 +141,7 @@ class Member:
     def __init__(self, addr, room, name, source_ip=None):
         self.addr, self.room, self.name = addr, room, name
         self.query = f"room={room}&name={name}&client={secrets.token_urlsafe(12)}"
-        self.stream = Stream.open(addr, f"/events?room={room}&name={name}",
+        self.stream = Stream.open(addr, f"/events?{self.query}",
                                   source_ip=source_ip)
         assert self.stream.status == 200, (self.stream.status, self.stream.headers)
         assert self.stream.headers["content-type"].startswith("text/event-stream")

@@ -93,7 +93,7 @@ def run_stream(addr, name, ready, results):
     host, port = addr.rsplit(":", 1)
     sends = http.client.HTTPConnection(host, int(port), timeout=30)
     query = f"room=mixed&name={name}&client={secrets.token_urlsafe(16)}"
-    with Stream.open(addr, f"/events?room=mixed&name={name}", timeout=30) as stream:
+    with Stream.open(addr, f"/events?{query}", timeout=30) as stream:
         assert stream.status == 200, stream.status
         assert stream.block().retry == 1000
         while True:

@@ -17,6 +17,10 @@ from websockets.sync.client import connect
 
 from sse_client import Stream
 
+# The chat this runs against keeps a poller (and an event-stream member
+# whose stream ended) for --poll-hold 2 plus --poll-grace 1 of silence.
+SILENCE = 3
+
 
 def seq(msg_id):
     epoch, n = msg_id.split("-")
@@ -63,9 +67,12 @@ class Watcher:
         return [m for m in self.messages if seq(m["id"])[0] == epoch and seq(m["id"])[1] > n]
 
 
-def join(addr, room, name, query="", **kw):
-    """A stream read up to its `here` notice: (stream, room messages before it)."""
-    stream = Stream.open(addr, f"/events?room={room}&name={name}{query}", **kw)
+def join(addr, room, name, query="", client=None, **kw):
+    """A stream read up to its `here` notice: (stream, room messages before
+    it). The member's token is stream.client: a fresh one unless given."""
+    client = client or secrets.token_urlsafe(12)
+    stream = Stream.open(addr, f"/events?room={room}&name={name}&client={client}{query}", **kw)
+    stream.client = client
     assert stream.status == 200, (stream.status, stream.headers)
     first = stream.block()
     assert first.retry == 1000 and first.data is None, first
@@ -116,7 +123,7 @@ def status_of(addr, target, headers=None, method="GET", body=None):
 
 
 def refused(addr):
-    good = "/events?room=sse-bad&name=bob"
+    good = "/events?room=sse-bad&name=bob&client=refused-token"
     bad_ids = ["garbage", "5f3a09c1", "5f3a09c1-", "5f3a09c1-x", "5f3a-1", "-1", "0x1-2",
                "5f3a09c1-99999999999999999999999"]
     for bad in bad_ids:
@@ -138,7 +145,7 @@ def refused(addr):
 
 def talks_on_stream(addr):
     """A stream's client must only read: bytes it sends close the stream,
-    and the room hears it leave."""
+    and the room hears it leave once a poller's silence has passed."""
     with Watcher(addr, "sse-talk", "wat") as watcher:
         sends = {
             "a pipelined request": b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -155,14 +162,16 @@ def talks_on_stream(addr):
                 blocks = stream.wait_closed(5)
             except TimeoutError:
                 raise AssertionError(f"a stream whose client sent {what} stayed open")
+            closed_ms = (time.monotonic() - began) * 1000
             stream.close()
             # Nothing was answered on it either: Block would have refused
             # the line "HTTP/1.1 200 OK" of a second answer.
             assert all(b.data is None or json.loads(b.data) for b in blocks), blocks
-            left = watcher.until(lambda m: m["kind"] == "leave" and m["name"] == name)
+            left = watcher.until(lambda m: m["kind"] == "leave" and m["name"] == name,
+                                 timeout=SILENCE + 5)
             assert left["via"] == "sse", left
-            print(f"sse test: {what} on the stream closed it after "
-                  f"{(time.monotonic() - began) * 1000:.0f} ms, and the room heard it leave")
+            print(f"sse test: {what} on the stream closed it after {closed_ms:.0f} ms, "
+                  "and the room heard it leave once its silence passed")
 
 
 def say(addr, room, name, client, line):
@@ -189,9 +198,10 @@ def events_until(stream, text, timeout=5):
 
 
 def left(watcher, name, since):
-    """Waits until the watcher heard name leave after the id since."""
+    """Waits until the watcher heard name leave after the id since: once a
+    poller's silence has passed since its stream ended."""
     watcher.until(lambda m: m["kind"] == "leave" and m["name"] == name
-                  and seq(m["id"]) > seq(since))
+                  and seq(m["id"]) > seq(since), timeout=SILENCE + 5)
 
 
 def caught_up_to(stream, caught_up, watcher, mark):
@@ -207,8 +217,7 @@ def resume(addr):
     room = "sse-resume"
     with Watcher(addr, room, "wit") as wit:
         stream, _ = join(addr, room, "ren")
-        client = secrets.token_urlsafe(12)
-        say(addr, room, "ren", client, "before")
+        say(addr, room, "ren", stream.client, "before")
         wit.say("one")
         got = events_until(stream, "wit: one")
         assert [m["text"] for m in got if m["kind"] == "say"] == ["ren: before", "wit: one"], got
@@ -262,7 +271,7 @@ def reset(addr):
     room = "sse-reset"
     with Watcher(addr, room, "wit") as wit:
         wit.say("kept")
-        stream = Stream.open(addr, f"/events?room={room}&name=rex",
+        stream = Stream.open(addr, f"/events?room={room}&name=rex&client=reset-token",
                              headers={"Last-Event-ID": "00000000-1"})
         with stream:
             assert stream.status == 200, stream.status
@@ -277,15 +286,16 @@ def reset(addr):
 
 
 def per_address(addr, workers=2):
-    """Streams from one address are bounded, with held polls, by
-    max_held_per_ip (64) on each worker: past it, 429 at once. Which
-    worker takes a connection is the kernel's choice, so the first 429
-    comes after 64 to 64 x workers streams. From an address of its own,
-    so that no other test's stream counts."""
+    """Streams from one address are bounded: by the chat's polling names per
+    address (--max-names-per-address, 64), as each stream member is kept
+    as a poller is, and by wsloop's max_held_per_ip (64) on each worker,
+    with held polls. Past the first bound, 429 at once. From an address
+    of its own, so that no other test's stream counts."""
     streams = []
     try:
         while True:
-            stream = Stream.open(addr, f"/events?room=sse-many&name=m{len(streams)}",
+            n = len(streams)
+            stream = Stream.open(addr, f"/events?room=sse-many&name=m{n}&client=many-{n:04d}",
                                  source_ip="127.0.0.5")
             if stream.status != 200:
                 break
@@ -300,29 +310,39 @@ def per_address(addr, workers=2):
     # Another address is not counted with it.
     other, _ = join(addr, "sse-many", "elsewhere", source_ip="127.0.0.6")
     other.close()
-    print(f"sse test: {len(streams)} streams from one address, then 429 "
-          f"(max_held_per_ip 64 per worker, {workers} workers)")
+    print(f"sse test: {len(streams)} streams from one address, then 429")
 
 
 def says_as_itself(addr):
-    """An SSE member saying a line with POST /send is the member the room
-    already has: no second join (via poll) before its line, and no leave
-    once a poller's silence has passed. Last, as it is the check most
-    likely to be broken by a change to presence."""
+    """An SSE member saying a line with POST /send, with its stream's token,
+    is the member the room already has: no second join (via poll) before
+    its line. It stays while its stream is open, past a poller's silence;
+    and a stream that ends and comes back within the silence, as
+    EventSource reconnects, is no news to the room. Last, as it is the
+    check most likely to be broken by a change to presence."""
     room = "sse-self"
     with Watcher(addr, room, "wit") as wit:
         stream, _ = join(addr, room, "sal")
-        with stream:
-            wit.until(lambda m: m["kind"] == "join" and m["name"] == "sal")
-            say(addr, room, "sal", secrets.token_urlsafe(12), "hello")
-            line = wit.until(lambda m: m.get("text") == "sal: hello")
-            # The line is the next message after the stream's own join.
-            i = wit.messages.index(line)
-            before = wit.messages[i - 1]
-            assert before["kind"] == "join" and before["via"] == "sse", \
-                f"an SSE member's line came after {before}: it joined twice"
+        wit.until(lambda m: m["kind"] == "join" and m["name"] == "sal")
+        say(addr, room, "sal", stream.client, "hello")
+        line = wit.until(lambda m: m.get("text") == "sal: hello")
+        # The line is the next message after the stream's own join.
+        i = wit.messages.index(line)
+        before = wit.messages[i - 1]
+        assert before["kind"] == "join" and before["via"] == "sse", \
+            f"an SSE member's line came after {before}: it joined twice"
+        # A poller's silence passes with the stream open (the chat's sweep
+        # runs every second), then the stream ends and comes back at once.
+        time.sleep(SILENCE + 2)
+        stream.close()
+        again, _ = join(addr, room, "sal", client=stream.client)
+        with again:
+            say(addr, room, "sal", again.client, "back")
+            back = wit.until(lambda m: m.get("text") == "sal: back")
+        since = wit.messages[wit.messages.index(line) + 1:wit.messages.index(back)]
+        assert since == [], f"sal's silence or reconnect was news: {since}"
     print("sse test: a line from an SSE member comes from the member the room has, "
-          "not a new poller")
+          "and neither a poller's silence with the stream open nor a reconnect is news")
 
 
 def main(addr):

@@ -2,7 +2,7 @@
 for the tests: tests/poll/mixed.py and tests/poll/sse.py use it against the
 chat, tests/nginx/nginx_test.py through nginx.
 
-    stream = Stream.open("127.0.0.1:8080", "/events?room=r&name=ann")
+    stream = Stream.open("127.0.0.1:8080", "/events?room=r&name=ann&client=ann-token")
     stream.status, stream.headers          # the answer's head
     block = stream.block(timeout=5)        # the next block, up to a blank line
 
