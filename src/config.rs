@@ -194,11 +194,17 @@ pub struct Config {
     /// long polls. Default `None`: messages are not numbered, and topics
     /// keep nothing.
     pub history: Option<HistoryConfig>,
-    /// Most held requests ([`Reply::Hold`](crate::Reply::Hold)) one client
-    /// address may have waiting on one worker. Default 64: a household or
-    /// an office behind one address, with a tab or two each. A request that
-    /// would wait past it gets 429 at once.
+    /// Most held requests ([`Reply::Hold`](crate::Reply::Hold)) and event
+    /// streams ([`Reply::Stream`](crate::Reply::Stream)) together that one
+    /// client address may have open on one worker. Default 64: a household
+    /// or an office behind one address, with a tab or two each. A request
+    /// that would wait or stream past it gets 429 at once.
     pub max_held_per_ip: usize,
+    /// An event stream ([`Reply::Stream`](crate::Reply::Stream)) with
+    /// nothing written for this long gets a comment line, which readers
+    /// ignore, so that proxies on the way do not time it out. Default 15 s,
+    /// well under nginx's 60 s `proxy_read_timeout`. `None`: no heartbeat.
+    pub stream_heartbeat: Option<Duration>,
     /// permessage-deflate (RFC 7692), with the `deflate` feature. Default
     /// `None`: offers are declined and every frame goes plain. `Some`
     /// takes offers up as the [`DeflateConfig`](crate::deflate::DeflateConfig) says.
@@ -230,6 +236,7 @@ impl Default for Config {
             real_ip_header: false,
             history: None,
             max_held_per_ip: 64,
+            stream_heartbeat: Some(Duration::from_secs(15)),
             #[cfg(feature = "deflate")]
             deflate: None,
         }
@@ -259,6 +266,7 @@ setters! {
         real_ip_header: bool,
         history: Option<HistoryConfig>,
         max_held_per_ip: usize,
+        stream_heartbeat: Option<Duration>,
     }
 }
 
@@ -334,6 +342,7 @@ impl Config {
             ("close_timeout", Some(self.close_timeout)),
             ("shutdown_timeout", Some(self.shutdown_timeout)),
             ("rate_limit.burst", self.rate_limit.map(|r| r.burst)),
+            ("stream_heartbeat", self.stream_heartbeat),
         ];
         for (field, value) in durations {
             match value {

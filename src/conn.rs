@@ -174,7 +174,9 @@ impl<D> Connection<D> {
                 published: &mut shared.published,
             };
             let stats = &shared.stats;
+            let (held_per_ip, max_held) = (&shared.held_per_ip, shared.config.max_held_per_ip);
             let mut hold = None;
+            let mut stream = None;
             let answer = |req: &Request<'_>, peer| {
                 let peer = req.client_addr(peer, trusted, real_ip);
                 if req.is_upgrade() {
@@ -199,6 +201,16 @@ impl<D> Connection<D> {
                             data: h.data,
                             timeout: h.timeout,
                         }
+                    }
+                    Reply::Stream(s) => {
+                        let ip = peer.ip();
+                        if held_per_ip.get(&ip).copied().unwrap_or(0) >= max_held {
+                            let busy = Response::status(429).with_header("Retry-After", "1");
+                            return Answer::Respond(busy);
+                        }
+                        stream = Some(ip);
+                        let retry = s.retry.map(|d| d.as_millis() as u64);
+                        Answer::event_stream(s.data, retry)
                     }
                 }
             };
@@ -225,6 +237,11 @@ impl<D> Connection<D> {
                 Some(Delivery::Held) => {
                     let held = hold.take().expect("a Held delivery follows a Hold reply");
                     self.hold(key, handler, shared, held);
+                }
+                Some(Delivery::Streaming) => {
+                    let ip = stream.expect("a Streaming delivery follows a Stream reply");
+                    shared.book_stream(key, ip);
+                    self.callback(key, handler, shared, |h, conn| h.on_open(conn));
                 }
             }
         }

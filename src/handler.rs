@@ -74,6 +74,10 @@ pub enum Reply<D> {
     /// Hold the answer until `topic` has a message after a cursor, or a
     /// deadline passes: a long poll. [`Handler::on_wake`] then writes it.
     Hold(Hold<D>),
+    /// Answer with an event stream (Server-Sent Events) that stays open:
+    /// [`Handler::on_open`] follows, and what is sent on the connection
+    /// from then on is written into the answer as events.
+    Stream(Stream<D>),
 }
 
 impl<D> From<Response> for Reply<D> {
@@ -120,6 +124,69 @@ pub struct Hold<D> {
     /// worker, replaces this one: it is woken at once with
     /// [`WakeReason::Replaced`]. `None`: never replaced.
     pub key: Option<String>,
+}
+
+/// An event stream: the answer to a plain request that stays open, in the
+/// Server-Sent Events format that a browser's `EventSource` reads.
+///
+/// The answer is `200` with `Content-Type: text/event-stream`,
+/// `Cache-Control: no-store` and `X-Accel-Buffering: no` (nginx then
+/// passes each event on at once), and ends when the connection does.
+/// [`Handler::on_open`] is called next, with a [`Conn`] whose
+/// [`Conn::is_stream`] is true; it subscribes the stream to topics and
+/// sends what it should start with, as for a WebSocket. From then on:
+///
+/// - a topic's message, or [`Conn::send_entry`], is an event with the
+///   message's id in its `id` line, which `EventSource` sends back in
+///   `Last-Event-ID` when it reconnects; [`Conn::send_text`] is an event
+///   with no id; a binary message is not sent
+///   ([`SendStatus::NotText`]);
+/// - after [`Config::stream_heartbeat`] with nothing written, a comment
+///   line keeps proxies from timing the stream out;
+/// - sends are capped by [`Config::max_write_buffer`] under the
+///   [`Config::backpressure`] policy, as a WebSocket's are: a reader that
+///   stops reading is closed, never buffered for without bound;
+/// - [`Conn::close`], a shutdown and a drain end the stream after what
+///   is queued; the client going away, or sending anything at all (a
+///   body, a pipelined request), ends it too. [`Handler::on_close`]
+///   follows, with the code given to `close`, 1001 or 1012 for a
+///   shutdown or a drain, 1008 for input or a full write buffer, and
+///   1006 when the client went away.
+///
+/// A stream counts against [`Config::max_connections`], and with held
+/// requests against [`Config::max_held_per_ip`]: past it the request gets
+/// 429 at once. A `HEAD` request gets the head alone.
+///
+/// [`Config::stream_heartbeat`]: crate::Config::stream_heartbeat
+/// [`Config::max_write_buffer`]: crate::Config::max_write_buffer
+/// [`Config::backpressure`]: crate::Config::backpressure
+/// [`Config::max_connections`]: crate::Config::max_connections
+/// [`Config::max_held_per_ip`]: crate::Config::max_held_per_ip
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stream<D> {
+    /// The stream's data, handed back in every callback through
+    /// [`Conn::data`], as an upgraded connection's.
+    pub data: D,
+    /// How long a reader waits before it reconnects once the stream ends,
+    /// sent first as the `retry` field. `None`: the reader's own default
+    /// (3 s in browsers).
+    pub retry: Option<Duration>,
+}
+
+impl<D> Stream<D> {
+    /// A stream carrying `data`, with the reader's own reconnect delay.
+    pub fn new(data: D) -> Self {
+        Stream { data, retry: None }
+    }
+
+    /// Tells the reader to wait `delay` before it reconnects.
+    pub fn retry(self, delay: Duration) -> Self {
+        Stream {
+            retry: Some(delay),
+            ..self
+        }
+    }
 }
 
 /// Why a held request is being answered.
@@ -205,7 +272,8 @@ pub trait Handler {
         Response::status(204)
     }
 
-    /// A connection completed its upgrade.
+    /// A connection completed its upgrade, or an event stream began
+    /// ([`Reply::Stream`], [`Conn::is_stream`]).
     fn on_open(&mut self, conn: &mut Conn<'_, Self::Data>) {
         let _ = conn;
     }
@@ -273,8 +341,11 @@ pub(crate) struct Shared {
     pub published: Vec<Publish>,
     /// Held requests on this worker, by connection key.
     pub held: HashMap<usize, HeldRequest>,
-    /// Held requests on this worker by client address, for the limit.
+    /// Held requests and event streams on this worker by client address,
+    /// for the limit.
     pub held_per_ip: HashMap<IpAddr, usize>,
+    /// Event streams on this worker, by connection key: whose they are.
+    pub streams: HashMap<usize, IpAddr>,
     pub hub: Arc<Hub>,
     pub now: Time,
     /// The handler's timers ([`Conn::set_timer`]), by connection key:
@@ -407,9 +478,17 @@ impl<D> Conn<'_, D> {
         self.session.buffered_amount()
     }
 
-    /// Whether a close frame has been sent or the connection has ended.
+    /// Whether a close frame has been sent or the connection has ended;
+    /// for an event stream, whether it is ending.
     pub fn is_closing(&self) -> bool {
         !self.session.is_open()
+    }
+
+    /// Whether this is an event stream ([`Reply::Stream`]) rather than a
+    /// WebSocket: what is sent goes out as Server-Sent Events, and
+    /// nothing comes in.
+    pub fn is_stream(&self) -> bool {
+        self.session.is_stream()
     }
 
     /// Sends a text message.
@@ -448,7 +527,7 @@ impl<D> Conn<'_, D> {
     /// shared rather than encoded again.
     pub fn send_entry(&mut self, entry: &Entry) -> SendStatus {
         let (now, config) = (self.shared.now, &self.shared.config);
-        let mut frame = SharedFrame::from_frame(entry.frame().clone());
+        let mut frame = SharedFrame::from_frame(entry.frame().clone()).with_id(Some(entry.id()));
         let status = self.session.send_shared(now, config, &mut frame);
         self.shared.stats.sent(status, entry.frame().len());
         status
@@ -620,15 +699,47 @@ impl Shared {
     /// it back, booking nothing, when its address has `max_held_per_ip`
     /// waiting.
     pub(crate) fn book_held(&mut self, key: usize, held: HeldRequest) -> Result<(), HeldRequest> {
-        let waiting = self.held_per_ip.entry(held.ip).or_default();
-        if *waiting >= self.config.max_held_per_ip {
+        if self.held_full(held.ip) {
             return Err(held);
         }
-        *waiting += 1;
+        *self.held_per_ip.entry(held.ip).or_default() += 1;
         self.stats.hold();
         self.subscribe(key, &held.topic, held.after);
         self.held.insert(key, held);
         Ok(())
+    }
+
+    /// Whether another event stream or held request from `ip` would pass
+    /// [`Config::max_held_per_ip`].
+    pub(crate) fn held_full(&self, ip: IpAddr) -> bool {
+        self.held_per_ip.get(&ip).copied().unwrap_or(0) >= self.config.max_held_per_ip
+    }
+
+    /// Books an event stream that began on connection `key`.
+    pub(crate) fn book_stream(&mut self, key: usize, ip: IpAddr) {
+        *self.held_per_ip.entry(ip).or_default() += 1;
+        self.streams.insert(key, ip);
+        self.stats.stream_opened();
+    }
+
+    /// Undoes [`Shared::book_stream`] when the connection goes, if it was
+    /// a stream.
+    pub(crate) fn forget_stream(&mut self, key: usize) {
+        let Some(ip) = self.streams.remove(&key) else {
+            return;
+        };
+        self.stats.stream_ended();
+        self.release_ip(ip);
+    }
+
+    /// One held request or stream from `ip` fewer.
+    fn release_ip(&mut self, ip: IpAddr) {
+        if let Some(count) = self.held_per_ip.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                self.held_per_ip.remove(&ip);
+            }
+        }
     }
 
     /// Takes a held request out of the worker's books, undoing
@@ -636,12 +747,7 @@ impl Shared {
     pub(crate) fn forget_held(&mut self, key: usize) -> Option<HeldRequest> {
         let held = self.held.remove(&key)?;
         self.stats.unhold();
-        if let Some(count) = self.held_per_ip.get_mut(&held.ip) {
-            *count -= 1;
-            if *count == 0 {
-                self.held_per_ip.remove(&held.ip);
-            }
-        }
+        self.release_ip(held.ip);
         self.unsubscribe(key, &held.topic);
         if let Some(hold_key) = &held.key {
             self.hub.release_hold(hold_key, held.claim);

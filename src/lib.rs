@@ -108,7 +108,7 @@ pub use broadcast::{Address, Bridge, Broadcaster, DirectStatus, PublishStatus};
 pub use config::{Backpressure, Config, ListenerMode, RateLimit};
 pub use error::{CloseCode, ConfigError, HandshakeError, PingTooLong, ProtocolError};
 pub use handler::{
-    Conn, ConnId, Handler, Hold, Pending, Publisher, Reply, Upgrade, Wake, WakeReason,
+    Conn, ConnId, Handler, Hold, Pending, Publisher, Reply, Stream, Upgrade, Wake, WakeReason,
 };
 pub use handshake::{HandshakeLimits, Request, Response};
 pub use history::{Catchup, Entry, HistoryConfig, MessageId};

@@ -183,6 +183,7 @@ impl Counters {
     /// | `wsloop_handshake_failures_total{reason}` | counter | [`handshake_failed`](Counters::handshake_failed), `reason` from [`HANDSHAKE_REASONS`] |
     /// | `wsloop_http_requests_total` | counter | [`http_requests`](Counters::http_requests) |
     /// | `wsloop_held_requests` | gauge | [`held`](Counters::held) |
+    /// | `wsloop_event_streams` | gauge | [`streams`](Counters::streams) |
     /// | `wsloop_messages_in_total` | counter | [`messages_in`](Counters::messages_in) |
     /// | `wsloop_messages_out_total` | counter | [`messages_out`](Counters::messages_out) |
     /// | `wsloop_bytes_in_total` | counter | [`bytes_in`](Counters::bytes_in) |
@@ -241,6 +242,11 @@ impl Counters {
             "wsloop_held_requests",
             "Requests held now (long polls).",
             self.held,
+        );
+        m.gauge(
+            "wsloop_event_streams",
+            "Event streams open now (Server-Sent Events).",
+            self.streams,
         );
         m.counter(
             "wsloop_messages_in_total",
@@ -424,6 +430,7 @@ mod tests {
             dropped: 5,
             http_requests: 6,
             held: 2,
+            streams: 8,
             publishes_refused: 4,
             ..Counters::default()
         };
@@ -465,6 +472,7 @@ mod tests {
             ("wsloop_upgrades_total", c.upgraded),
             ("wsloop_http_requests_total", c.http_requests),
             ("wsloop_held_requests", c.held),
+            ("wsloop_event_streams", c.streams),
             ("wsloop_messages_in_total", c.messages_in),
             ("wsloop_messages_out_total", c.messages_out),
             ("wsloop_bytes_in_total", c.bytes_in),
@@ -496,12 +504,16 @@ mod tests {
         let count =
             plain.len() + HANDSHAKE_REASONS.len() + CODES.len() + 1 + REFUSED_STATUSES.len() + 1;
         assert_eq!(samples.len(), count, "no sample but these");
-        // Gauges are the two values that go down; everything else counts.
+        // Gauges are the values that go down; everything else counts.
         for line in out.lines().filter(|l| l.starts_with("# TYPE ")) {
             let gauge = line.ends_with(" gauge");
-            let named = ["wsloop_connections_open", "wsloop_held_requests"]
-                .iter()
-                .any(|n| line == format!("# TYPE {n} gauge"));
+            let named = [
+                "wsloop_connections_open",
+                "wsloop_held_requests",
+                "wsloop_event_streams",
+            ]
+            .iter()
+            .any(|n| line == format!("# TYPE {n} gauge"));
             assert_eq!(gauge, named, "{line}");
         }
     }

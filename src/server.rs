@@ -157,6 +157,7 @@ impl Server {
                     published: Vec::new(),
                     held: HashMap::new(),
                     held_per_ip: HashMap::new(),
+                    streams: HashMap::new(),
                     hub: hub.clone(),
                     now: Time::from_millis(0),
                     timers: HashMap::new(),

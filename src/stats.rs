@@ -41,6 +41,7 @@ pub struct Stats {
     closes: [AtomicU64; CODES.len() + 1],
     http_requests: AtomicU64,
     held: AtomicU64,
+    streams: AtomicU64,
     /// Written by publishing threads, not this worker: only when they
     /// find its inbox full, which is rare.
     publishes_refused: AtomicU64,
@@ -86,7 +87,7 @@ impl Stats {
                 bump(&self.messages_out, 1);
                 bump(&self.bytes_out, bytes as u64);
             }
-            SendStatus::Dropped => bump(&self.dropped, 1),
+            SendStatus::Dropped | SendStatus::NotText => bump(&self.dropped, 1),
             SendStatus::Closed => {}
         }
     }
@@ -98,6 +99,12 @@ impl Stats {
     }
     pub(crate) fn unhold(&self) {
         self.held.fetch_sub(1, Relaxed);
+    }
+    pub(crate) fn stream_opened(&self) {
+        bump(&self.streams, 1);
+    }
+    pub(crate) fn stream_ended(&self) {
+        self.streams.fetch_sub(1, Relaxed);
     }
     pub(crate) fn publish_refused(&self) {
         bump(&self.publishes_refused, 1);
@@ -131,6 +138,7 @@ impl Stats {
             closes: self.closes.each_ref().map(load),
             http_requests: load(&self.http_requests),
             held: load(&self.held),
+            streams: load(&self.streams),
             publishes_refused: load(&self.publishes_refused),
         }
     }
@@ -168,6 +176,8 @@ pub struct Counters {
     pub http_requests: u64,
     /// Requests held ([`Reply::Hold`](crate::Reply::Hold)) now.
     pub held: u64,
+    /// Event streams ([`Reply::Stream`](crate::Reply::Stream)) open now.
+    pub streams: u64,
     /// Publishes refused because this worker's inbox was full
     /// ([`PublishStatus::Refused`](crate::PublishStatus::Refused)).
     pub publishes_refused: u64,
@@ -196,6 +206,7 @@ impl Counters {
         }
         self.http_requests += other.http_requests;
         self.held += other.held;
+        self.streams += other.streams;
         self.publishes_refused += other.publishes_refused;
     }
 
@@ -245,8 +256,8 @@ impl fmt::Display for Counters {
         write!(f, "\nbytes  in {}  out {}", self.bytes_in, self.bytes_out)?;
         write!(
             f,
-            "\nhttp requests {}  held now {}  publishes refused {}",
-            self.http_requests, self.held, self.publishes_refused
+            "\nhttp requests {}  held now {}  streams now {}  publishes refused {}",
+            self.http_requests, self.held, self.streams, self.publishes_refused
         )?;
         let codes = CODES.iter().map(u16::to_string).chain(["other".into()]);
         group(f, "closes by code:", codes.zip(self.closes))

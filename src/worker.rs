@@ -518,6 +518,7 @@ impl<H: Handler> Worker<H> {
         };
         // A held request whose client went away.
         self.shared.forget_held(key);
+        self.shared.forget_stream(key);
         self.shared.timers.remove(&key);
         self.shared.hub.forget_address(self.shared.worker, key);
         // No deregister: closing the socket, which dropping `conn` does,
@@ -669,7 +670,7 @@ impl<H: Handler> Worker<H> {
         } = &mut self.shared;
         // Compressed forms, if any subscriber wants one, are made once
         // here for all of this worker's subscribers.
-        let mut frame = SharedFrame::from_frame(publish.frame.clone());
+        let mut frame = SharedFrame::from_frame(publish.frame.clone()).with_id(publish.id);
         let mut woken = Vec::new();
         for sub in topics.subscribers_mut(&publish.topic) {
             let key = sub.key;

@@ -89,6 +89,7 @@ use presence::{lock, sweep_pollers, Bounds, Poller, Presence};
 
 #[path = "../common/mod.rs"]
 mod common;
+mod events;
 mod messages;
 mod metrics;
 mod names;
@@ -129,6 +130,10 @@ chat flags:
   --history N                 messages kept per room (default 100)
   --poll-hold SECS            longest a poll waits (default 25)
   --poll-grace SECS           silence past a poll's hold before a poller is gone (default 10)
+  --sse-heartbeat SECS        a comment line on an event stream silent this long, under the
+                              read timeout of any proxy on the way (default 15)
+  --sse-lifetime SECS         end each event stream after this long; EventSource reconnects
+                              with its last id and misses nothing (default: never)
   --rate MSGS_PER_SEC         lines (pings too) a client may send a second, 10 s of them at once;
                               a WebSocket past it, or past 64 KiB/s, is closed with 1008, a
                               poller's line gets 429 (default 20; 0 turns the limit off)
@@ -143,11 +148,14 @@ A poll, a line or an upgrade that would pass one of the last three gets 429.";
 struct Member {
     room: String,
     name: String,
-    /// For a WebSocket: the last message id the client had, if it resumes.
+    /// For a WebSocket or a stream: the last message id the client had, if
+    /// it resumes.
     after: Option<MessageId>,
     /// For a poll: the client and the number of its poll, to tell whether
     /// a newer poll replaced this one.
     poll: Option<(Poller, u64)>,
+    /// An event stream (`/events`) rather than a WebSocket.
+    stream: bool,
 }
 
 /// Settings every worker's handler shares.
@@ -163,6 +171,9 @@ struct Settings {
     rate: Option<RateLimit>,
     /// `--metrics-allow`: who may read `/metrics` besides loopback.
     metrics_allow: Vec<IpAddr>,
+    /// `--sse-lifetime`: how long one event stream lasts before the
+    /// server ends it and the reader reconnects.
+    sse_lifetime: Option<Duration>,
 }
 
 /// One per worker. It keeps no table of connections: each one carries its
@@ -204,13 +215,15 @@ impl Handler for Chat {
             (_, "/") => Response::status(405)
                 .with_header("Allow", "GET, HEAD")
                 .into(),
-            ("POST", "/send") | ("GET", "/poll") if self.foreign(req) => {
+            ("POST", "/send") | ("GET", "/poll" | "/events") if self.foreign(req) => {
                 Response::status(403).into()
             }
             ("POST", "/send") => self.send(req, peer, topics).into(),
             (_, "/send") => Response::status(405).with_header("Allow", "POST").into(),
             ("GET", "/poll") => self.poll(req, peer, topics),
             (_, "/poll") => Response::status(405).with_header("Allow", "GET").into(),
+            ("GET", "/events") => self.events(req, peer),
+            (_, "/events") => Response::status(405).with_header("Allow", "GET").into(),
             (_, "/metrics") if !self.reads_metrics(peer) => Response::status(404).into(),
             ("GET" | "HEAD", "/metrics") => self.metrics(topics).into(),
             (_, "/metrics") => Response::status(405)
@@ -242,6 +255,12 @@ impl Handler for Chat {
 
     fn on_history(&mut self, conn: &mut Conn<'_, Member>, _room: &str, catchup: Catchup) {
         ws::catch_up(conn, &catchup);
+    }
+
+    fn on_timer(&mut self, conn: &mut Conn<'_, Member>, token: u64) {
+        if token == events::LIFETIME {
+            self.end_stream(conn);
+        }
     }
 }
 
@@ -279,6 +298,7 @@ fn main() -> ExitCode {
     let mut redis = None;
     let mut local_first = false;
     let mut metrics_allow = Vec::new();
+    let mut sse_lifetime = None;
     for (flag, value) in &args.extra {
         let value = value.as_deref();
         let number = value.and_then(|v| v.parse::<u32>().ok());
@@ -294,6 +314,8 @@ fn main() -> ExitCode {
             ("--history", _, Some(n @ 1..), _) => history.depth = n as usize,
             ("--poll-hold", .., Some(s)) => poll_hold = s,
             ("--poll-grace", .., Some(s)) => grace = s,
+            ("--sse-heartbeat", .., Some(s)) => config.stream_heartbeat = Some(s),
+            ("--sse-lifetime", .., Some(s)) => sse_lifetime = Some(s),
             ("--rate", _, Some(n), _) => rate = (n > 0).then_some(n),
             ("--max-names-per-address", _, Some(n @ 1..), _) => bounds.per_address = n as usize,
             ("--max-room-members", _, Some(n @ 1..), _) => bounds.per_room = n as usize,
@@ -336,6 +358,7 @@ fn main() -> ExitCode {
         silence: poll_hold + grace,
         rate,
         metrics_allow,
+        sse_lifetime,
     };
     let presence = Arc::new(Mutex::new(Presence::new(bounds)));
     let shared = presence.clone();

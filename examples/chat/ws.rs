@@ -39,8 +39,10 @@ impl Chat {
     }
 
     /// The member is in: it gets what it missed, who is here, then every
-    /// message from then on, and the room hears it join.
+    /// message from then on, and the room hears it join. The same for a
+    /// WebSocket and an event stream (`events.rs`).
     pub fn open_socket(&self, conn: &mut Conn<'_, Member>) {
+        let via = via(conn);
         let Member {
             room, name, after, ..
         } = conn.data();
@@ -58,8 +60,11 @@ impl Chat {
         conn.subscribe_after(&room, catchup.latest);
         let here = presence.names(&room);
         presence.socket_joined(&room, &name);
-        let _ = conn.publish(&room, event("join", &name, "ws").as_text());
+        let _ = conn.publish(&room, event("join", &name, via).as_text());
         drop(presence);
+        if conn.data().stream {
+            self.time_stream(conn);
+        }
         // Still ahead of the join and of everything after the
         // subscription: wsloop delivers those once this callback returns.
         send_json(conn, &json!({ "kind": "here", "names": here }));
@@ -86,11 +91,21 @@ impl Chat {
     /// The member is gone: it leaves the room and the room hears it, in
     /// one step (see `presence`).
     pub fn close_socket(&self, conn: &mut Conn<'_, Member>) {
+        let via = via(conn);
         let Member { room, name, .. } = conn.data();
         let (room, name) = (room.clone(), name.clone());
         let mut presence = self.presence();
         presence.socket_left(&room, &name);
-        let _ = conn.publish(&room, event("leave", &name, "ws").as_text());
+        let _ = conn.publish(&room, event("leave", &name, via).as_text());
+    }
+}
+
+/// How the member listens, as joins and leaves tell the room. Asked of
+/// the data, which outlives the stream, for `on_close`.
+fn via(conn: &Conn<'_, Member>) -> &'static str {
+    match conn.data().stream {
+        true => "sse",
+        false => "ws",
     }
 }
 

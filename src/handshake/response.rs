@@ -173,6 +173,22 @@ impl Response {
         }
         out
     }
+
+    /// Encodes the head of an answer whose body is written as it comes, and
+    /// ends when the server closes the connection: no length and
+    /// `Connection: close` ([RFC 9112 §6.3]). The body given here is the
+    /// body's first bytes.
+    ///
+    /// [RFC 9112 §6.3]: https://www.rfc-editor.org/rfc/rfc9112#section-6.3
+    pub fn encode_streamed(&self) -> Vec<u8> {
+        let mut out = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status)).into_bytes();
+        for (name, value) in &self.headers {
+            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        out.extend_from_slice(b"Connection: close\r\n\r\n");
+        out.extend_from_slice(&self.body);
+        out
+    }
 }
 
 /// The reason phrase for the statuses wsloop sends.

@@ -20,6 +20,7 @@
 
 // One file per question a reader has. This one holds what the parts share:
 // the limits, messages and events, the close payload, and frame encoding.
+pub mod events; // Server-Sent Events: a message as an event
 mod outbox; // what is queued to write: Outbox, SharedFrame
 mod reader; // the frame-by-frame message reader: MessageReader
 

@@ -4,8 +4,10 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::events::encode_event;
 use super::{encode_frame, frame_header, Message};
 use crate::frame::{FrameHeader, OpCode, Role, MAX_HEADER_LEN};
+use crate::history::MessageId;
 
 /// One piece of queued output: bytes of its own, or a frame shared with
 /// other connections (a broadcast).
@@ -179,6 +181,11 @@ pub struct SharedFrame {
     /// Where the payload starts in `frame`.
     header_len: usize,
     opcode: OpCode,
+    /// The message's id in its topic's history, for event streams.
+    id: Option<MessageId>,
+    /// The message as a Server-Sent Event, made for the first stream that
+    /// takes it: not tried yet, or the event (`None` for binary).
+    event: Option<Option<Arc<[u8]>>>,
     /// By window bits 9 to 15: not tried yet, or the frame (`None` where
     /// compressing did not make it smaller).
     #[cfg(feature = "deflate")]
@@ -204,9 +211,17 @@ impl SharedFrame {
             frame,
             header_len,
             opcode,
+            id: None,
+            event: None,
             #[cfg(feature = "deflate")]
             deflated: Default::default(),
         }
+    }
+
+    /// The same message, with its id in its topic's history: an event
+    /// stream writes it in the event's `id` line.
+    pub fn with_id(self, id: Option<MessageId>) -> Self {
+        SharedFrame { id, ..self }
     }
 
     /// The plain frame.
@@ -217,6 +232,26 @@ impl SharedFrame {
     /// The message's opcode and payload.
     pub fn payload(&self) -> (OpCode, &[u8]) {
         (self.opcode, &self.frame[self.header_len..])
+    }
+
+    /// The message as a Server-Sent Event (its id, then its text as
+    /// `data` lines), made on the first call and shared by every stream
+    /// after; `None` for a binary message, which an event stream cannot
+    /// carry.
+    pub fn event(&mut self) -> Option<Arc<[u8]>> {
+        let (opcode, payload, id) = (self.opcode, &self.frame[self.header_len..], self.id);
+        self.event
+            .get_or_insert_with(|| {
+                if opcode != OpCode::Text {
+                    return None;
+                }
+                let text = String::from_utf8_lossy(payload);
+                let mut event = Vec::with_capacity(payload.len() + 40);
+                let id = id.as_ref().map(|id| id as &dyn std::fmt::Display);
+                encode_event(&mut event, id, &text);
+                Some(event.into())
+            })
+            .clone()
     }
 
     /// The frame compressed for a connection that keeps no context and

@@ -35,6 +35,7 @@ impl<D> Session<D> {
             // The I/O layer asks the application for the answer at the
             // deadline (see `held_deadline`).
             State::Held(_) => {}
+            State::Streaming(_) => self.stream_timeout(now, config),
             State::Closing(ending) | State::Closed(ending) | State::Failed(ending) => {
                 if now.reached(ending.since, config.close_timeout) {
                     self.end(CloseCode::ABNORMAL, "");
@@ -74,6 +75,7 @@ impl<D> Session<D> {
             }
             State::Answering { since, .. } => Some(now.after(*since, config.handshake_timeout)),
             State::Held(_) => self.held_deadline(now),
+            State::Streaming(_) => self.stream_deadline(now, config),
             State::Open(open) => {
                 let keepalive = match open.keepalive {
                     Keepalive::Pinged { at } => Some(now.after(at, config.pong_timeout)),

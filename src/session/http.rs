@@ -29,6 +29,17 @@ pub enum Answer<D> {
     /// Send this response; the connection then closes, or waits for the
     /// next request when the request allows it.
     Respond(Response),
+    /// Answer a plain request with a response that stays open and is
+    /// written to as messages come: Server-Sent Events. `response` is the
+    /// head, and its body the stream's first bytes
+    /// ([`Answer::event_stream`] makes one). Sends on the session then
+    /// write events, until either side ends it.
+    Stream {
+        /// The stream's data, as an upgraded connection's.
+        data: D,
+        /// The head, sent without a length and with `Connection: close`.
+        response: Response,
+    },
     /// Hold the answer to a plain request: the connection waits, with
     /// this data, until [`Session::answer_held`] or the deadline after
     /// `timeout` ([`Session::held_deadline`]).
@@ -214,10 +225,20 @@ impl<D> Session<D> {
                 self.respond(now, &response, how.with_body, how.keep_alive);
                 None
             }
-            // An upgrade is answered at once; only a plain request waits.
-            (Answer::Hold { .. }, Some(_)) => {
+            // An upgrade is answered at once; only a plain request waits
+            // or streams.
+            (Answer::Hold { .. } | Answer::Stream { .. }, Some(_)) => {
                 self.respond(now, &Response::status(500), how.with_body, false);
                 None
+            }
+            // A HEAD learns the head, and no stream follows.
+            (Answer::Stream { response, .. }, None) if !how.with_body => {
+                self.respond(now, &response, false, false);
+                None
+            }
+            (Answer::Stream { data, response }, None) => {
+                self.start_stream(now, data, response.encode_streamed());
+                Some(Delivery::Streaming)
             }
             (Answer::Hold { data, timeout }, None) => {
                 self.state = State::Held(Box::new(Waiting {

@@ -180,6 +180,7 @@ mod deadlines; // the five deadlines: handle_timeout, poll_timeout
 mod extensions; // permessage-deflate: agreed, inflating, compressing
 mod http; // the request head, its body, and the answer to it
 mod open; // an upgraded connection: frames, sends, the close handshake
+mod stream; // an event stream: a response written to as messages come
 #[cfg(test)]
 mod test_util; // what the parts' tests share
 
@@ -193,6 +194,7 @@ use crate::protocol::{Incoming, MessageReader, Outbox};
 use crate::time::Stamp;
 use http::{Reading, Waiting};
 use open::{CloseRecord, Ending, Open};
+use stream::Streaming;
 
 pub use crate::time::{Time, MAX_TIMEOUT};
 pub use http::Answer;
@@ -207,6 +209,10 @@ pub enum Delivery<'a> {
     Message(Incoming<'a>),
     /// A plain request's answer is held, as [`Answer::Hold`] asked.
     Held,
+    /// A plain request is answered with an event stream, as
+    /// [`Answer::Stream`] asked: its head is queued, and sends now write
+    /// events.
+    Streaming,
 }
 
 /// The result of [`Session::handle_read`]: input bytes used, and what they
@@ -260,6 +266,9 @@ pub enum SendStatus {
     Dropped,
     /// Not sent: the connection is closing or closed.
     Closed,
+    /// Not sent: an event stream ([`Answer::Stream`]) carries text only,
+    /// and this was a binary message.
+    NotText,
 }
 
 /// Whether our FIN has gone out.
@@ -286,6 +295,9 @@ enum State<D> {
     Held(Box<Waiting<D>>),
     /// Upgraded: messages flow.
     Open(Open<D>),
+    /// A plain request answered with an event stream: messages flow out
+    /// as events.
+    Streaming(Streaming<D>),
     /// We sent a close frame and wait for the peer's.
     Closing(Ending<D>),
     /// Both close frames are exchanged: our last bytes go out, then the
@@ -296,7 +308,8 @@ enum State<D> {
     Closed(Ending<D>),
     /// The peer broke the protocol: our close frame goes out, then FIN,
     /// then we wait for the peer's FIN, so that input it is still sending
-    /// cannot turn our close frame into a reset.
+    /// cannot turn our close frame into a reset. An event stream that we
+    /// end takes the same way out, with no close frame.
     Failed(Ending<D>),
     /// The TCP connection is to be dropped now. An upgraded connection
     /// keeps its data and record until `on_close` has seen them.
@@ -343,6 +356,15 @@ impl<D> Session<D> {
             // serve behind a held answer.
             State::Held(_) => {
                 self.end(CloseCode::ABNORMAL, "");
+                Ok(Step {
+                    consumed: input.len(),
+                    delivery: None,
+                })
+            }
+            // Nor on an event stream, where the request was the client's
+            // last word.
+            State::Streaming(_) => {
+                self.end(CloseCode::POLICY_VIOLATION, "input on an event stream");
                 Ok(Step {
                     consumed: input.len(),
                     delivery: None,
@@ -397,12 +419,12 @@ impl<D> Session<D> {
     /// with this code for a connection that had none.
     fn end(&mut self, code: CloseCode, reason: &str) {
         self.state = match std::mem::replace(&mut self.state, State::Ended(None)) {
-            State::Open(open) => {
+            State::Open(Open { data, .. }) | State::Streaming(Streaming { data, .. }) => {
                 let record = CloseRecord {
                     code,
                     reason: reason.into(),
                 };
-                State::Ended(Some(Ending::new(open.data, Time::from_millis(0), record)))
+                State::Ended(Some(Ending::new(data, Time::from_millis(0), record)))
             }
             State::Closing(ending) | State::Closed(ending) | State::Failed(ending) => {
                 State::Ended(Some(ending))
@@ -432,8 +454,18 @@ impl<D> Session<D> {
     /// The socket took only part of the output: the application hears of
     /// it through [`Session::poll_drain`] once the rest is written.
     pub fn handle_write_blocked(&mut self) {
-        if let State::Open(open) = &mut self.state {
-            open.drain_wanted = true;
+        if let Some(wanted) = self.drain_wanted() {
+            *wanted = true;
+        }
+    }
+
+    /// Whether the application waits to hear that the queue emptied, for
+    /// a connection that can still send.
+    fn drain_wanted(&mut self) -> Option<&mut bool> {
+        match &mut self.state {
+            State::Open(open) => Some(&mut open.drain_wanted),
+            State::Streaming(stream) => Some(&mut stream.drain_wanted),
+            _ => None,
         }
     }
 
@@ -474,9 +506,10 @@ impl<D> Session<D> {
     /// True once, when output that the socket had refused, or a dropped
     /// send, is behind us and the queue is empty.
     pub fn poll_drain(&mut self) -> bool {
-        match &mut self.state {
-            State::Open(open) if open.drain_wanted && self.out.is_empty() => {
-                open.drain_wanted = false;
+        let empty = self.out.is_empty();
+        match self.drain_wanted() {
+            Some(wanted) if *wanted && empty => {
+                *wanted = false;
                 true
             }
             _ => false,
@@ -498,12 +531,14 @@ impl<D> Session<D> {
         )
     }
 
-    /// Whether messages can be sent.
+    /// Whether messages can be sent: an open WebSocket, or an event
+    /// stream.
     pub fn is_open(&self) -> bool {
-        matches!(self.state, State::Open(_))
+        matches!(self.state, State::Open(_) | State::Streaming(_))
     }
 
-    /// Whether the upgrade happened, so that the application has data here.
+    /// Whether the upgrade happened, or an event stream began, so that the
+    /// application has data here.
     pub fn is_upgraded(&self) -> bool {
         self.data().is_some()
     }
@@ -521,10 +556,11 @@ impl<D> Session<D> {
         }
     }
 
-    /// The application's data, once the upgrade is accepted.
+    /// The application's data, once the upgrade is accepted or the event
+    /// stream begun.
     pub fn data(&self) -> Option<&D> {
         match &self.state {
-            State::Open(open) => Some(&open.data),
+            State::Open(Open { data, .. }) | State::Streaming(Streaming { data, .. }) => Some(data),
             State::Closing(ending) | State::Closed(ending) | State::Failed(ending) => {
                 Some(&ending.data)
             }
@@ -536,7 +572,7 @@ impl<D> Session<D> {
     /// The application's data, mutable.
     pub fn data_mut(&mut self) -> Option<&mut D> {
         match &mut self.state {
-            State::Open(open) => Some(&mut open.data),
+            State::Open(Open { data, .. }) | State::Streaming(Streaming { data, .. }) => Some(data),
             State::Closing(ending) | State::Closed(ending) | State::Failed(ending) => {
                 Some(&mut ending.data)
             }

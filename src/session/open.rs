@@ -259,6 +259,9 @@ impl<D> Session<D> {
     /// Starts the close handshake: our close frame, with a reason cut to
     /// 123 bytes. Does nothing unless the connection is open.
     pub fn close(&mut self, now: Time, code: CloseCode, reason: &str) {
+        if self.is_stream() {
+            return self.end_stream(now, code, reason);
+        }
         if !self.is_open() {
             return;
         }
@@ -298,6 +301,9 @@ impl<D> Session<D> {
         msg: Message<'_>,
         compress: bool,
     ) -> SendStatus {
+        if self.is_stream() {
+            return self.stream_message(now, config, msg);
+        }
         let payload = msg.as_bytes();
         if let Err(refused) = self.admit(now, config, payload.len()) {
             return refused;
@@ -318,6 +324,9 @@ impl<D> Session<D> {
         config: &Config,
         frame: &mut SharedFrame,
     ) -> SendStatus {
+        if self.is_stream() {
+            return self.stream_shared(now, config, frame);
+        }
         if let Err(refused) = self.admit(now, config, frame.frame().len()) {
             return refused;
         }
@@ -351,21 +360,31 @@ impl<D> Session<D> {
         if !self.is_open() {
             return Ok(SendStatus::Closed);
         }
+        // An event stream has no pings: a heartbeat comment stands in.
+        if self.is_stream() {
+            self.out.push_raw(crate::protocol::events::HEARTBEAT);
+            return Ok(SendStatus::Queued);
+        }
         self.out.push(OpCode::Ping, payload);
         Ok(SendStatus::Queued)
     }
 
     /// Refuses a send on a connection that is not open, or one over the
     /// write cap, where the backpressure policy applies.
-    fn admit(&mut self, now: Time, config: &Config, len: usize) -> Result<(), SendStatus> {
-        let State::Open(open) = &mut self.state else {
+    pub(super) fn admit(
+        &mut self,
+        now: Time,
+        config: &Config,
+        len: usize,
+    ) -> Result<(), SendStatus> {
+        let queued = self.out.len();
+        let Some(drain_wanted) = self.drain_wanted() else {
             return Err(SendStatus::Closed);
         };
         // The cap bounds what is queued ahead of a message, so one message
         // larger than the cap can still go out on an idle connection.
-        let queued = self.out.len();
         if queued > 0 && queued + len > config.max_write_buffer {
-            open.drain_wanted = true;
+            *drain_wanted = true;
             if config.backpressure == Backpressure::Close {
                 self.close(now, CloseCode::POLICY_VIOLATION, "write buffer full");
             }

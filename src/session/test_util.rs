@@ -33,7 +33,8 @@ pub(super) fn masked(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Feeds all of `input` at `now`, accepting upgrades with data 7,
-/// holding requests for `/hold` with data 9 for 30 s, and answering
+/// holding requests for `/hold` with data 9 for 30 s, streaming events
+/// for `/events` with data 5 and a retry of 1 s, and answering
 /// other plain requests with a 200 page naming the method and body;
 /// returns what was delivered.
 pub(super) fn feed(s: &mut Session<u32>, now: Time, config: &Config, input: &[u8]) -> Vec<String> {
@@ -47,6 +48,8 @@ pub(super) fn feed(s: &mut Session<u32>, now: Time, config: &Config, input: &[u8
                     protocol: None,
                     data: 7,
                 }
+            } else if req.path == "/events" {
+                Answer::event_stream(5, Some(1000))
             } else if req.path == "/hold" {
                 Answer::Hold {
                     data: 9,
@@ -67,6 +70,7 @@ pub(super) fn feed(s: &mut Session<u32>, now: Time, config: &Config, input: &[u8
                     Delivery::Opened => "open".to_string(),
                     Delivery::Message(m) => format!("{:?}", m.message()),
                     Delivery::Held => "held".to_string(),
+                    Delivery::Streaming => "streaming".to_string(),
                 }));
             }
             Err(e) => {
