@@ -1,5 +1,6 @@
-//! Long polling against WebSocket push, on the same chat and the same load:
-//! the argument WebSockets won, measured.
+//! WebSocket push, Server-Sent Events and long polling, on the same chat
+//! and the same load: the argument WebSockets won, measured, beside the
+//! middle road.
 //!
 //! ```text
 //! cargo build --release --example chat
@@ -12,9 +13,11 @@
 //! each transport, fills rooms of `--room-size` members. Every member says
 //! a line every `--every-ms` (staggered), carrying the time it was sent;
 //! every member of the room receives it. Over WebSocket a member sends a
-//! masked frame and reads frames; over long polling it posts the line with
-//! `POST /send` on one kept-alive connection and loops on `GET /poll` with
-//! its cursor on another, as the chat page does. Reported per run, for the
+//! masked frame and reads frames. Over SSE it reads events from one
+//! `GET /events` answer that never ends, and posts its lines with
+//! `POST /send` on a second, kept-alive connection. Over long polling it
+//! posts its lines the same way and loops on `GET /poll` with its cursor
+//! on another connection, as the chat page does. Reported per run, for the
 //! measured window:
 //!
 //! - bytes on the wire per delivered message: every byte the clients wrote
@@ -46,16 +49,18 @@ use crate::members::{now_us, open_member, Mouth};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Transport {
     WebSocket,
+    Sse,
     Polling,
 }
 
 impl Transport {
     /// Every transport, in the order of the table and the chart.
-    const ALL: [Transport; 2] = [Transport::WebSocket, Transport::Polling];
+    const ALL: [Transport; 3] = [Transport::WebSocket, Transport::Sse, Transport::Polling];
 
     fn name(self) -> &'static str {
         match self {
             Transport::WebSocket => "WebSocket",
+            Transport::Sse => "SSE",
             Transport::Polling => "long polling",
         }
     }
@@ -143,8 +148,9 @@ struct Chat {
 }
 
 impl Chat {
-    /// Starts the chat for members that each say a line every `every`.
-    fn start(every: Duration) -> Chat {
+    /// Starts the chat for members that each say a line every `every`,
+    /// with `extra` flags.
+    fn start(every: Duration, extra: &[&str]) -> Chat {
         let exe = std::env::current_exe().expect("own path");
         let chat = exe
             .parent()
@@ -164,7 +170,7 @@ impl Chat {
             "--history",
             "1000",
         ];
-        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut args: Vec<String> = args.iter().chain(extra).map(|a| a.to_string()).collect();
         // The chat's rate limit, 20 lines a second per client, is for
         // strangers: a faster pace asked of the bench is let through.
         let per_sec = (1.0 / every.as_secs_f64()).ceil().min(1e6) as u32;
@@ -176,18 +182,29 @@ impl Chat {
         Chat { process, addr }
     }
 
+    fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// The chat's CPU time so far, user and system, in seconds: the sum of
     /// its threads' run time from schedstat, in nanoseconds (the ticks of
     /// /proc/PID/stat are 10 ms, too coarse for a short window).
     fn cpu(&self) -> f64 {
-        let tasks =
-            std::fs::read_dir(format!("/proc/{}/task", self.process.pid())).expect("the chat runs");
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).expect("the chat runs");
         let ns: u64 = tasks
             .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
             .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
             .sum();
         ns as f64 / 1e9
     }
+}
+
+/// Member `i`'s loopback address, one of its own, as clients on the
+/// internet each have theirs: the chat bounds held polls and streams per
+/// address, and each address has its own ephemeral ports, enough for
+/// tens of thousands of members.
+fn address_of(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8))
 }
 
 /// One run: `clients` members in rooms, the measured window, the figures.
@@ -201,7 +218,7 @@ fn run(chat: &Chat, transport: Transport, clients: usize, opts: &Opts, tag: usiz
     for i in 0..clients {
         let room = format!("r{tag}-{}", i % rooms);
         let name = format!("m{i}");
-        let from = IpAddr::V4(Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8));
+        let from = address_of(i);
         let (mouth, close, listener) =
             open_member(chat.addr, transport, (&room, &name, from), &tally, origin);
         mouths[i % rooms].push(mouth);
@@ -291,7 +308,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let chat = Chat::start(opts.every);
+    let chat = Chat::start(opts.every, &[]);
     println!(
         "polling: chat at {}, rooms of {}, a line per member every {} ms, {} s windows, medians of {}",
         chat.addr,
@@ -304,7 +321,7 @@ fn main() {
     let mut tag = 0;
     for &clients in &opts.clients {
         let mut runs: Vec<Vec<Figures>> = vec![Vec::new(); Transport::ALL.len()];
-        // Interleaved, so that a noisy moment hurts both alike.
+        // Interleaved, so that a noisy moment hurts every transport alike.
         for _ in 0..opts.runs {
             for (i, &t) in Transport::ALL.iter().enumerate() {
                 tag += 1;

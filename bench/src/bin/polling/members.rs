@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::wire::{http, ws_open, ws_read, ws_send, Counted};
+use crate::wire::{http, sse_next, sse_open, ws_open, ws_read, ws_send, Counted};
 use crate::{Tally, Transport};
 
 /// Microseconds since the bench started: what a line carries.
@@ -126,6 +126,30 @@ pub fn open_member(
                         if let Some(latest) = answer["latest"].as_str() {
                             cursor = latest.to_owned();
                         }
+                    }
+                })
+                .expect("thread");
+            (Mouth::Poster(sends, query), closers, listener)
+        }
+        Transport::Sse => {
+            // Any token will do: it only tells this member's lines apart.
+            let query = format!("room={room}&name={name}&client=bench-{name}-{room}");
+            let mut events = sse_open(addr, from, room, name, &tally);
+            let sends = BufReader::new(Counted::connect(addr, from, &tally));
+            let closers = vec![
+                events.get_ref().stream.try_clone().expect("clone"),
+                sends.get_ref().stream.try_clone().expect("clone"),
+            ];
+            let listener = thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    while let Some(data) = sse_next(&mut events) {
+                        if let Ok(msg) = serde_json::from_str::<Value>(&data) {
+                            received(&msg, origin, &tally);
+                        }
+                    }
+                    if !tally.stop.load(Relaxed) {
+                        tally.failures.fetch_add(1, Relaxed);
                     }
                 })
                 .expect("thread");

@@ -82,7 +82,7 @@ pub fn write_svg(path: &str, table: &Table, opts: &Opts) {
             .collect(),
     };
     let chart = svg::Chart {
-        title: "Long polling against WebSocket push, same chat, same load".into(),
+        title: "WebSocket push, Server-Sent Events and long polling: same chat, same load".into(),
         subtitle: format!(
             "rooms of {}, a line per member every {} ms; 2 workers, 2 cores shared with the load; medians of {}",
             opts.room_size,
@@ -90,12 +90,13 @@ pub fn write_svg(path: &str, table: &Table, opts: &Opts) {
             opts.runs
         ),
         series: Transport::ALL.iter().map(|t| t.name().to_owned()).collect(),
-        columns: 2,
+        columns: 3,
         panels: vec![
             panel("wire bytes per delivered message", |f| f.bytes_per_msg),
             panel("server CPU µs per delivered message", |f| f.cpu_us_per_msg),
-            panel("delivery latency p99, ms", |f| f.p99_ms),
             panel("HTTP requests parsed per second", |f| f.requests_per_sec),
+            panel("delivery latency p50, ms", |f| f.p50_ms),
+            panel("delivery latency p99, ms", |f| f.p99_ms),
         ],
     };
     std::fs::write(path, svg::render(&chart)).expect("write SVG");

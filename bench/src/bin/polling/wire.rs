@@ -1,6 +1,6 @@
 //! The clients' side of each transport, by hand, over sockets that count
-//! their bytes: the WebSocket upgrade and frames, and HTTP/1.1 requests
-//! on a kept-alive connection.
+//! their bytes: the WebSocket upgrade and frames, HTTP/1.1 requests on a
+//! kept-alive connection, and a Server-Sent Events stream.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -128,20 +128,19 @@ pub fn ws_read(reader: &mut impl Read) -> Option<(u8, Vec<u8>)> {
     Some((head[0] & 0x0f, payload))
 }
 
-// ---- Long polling over HTTP/1.1 kept alive.
+// ---- HTTP/1.1 kept alive: long polling, and saying a line.
 
-/// Sends a request and reads the answer's status and body.
-pub fn http(
-    conn: &mut BufReader<Counted>,
-    method: &str,
-    path: &str,
-    body: &str,
-) -> Option<(u16, Vec<u8>)> {
+/// Writes a request with the smallest head HTTP/1.1 allows.
+pub fn request(conn: &mut BufReader<Counted>, method: &str, path: &str, body: &str) -> Option<()> {
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    conn.get_mut().write_all(request.as_bytes()).ok()?;
+    conn.get_mut().write_all(request.as_bytes()).ok()
+}
+
+/// Reads an answer's head: its status and its `Content-Length`, 0 if none.
+fn head(conn: &mut BufReader<Counted>) -> Option<(u16, usize)> {
     let mut line = String::new();
     conn.read_line(&mut line).ok()?;
     let status = line.split(' ').nth(1)?.parse().ok()?;
@@ -156,7 +155,75 @@ pub fn http(
             len = v.trim().parse().ok()?;
         }
     }
+    Some((status, len))
+}
+
+/// Reads an answer's status and body.
+pub fn answer(conn: &mut BufReader<Counted>) -> Option<(u16, Vec<u8>)> {
+    let (status, len) = head(conn)?;
     let mut body = vec![0; len];
     conn.read_exact(&mut body).ok()?;
     Some((status, body))
+}
+
+/// Sends a request and reads the answer's status and body.
+pub fn http(
+    conn: &mut BufReader<Counted>,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Option<(u16, Vec<u8>)> {
+    request(conn, method, path, body)?;
+    answer(conn)
+}
+
+// ---- Server-Sent Events: one answer that never ends, read line by line.
+
+/// Opens the member's event stream with the head `EventSource` sends
+/// (less its `User-Agent` and cookies), and reads the answer's head; the
+/// events follow on the returned reader.
+pub fn sse_open(
+    addr: SocketAddr,
+    from: IpAddr,
+    room: &str,
+    name: &str,
+    tally: &Arc<Tally>,
+) -> BufReader<Counted> {
+    let mut conn = BufReader::new(Counted::connect(addr, from, tally));
+    let path = format!("/events?room={room}&name={name}");
+    let head_lines = format!(
+        "GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
+    );
+    conn.get_mut()
+        .write_all(head_lines.as_bytes())
+        .expect("stream request");
+    let (status, _) = head(&mut conn).expect("stream answer");
+    assert_eq!(status, 200, "GET {path}");
+    conn
+}
+
+/// Reads the stream up to the next event and returns its data; `None`
+/// at the end. An event is `field: value` lines ended by a blank line;
+/// only `data:` matters here. Comments (`:`, the heartbeat) and `retry:`
+/// are skipped, and so is `id:`, the cursor that `EventSource` would send
+/// back as `Last-Event-ID` if it reconnected, which this bench never does.
+pub fn sse_next(conn: &mut impl BufRead) -> Option<String> {
+    let mut data = String::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if conn.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let field = line.trim_end_matches(['\r', '\n']);
+        if field.is_empty() && !data.is_empty() {
+            return Some(data);
+        }
+        if let Some(value) = field.strip_prefix("data:") {
+            if !data.is_empty() {
+                data.push('\n');
+            }
+            data.push_str(value.strip_prefix(' ').unwrap_or(value));
+        }
+    }
 }
