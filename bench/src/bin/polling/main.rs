@@ -6,7 +6,7 @@
 //! cargo build --release --example chat
 //! cargo run --release -p wsloop-bench --bin polling -- [--clients 100,1000]
 //!     [--seconds 10] [--room-size 10] [--every-ms 1000] [--runs 3]
-//!     [--svg docs/polling.svg] [--json docs/polling.json]
+//!     [--idle 10000] [--svg docs/polling.svg] [--json docs/polling.json]
 //! ```
 //!
 //! It starts the chat example (2 workers) and, for each client count and
@@ -30,7 +30,12 @@
 //! The load generator runs on the same two cores as the server; CPU per
 //! message is the server's own, which the generator cannot inflate, while
 //! latency includes the generator's scheduling. Medians of `--runs`.
+//!
+//! Then, for each transport, a fresh chat and `--idle` members that say
+//! nothing (0 skips it): the chat's resident memory per idle member (see
+//! `idle.rs`).
 
+mod idle;
 mod members;
 mod report;
 mod wire;
@@ -43,6 +48,7 @@ use std::time::{Duration, Instant};
 
 use wsloop_bench::{median, Running};
 
+use crate::idle::Idle;
 use crate::members::{now_us, open_member, Mouth};
 
 /// How the bench's members listen.
@@ -73,6 +79,8 @@ struct Opts {
     room_size: usize,
     every: Duration,
     runs: usize,
+    /// Idle members per transport for the memory figure; 0 skips it.
+    idle: usize,
     svg: Option<String>,
     json: Option<String>,
 }
@@ -84,6 +92,7 @@ fn parse_opts() -> Result<Opts, String> {
         room_size: 10,
         every: Duration::from_millis(1000),
         runs: 3,
+        idle: 10_000,
         svg: None,
         json: None,
     };
@@ -104,6 +113,7 @@ fn parse_opts() -> Result<Opts, String> {
             "--room-size" => opts.room_size = value.parse::<usize>().map_err(bad)?.max(1),
             "--every-ms" => opts.every = Duration::from_millis(value.parse().map_err(bad)?),
             "--runs" => opts.runs = value.parse::<usize>().map_err(bad)?.max(1),
+            "--idle" => opts.idle = value.parse().map_err(bad)?,
             "--svg" => opts.svg = Some(value),
             "--json" => opts.json = Some(value),
             _ => return Err(format!("unknown flag {flag}")),
@@ -207,6 +217,22 @@ fn address_of(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8))
 }
 
+/// Raises this process's soft limit on open files to its hard limit, as
+/// `ulimit -n $(ulimit -Hn)` does: 10,000 idle members are 10,000 sockets
+/// here, and as many in the chat, which inherits the limit.
+#[cfg(unix)]
+fn raise_open_files() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    limit.current = limit.maximum;
+    if let Err(e) = setrlimit(Resource::Nofile, limit) {
+        eprintln!("polling: cannot raise the open-file limit: {e}");
+    }
+}
+
+#[cfg(not(unix))]
+fn raise_open_files() {}
+
 /// One run: `clients` members in rooms, the measured window, the figures.
 fn run(chat: &Chat, transport: Transport, clients: usize, opts: &Opts, tag: usize) -> Figures {
     let origin = Instant::now();
@@ -308,6 +334,7 @@ fn main() {
             std::process::exit(2);
         }
     };
+    raise_open_files();
     let chat = Chat::start(opts.every, &[]);
     println!(
         "polling: chat at {}, rooms of {}, a line per member every {} ms, {} s windows, medians of {}",
@@ -341,11 +368,27 @@ fn main() {
             table.push((clients, t, figures));
         }
     }
+    drop(chat);
+    let mut idle = Vec::new();
+    if opts.idle > 0 {
+        let mut runs: Vec<Vec<Idle>> = vec![Vec::new(); Transport::ALL.len()];
+        for _ in 0..opts.runs {
+            for (i, &t) in Transport::ALL.iter().enumerate() {
+                runs[i].push(idle::measure(t, opts.idle, opts.room_size));
+            }
+        }
+        // The middle run, whole, so that its figures add up.
+        for (i, &t) in Transport::ALL.iter().enumerate() {
+            runs[i].sort_by(|a, b| a.bytes_per_member().total_cmp(&b.bytes_per_member()));
+            idle.push((t, runs[i][runs[i].len() / 2]));
+        }
+    }
     report::print_table(&table);
+    report::print_idle(&idle);
     if let Some(path) = &opts.json {
-        report::write_json(path, &table);
+        report::write_json(path, &table, &idle);
     }
     if let Some(path) = &opts.svg {
-        report::write_svg(path, &table, &opts);
+        report::write_svg(path, &table, &idle, &opts);
     }
 }

@@ -1,13 +1,17 @@
 //! What the bench prints and writes: the table of medians, each transport
-//! against WebSocket push, the JSON and the chart.
+//! against WebSocket push, memory per idle member, the JSON and the chart.
 
 use serde_json::Value;
 use wsloop_bench::svg;
 
+use crate::idle::Idle;
 use crate::{Figures, Opts, Transport};
 
 /// The medians: one row per client count and transport.
 pub type Table = Vec<(usize, Transport, Figures)>;
+
+/// Memory per idle member: one row per transport, its middle run.
+pub type IdleTable = Vec<(Transport, Idle)>;
 
 fn find(table: &Table, clients: usize, transport: Transport) -> Option<Figures> {
     table
@@ -48,8 +52,36 @@ pub fn print_table(table: &Table) {
     }
 }
 
-/// The medians as JSON rows.
-pub fn write_json(path: &str, table: &Table) {
+/// The chat's memory per idle member, then each transport against
+/// WebSocket; nothing if it was not measured.
+pub fn print_idle(idle: &IdleTable) {
+    let Some((_, ws)) = idle.iter().find(|r| r.0 == Transport::WebSocket) else {
+        return;
+    };
+    println!();
+    println!("| idle members | transport | chat RSS before | after | RSS per idle member |");
+    println!("|---|---|---|---|---|");
+    for (t, i) in idle {
+        println!(
+            "| {} | {} | {} KiB | {} KiB | {:.0} B |",
+            i.members,
+            t.name(),
+            i.before_kib,
+            i.after_kib,
+            i.bytes_per_member()
+        );
+    }
+    for (t, i) in idle.iter().filter(|r| r.0 != Transport::WebSocket) {
+        println!(
+            "{} against WebSocket, idle: {:.1}x the memory per member",
+            t.name(),
+            i.bytes_per_member() / ws.bytes_per_member()
+        );
+    }
+}
+
+/// The medians and the idle memory as JSON: `{"load": [...], "idle": [...]}`.
+pub fn write_json(path: &str, table: &Table, idle: &IdleTable) {
     let rows: Vec<Value> = table
         .iter()
         .map(|(clients, t, f)| {
@@ -61,12 +93,23 @@ pub fn write_json(path: &str, table: &Table) {
             })
         })
         .collect();
-    std::fs::write(path, serde_json::to_string_pretty(&rows).unwrap() + "\n").expect("write JSON");
+    let idle: Vec<Value> = idle
+        .iter()
+        .map(|(t, i)| {
+            serde_json::json!({
+                "members": i.members, "transport": t.name(),
+                "rss_before_kib": i.before_kib, "rss_after_kib": i.after_kib,
+                "rss_bytes_per_member": i.bytes_per_member(),
+            })
+        })
+        .collect();
+    let all = serde_json::json!({ "load": rows, "idle": idle });
+    std::fs::write(path, serde_json::to_string_pretty(&all).unwrap() + "\n").expect("write JSON");
 }
 
 /// The chart: a panel per figure, a group per client count, a bar per
-/// transport.
-pub fn write_svg(path: &str, table: &Table, opts: &Opts) {
+/// transport; the last panel, memory per idle member, has one group.
+pub fn write_svg(path: &str, table: &Table, idle: &IdleTable, opts: &Opts) {
     let panel = |title: &str, f: fn(&Figures) -> f64| svg::Panel {
         title: title.into(),
         groups: opts
@@ -79,6 +122,24 @@ pub fn write_svg(path: &str, table: &Table, opts: &Opts) {
                     .map(|&t| find(table, c, t).map(|figures| f(&figures)))
                     .collect(),
             })
+            .collect(),
+    };
+    let idle_panel = svg::Panel {
+        title: "chat RSS per idle member, bytes".into(),
+        groups: idle
+            .first()
+            .map(|(_, i)| svg::Group {
+                label: format!("{} idle members", i.members),
+                values: Transport::ALL
+                    .iter()
+                    .map(|&t| {
+                        idle.iter()
+                            .find(|r| r.0 == t)
+                            .map(|r| r.1.bytes_per_member())
+                    })
+                    .collect(),
+            })
+            .into_iter()
             .collect(),
     };
     let chart = svg::Chart {
@@ -97,6 +158,7 @@ pub fn write_svg(path: &str, table: &Table, opts: &Opts) {
             panel("HTTP requests parsed per second", |f| f.requests_per_sec),
             panel("delivery latency p50, ms", |f| f.p50_ms),
             panel("delivery latency p99, ms", |f| f.p99_ms),
+            idle_panel,
         ],
     };
     std::fs::write(path, svg::render(&chart)).expect("write SVG");
