@@ -31,6 +31,11 @@ impl Chat {
         let (Some(member), Some(after)) = (member_of(req.path), cursor(req)) else {
             return Response::status(400).into();
         };
+        // A stream only listens; anything sent on it afterwards, wsloop
+        // answers by dropping the connection.
+        if !req.body().is_empty() {
+            return Response::status(400).into();
+        }
         // As for an upgrade, the place is taken in on_open, which follows
         // at once on this worker.
         if let Err(refused) = self.presence().has_place(&member.room) {

@@ -85,15 +85,17 @@
 //!                     ┌─────┐
 //!                     │     ▼
 //!  accept ───────► ReadingRequest ────────── (b) ──────────► Held
-//!                     │     │  ▲                               │
-//!                     │     │  └──────────── (c) ──────────────┤
-//!                  (e)│  (d)│                                  │
-//!                     ▼     ▼                                  │
-//!        WebSocket  Open   Answering ◄────── (f) ──────────────┘
-//!        phase, below       │
-//!                        (g)│
-//!                           ▼
-//!                         Ended   no on_close: the connection never opened
+//!                  │  │     │  ▲                               │
+//!                  │  │     │  └──────────── (c) ──────────────┤
+//!                  │(e)  (d)│                                  │
+//!                  │  ▼     ▼                                  │
+//!                  │ Open  Answering ◄────── (f) ──────────────┘
+//!                  │ (the   │
+//!                  │ Web-(g)│
+//!               (s)│ Socket ▼
+//!                  │ phase) Ended   no on_close: the connection never opened
+//!                  ▼
+//!              Streaming ──► Failed or Ended, below; on_close follows
 //! ```
 //!
 //! - (a) `on_http` answered and the connection stays open for the next
@@ -118,6 +120,13 @@
 //!   would make the kernel send a reset, which can destroy the answer before
 //!   the client reads it; [RFC 9112 §9.6](https://www.rfc-editor.org/rfc/rfc9112#section-9.6)
 //!   describes this close in stages.
+//! - (s) `on_http` returned `Reply::Stream`: the head goes out and the
+//!   connection is `Streaming` (`src/session/stream.rs`), an HTTP answer
+//!   written to as messages come, as Server-Sent Events; `on_open`
+//!   follows as for an upgrade. It leaves for `Failed` below when this
+//!   side ends it (`Conn::close`, a drain, shutdown, the write cap): its
+//!   last events, then FIN, then the peer's FIN. Any input, the peer's
+//!   FIN or a socket error ends it at once. `on_close` follows either way.
 //!
 //! After the upgrade it speaks RFC 6455 (`src/session/open.rs`):
 //!
