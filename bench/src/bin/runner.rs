@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use wsloop_bench::svg::{self, Chart, Group, Panel};
-use wsloop_bench::Running;
+use wsloop_bench::{status_kib, Running};
 
 /// Server threads, and load generator threads: one core each.
 const SERVER_THREADS: usize = 1;
@@ -631,19 +631,6 @@ fn settle() {
 
 // ---------------------------------------------------------------------------
 // /proc.
-
-/// A `kB` (or plain count) field of /proc/PID/status.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 /// Voluntary plus involuntary context switches of every thread.
 fn ctx_switches(pid: u32) -> u64 {
