@@ -132,7 +132,8 @@ pub fn open_member(
             (Mouth::Poster(sends, query), closers, listener)
         }
         Transport::Sse => {
-            // Any token will do: it only tells this member's lines apart.
+            // The stream's own token (`sse_open`), so that its lines come
+            // from the member the room has.
             let query = format!("room={room}&name={name}&client=bench-{name}-{room}");
             let mut events = sse_open(addr, from, room, name, &tally);
             let sends = BufReader::new(Counted::connect(addr, from, &tally));

@@ -190,7 +190,8 @@ pub fn sse_open(
     tally: &Arc<Tally>,
 ) -> BufReader<Counted> {
     let mut conn = BufReader::new(Counted::connect(addr, from, tally));
-    let path = format!("/events?room={room}&name={name}");
+    // The token a member's POST /send carries too: one member, not two.
+    let path = format!("/events?room={room}&name={name}&client=bench-{name}-{room}");
     let head_lines = format!(
         "GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
     );
