@@ -326,7 +326,8 @@ impl<D> Session<D> {
     /// For a drain: a plain HTTP connection still reading a request (one
     /// accepted just before the listener closed, say) reads it and gets its
     /// answer with `Connection: close`; an upgrade gets 503 with
-    /// `Retry-After`, and an event stream ends after its head with 1012. One writing an answer closes after it, as with
+    /// `Retry-After`, and an event stream ends after its head with 1012.
+    /// One writing an answer closes after it, as with
     /// [`Session::stop_http`]. Its handshake deadline still bounds it.
     pub fn finish_http(&mut self) {
         match &mut self.state {
