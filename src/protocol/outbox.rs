@@ -1,6 +1,7 @@
 //! What is queued to write: encoded frames in order, owned or shared, and
 //! a broadcast's frame encoded once for many connections.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -24,6 +25,67 @@ impl Chunk {
             Chunk::Shared(bytes) => bytes,
         }
     }
+}
+
+/// Most emptied buffers a thread keeps for its next bursts.
+const SPARES: usize = 4;
+/// Largest buffer kept: one that grew past it (a large message) goes back
+/// to the allocator.
+const SPARE_CAPACITY: usize = 16 * 1024;
+/// What a new buffer starts with: room for a burst of small replies, so
+/// that a header and its payload, and the next few, need no regrowth.
+const FIRST_CAPACITY: usize = 512;
+
+thread_local! {
+    /// Buffers of queues that emptied, and their boxes, kept for the next
+    /// queue on this thread. A worker corks each burst of sends into a
+    /// connection's queue and writes it at once; without these, every
+    /// burst would allocate a buffer and a box and free both a moment
+    /// later. Bounded: `SPARES` of each, buffers of `SPARE_CAPACITY` at
+    /// most, per thread, whatever the number of connections; an idle
+    /// connection still holds nothing.
+    static SPARE: RefCell<Spare> = const {
+        RefCell::new(Spare {
+            buffers: Vec::new(),
+            queues: Vec::new(),
+        })
+    };
+}
+
+/// A thread's kept buffers and queue boxes, all empty.
+struct Spare {
+    buffers: Vec<Vec<u8>>,
+    queues: Vec<Box<Queue>>,
+}
+
+/// A buffer for a new run of owned bytes: a kept one, or a new one.
+fn buffer(min: usize) -> Vec<u8> {
+    let kept = SPARE.with(|s| s.borrow_mut().buffers.pop());
+    match kept {
+        Some(mut buffer) => {
+            buffer.reserve(min);
+            buffer
+        }
+        None => Vec::with_capacity(min.max(FIRST_CAPACITY)),
+    }
+}
+
+/// Keeps an emptied chunk's buffer for the next queue, if it is owned,
+/// not too large, and there is room.
+fn recycle(chunk: Chunk) {
+    let Chunk::Owned(mut buffer) = chunk else {
+        return;
+    };
+    if buffer.capacity() > SPARE_CAPACITY {
+        return;
+    }
+    buffer.clear();
+    SPARE.with(|s| {
+        let mut spare = s.borrow_mut();
+        if spare.buffers.len() < SPARES {
+            spare.buffers.push(buffer);
+        }
+    });
 }
 
 /// Encoded frames waiting to be written, in order. A shared frame is queued
@@ -85,7 +147,19 @@ impl Outbox {
         debug_assert!(n <= q.len);
         q.len -= n;
         if q.len == 0 {
-            self.queue = None;
+            if let Some(mut q) = self.queue.take() {
+                let front = std::mem::replace(&mut q.front, Chunk::Owned(Vec::new()));
+                recycle(front);
+                q.rest.drain(..).for_each(recycle);
+                q.written = 0;
+                SPARE.with(|s| {
+                    let mut spare = s.borrow_mut();
+                    // A deque that grew keeps its memory: let it go.
+                    if spare.queues.len() < SPARES && q.rest.capacity() == 0 {
+                        spare.queues.push(q);
+                    }
+                });
+            }
             return;
         }
         q.written += n;
@@ -93,7 +167,7 @@ impl Outbox {
             q.written -= q.front.bytes().len();
             // Bytes remain, so a chunk follows.
             match q.rest.pop_front() {
-                Some(next) => q.front = next,
+                Some(next) => recycle(std::mem::replace(&mut q.front, next)),
                 None => break,
             }
         }
@@ -108,12 +182,20 @@ impl Outbox {
                 q.rest.push_back(chunk);
             }
             None => {
-                self.queue = Some(Box::new(Queue {
-                    front: chunk,
-                    rest: VecDeque::new(),
-                    written: 0,
-                    len,
-                }))
+                let kept = SPARE.with(|s| s.borrow_mut().queues.pop());
+                self.queue = Some(match kept {
+                    Some(mut q) => {
+                        q.front = chunk;
+                        q.len = len;
+                        q
+                    }
+                    None => Box::new(Queue {
+                        front: chunk,
+                        rest: VecDeque::new(),
+                        written: 0,
+                        len,
+                    }),
+                });
             }
         }
     }
@@ -137,7 +219,9 @@ impl Outbox {
                 return;
             }
         }
-        self.push_chunk(Chunk::Owned(bytes.to_vec()));
+        let mut owned = buffer(bytes.len());
+        owned.extend_from_slice(bytes);
+        self.push_chunk(Chunk::Owned(owned));
     }
 
     /// Appends bytes the caller built, without copying them.
@@ -298,6 +382,51 @@ mod tests {
         assert_eq!(out.pieces().collect::<Vec<_>>(), [&b"de"[..], b"fg"]);
         out.consume(4);
         assert!(out.is_empty() && out.queue.is_none());
+    }
+
+    #[test]
+    fn emptied_buffers_are_kept_for_the_next_burst_within_bounds() {
+        let spare = || SPARE.with(|s| (s.borrow().buffers.len(), s.borrow().queues.len()));
+        // Many connections' bursts, written and emptied: the thread keeps
+        // at most SPARES of each, and never a large buffer.
+        let mut boxes: Vec<Outbox> = (0..10).map(|_| Outbox::new()).collect();
+        for (i, out) in boxes.iter_mut().enumerate() {
+            out.push(
+                OpCode::Text,
+                &vec![b'x'; if i == 0 { 64 * 1024 } else { 20 }],
+            );
+        }
+        for out in &mut boxes {
+            out.consume(out.len());
+            assert!(out.is_empty() && out.queue.is_none());
+        }
+        let (buffers, queues) = spare();
+        assert!(buffers <= SPARES && queues <= SPARES);
+        SPARE.with(|s| {
+            for b in &s.borrow().buffers {
+                assert!(b.is_empty() && b.capacity() <= SPARE_CAPACITY);
+            }
+        });
+        // The next burst takes a kept buffer and box, and gives them back.
+        let mut out = Outbox::new();
+        out.push(OpCode::Text, b"hi");
+        assert_eq!(spare(), (buffers - 1, queues - 1));
+        assert_eq!(frames(&out), [(OpCode::Text, b"hi".to_vec())]);
+        out.consume(out.len());
+        assert_eq!(spare(), (buffers, queues));
+    }
+
+    /// The frames in an outbox, as (opcode, payload).
+    fn frames(out: &Outbox) -> Vec<(OpCode, Vec<u8>)> {
+        let bytes = out.to_vec();
+        let mut rest = &bytes[..];
+        let mut got = Vec::new();
+        while let Ok(Some((h, n))) = FrameHeader::parse(rest, Role::Client) {
+            let end = n + h.payload_len as usize;
+            got.push((h.opcode, rest[n..end].to_vec()));
+            rest = &rest[end..];
+        }
+        got
     }
 
     #[test]
