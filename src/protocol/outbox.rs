@@ -55,6 +55,9 @@ thread_local! {
 /// A thread's kept buffers and queue boxes, all empty.
 struct Spare {
     buffers: Vec<Vec<u8>>,
+    /// Boxed: the boxes themselves are what is kept, to be handed to
+    /// outboxes as they are.
+    #[allow(clippy::vec_box)]
     queues: Vec<Box<Queue>>,
 }
 
