@@ -1,0 +1,365 @@
+//! Runs the whole benchmark: wsloop against its peers, then the scaling
+//! demonstration against a thread per connection. `bench/run.sh` builds
+//! everything and calls this.
+//!
+//! ```text
+//! runner [--quick] [--repeats N] [--out DIR]
+//! ```
+//!
+//! Every measurement starts a fresh server process and runs the load
+//! generator (`examples/loadgen.rs`) against it. The servers take turns
+//! (A B C D, then B C D A, ...) so that a slow minute on this shared machine
+//! hits all of them alike; the table shows medians. The machine has 2 cores:
+//! each server gets 1 thread and the load generator the other core.
+//!
+//! Results go to `DIR/bench.json`, `DIR/scaling.json` (raw runs and
+//! medians) and `DIR/bench.svg`, `DIR/scaling.svg`.
+
+mod measure;
+mod procfs;
+mod report;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use measure::{add_syscalls, idle_memory, measure, scaling_point, Loadgen};
+use procfs::machine;
+use report::{num, print_tables, scenario_name, summarize, write_outputs};
+
+/// Server threads, and load generator threads: one core each.
+pub const SERVER_THREADS: usize = 1;
+pub const LOADGEN_THREADS: usize = 1;
+
+/// The settings of one run of the whole benchmark.
+struct Plan {
+    quick: bool,
+    repeats: usize,
+    duration: f64,
+    handshake_duration: f64,
+    handshake_slots: usize,
+    idle_connections: usize,
+    scaling_counts: Vec<usize>,
+    scaling_duration: f64,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                quick,
+                repeats: 1,
+                duration: 2.0,
+                handshake_duration: 2.0,
+                handshake_slots: 32,
+                idle_connections: 2_000,
+                scaling_counts: vec![100, 1_000],
+                scaling_duration: 4.0,
+            }
+        } else {
+            Plan {
+                quick,
+                repeats: 5,
+                duration: 3.0,
+                handshake_duration: 2.0,
+                handshake_slots: 32,
+                idle_connections: 10_000,
+                scaling_counts: vec![100, 1_000, 5_000, 15_000],
+                scaling_duration: 10.0,
+            }
+        }
+    }
+}
+
+/// The throughput scenarios: connections, payload bytes, and messages in
+/// flight per connection. One in flight is ping-pong, bound by two
+/// syscalls per message for every server; several in flight (pipelined)
+/// show what batching the replies of one read is worth; 10,000
+/// connections show what each server pays per connection it polls.
+const SCENARIOS: [(usize, usize, usize); 6] = [
+    (100, 20, 1),
+    (1_000, 1_024, 1),
+    (200, 16_384, 1),
+    (100, 20, 16),
+    (1_000, 1_024, 4),
+    (10_000, 20, 1),
+];
+
+/// A server under test and how to start it.
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub name: &'static str,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// Plain TCP: the load generator runs with `--raw`.
+    pub raw: bool,
+}
+
+fn main() -> ExitCode {
+    let mut quick = false;
+    let mut repeats = None;
+    let mut out = PathBuf::from("docs");
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--quick" => quick = true,
+            "--repeats" => match args.next().and_then(|n| n.parse::<usize>().ok()) {
+                Some(n) if n > 0 => repeats = Some(n),
+                _ => return usage(),
+            },
+            "--out" => match args.next() {
+                Some(dir) => out = dir.into(),
+                None => return usage(),
+            },
+            _ => return usage(),
+        }
+    }
+    let mut plan = Plan::new(quick);
+    plan.repeats = repeats.unwrap_or(plan.repeats);
+    match run(&plan, &out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("runner: FAILED: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage() -> ExitCode {
+    eprintln!("usage: runner [--quick] [--repeats N] [--out DIR]");
+    ExitCode::from(2)
+}
+
+fn run(plan: &Plan, out: &Path) -> Result<(), String> {
+    let started = Instant::now();
+    let bins = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .parent()
+        .ok_or("the runner has no directory")?
+        .to_owned();
+    let examples = bins.join("examples");
+    let threads = SERVER_THREADS.to_string();
+    let server = |name, program: PathBuf, args: &[&str], raw| Server {
+        name,
+        program,
+        args: args.iter().map(|s| s.to_string()).collect(),
+        raw,
+    };
+    let wsloop = server(
+        "wsloop",
+        examples.join("echo"),
+        &["--addr", "127.0.0.1:0", "--workers", &threads],
+        false,
+    );
+    let peers = vec![
+        wsloop.clone(),
+        server(
+            "tokio-tungstenite",
+            bins.join("tokio_tungstenite_echo"),
+            &["--threads", &threads],
+            false,
+        ),
+        // Each peer also in the fastest set-up we found (see its binary).
+        server(
+            "tokio-tungstenite tuned",
+            bins.join("tokio_tungstenite_echo"),
+            &["--threads", &threads, "--tuned"],
+            false,
+        ),
+        server(
+            "fastwebsockets",
+            bins.join("fastwebsockets_echo"),
+            &["--threads", &threads],
+            false,
+        ),
+        server(
+            "fastwebsockets tuned",
+            bins.join("fastwebsockets_echo"),
+            &["--threads", &threads, "--tuned"],
+            false,
+        ),
+        server(
+            "raw mio TCP",
+            bins.join("raw_mio_echo"),
+            &["--threads", &threads],
+            true,
+        ),
+    ];
+    let blocking = server(
+        "thread per connection",
+        examples.join("thread_per_connection"),
+        &["--addr", "127.0.0.1:0"],
+        false,
+    );
+    let loadgen = examples.join("loadgen");
+    for program in peers
+        .iter()
+        .map(|s| &s.program)
+        .chain([&blocking.program, &loadgen])
+    {
+        if !program.exists() {
+            return Err(format!(
+                "{} is missing: run bench/run.sh",
+                program.display()
+            ));
+        }
+    }
+    let lg = Loadgen { program: loadgen };
+    let machine = machine();
+    eprintln!(
+        "runner: {}; servers {SERVER_THREADS} thread, loadgen {LOADGEN_THREADS} thread, {} repeats x {} s{}",
+        machine["cpu"].as_str().unwrap_or("?"),
+        plan.repeats,
+        plan.duration,
+        if plan.quick { " (quick)" } else { "" }
+    );
+
+    // 1. Echo throughput, servers taking turns within each repeat.
+    let mut scenarios = Vec::new();
+    for &(connections, size, in_flight) in &SCENARIOS {
+        let args = [
+            "--connections".into(),
+            connections.to_string(),
+            "--size".into(),
+            size.to_string(),
+            "--in-flight".into(),
+            in_flight.to_string(),
+            "--duration".into(),
+            plan.duration.to_string(),
+        ];
+        let runs = rounds(&peers, plan, &lg, &args, |server, rep, result| {
+            format!(
+                "runner: {connections} x {size} B x {in_flight}  {:<24} #{}  {:>9.0} msg/s  p99 {:>8.0} us  cpu: server {:>3.0}%, loadgen {:>3.0}%",
+                server.name,
+                rep + 1,
+                num(result, "per_s"),
+                num(result, "p99_us"),
+                num(result, "server_cpu") * 100.0,
+                num(result, "loadgen_cpu") * 100.0
+            )
+        })?;
+        let mut summary = summarize(
+            json!({"name": scenario_name(connections, size, in_flight), "connections": connections, "size": size, "in_flight": in_flight}),
+            &peers,
+            runs,
+        );
+        add_syscalls(&mut summary, &peers, &lg, &args);
+        scenarios.push(summary);
+    }
+
+    // 2. Handshakes per second: connect, upgrade, close, in a loop.
+    let args = [
+        "--handshakes".into(),
+        "--connections".into(),
+        plan.handshake_slots.to_string(),
+        "--duration".into(),
+        plan.handshake_duration.to_string(),
+    ];
+    let runs = rounds(&peers, plan, &lg, &args, |server, rep, result| {
+        format!(
+            "runner: handshakes  {:<24} #{}  {:>9.0} /s",
+            server.name,
+            rep + 1,
+            num(result, "per_s")
+        )
+    })?;
+    let mut handshakes = summarize(
+        json!({"name": "handshakes", "slots": plan.handshake_slots}),
+        &peers,
+        runs,
+    );
+    add_syscalls(&mut handshakes, &peers, &lg, &args);
+
+    // 3. Memory per idle connection.
+    let mut idle = Vec::new();
+    for server in &peers {
+        let result = idle_memory(server, &lg, plan.idle_connections)?;
+        eprintln!(
+            "runner: idle {} conns  {:<24} {:>7.0} B per connection, {} threads",
+            plan.idle_connections,
+            server.name,
+            num(&result, "bytes_per_connection"),
+            result["threads"]
+        );
+        idle.push(result);
+    }
+
+    // 4. The scaling demonstration: mostly idle connections, 1 msg/s each.
+    let mut scaling = Vec::new();
+    for &connections in &plan.scaling_counts {
+        for server in [&wsloop, &blocking] {
+            let result = scaling_point(server, &lg, connections, plan.scaling_duration)?;
+            eprintln!(
+                "runner: scaling {connections:>6} conns  {:<24} rss {:>8.1} MiB  threads {:>6}  ctx switches {:>8.0}/s  p99 {:>8.0} us",
+                server.name,
+                num(&result, "rss_kib") / 1024.0,
+                result["threads"],
+                num(&result, "ctx_switches_per_s"),
+                num(&result, "p99_us"),
+            );
+            scaling.push(result);
+        }
+    }
+
+    let wall = started.elapsed().as_secs_f64();
+    let settings = json!({
+        "quick": plan.quick,
+        "server_threads": SERVER_THREADS,
+        "loadgen_threads": LOADGEN_THREADS,
+        "repeats": plan.repeats,
+        "duration_s": plan.duration,
+        "handshake_duration_s": plan.handshake_duration,
+        "wall_s": wall,
+    });
+    let bench = json!({
+        "machine": machine,
+        "settings": settings,
+        "scenarios": scenarios,
+        "handshakes": handshakes,
+        "idle": {"connections": plan.idle_connections, "servers": idle},
+    });
+    let scaling = json!({
+        "machine": machine,
+        "settings": {"rate_per_connection": 1, "duration_s": plan.scaling_duration, "wsloop_workers": SERVER_THREADS, "quick": plan.quick},
+        "points": scaling,
+    });
+    print_tables(&bench, &scaling);
+    write_outputs(out, &bench, &scaling)?;
+    println!(
+        "\nwall time {wall:.0} s; wrote {}/bench.{{json,svg}} and scaling.{{json,svg}}",
+        out.display()
+    );
+    Ok(())
+}
+
+/// Runs the load generator with `args` against every server, `plan.repeats`
+/// times, the servers taking turns; prints `line` for each run. Returns
+/// each server's results, in the order of `servers`.
+fn rounds(
+    servers: &[Server],
+    plan: &Plan,
+    lg: &Loadgen,
+    args: &[String],
+    line: impl Fn(&Server, usize, &Value) -> String,
+) -> Result<Vec<Vec<Value>>, String> {
+    let mut runs: Vec<Vec<Value>> = vec![Vec::new(); servers.len()];
+    for rep in 0..plan.repeats {
+        for (i, server) in turns(servers, rep) {
+            let result = measure(server, lg, args)?;
+            eprintln!("{}", line(server, rep, &result));
+            runs[i].push(result);
+        }
+    }
+    Ok(runs)
+}
+
+/// The servers in turn for repeat `rep`, each repeat starting one later, so
+/// that no server always runs right after the same other one.
+fn turns(servers: &[Server], rep: usize) -> impl Iterator<Item = (usize, &Server)> {
+    (0..servers.len()).map(move |k| {
+        let i = (k + rep) % servers.len();
+        (i, &servers[i])
+    })
+}
