@@ -1,13 +1,17 @@
-//! Runs the whole benchmark: wsloop against its peers, then the scaling
-//! demonstration against a thread per connection. `bench/run.sh` builds
-//! everything and calls this.
+//! Runs the whole benchmark: wsloop against its peers in echo, fan-out,
+//! handshakes and idle memory, then the scaling demonstration against a
+//! thread per connection. `bench/run.sh` builds everything and calls this.
 //!
 //! ```text
-//! runner [--quick] [--repeats N] [--out DIR]
+//! runner [--quick] [--repeats N] [--out DIR] [--uws DIR]
 //! ```
 //!
+//! `--uws DIR` adds uWebSockets: DIR holds `uws_echo` and `uws_pubsub`,
+//! built from `bench/uws/` by `bench/run.sh --uws CHECKOUT`.
+//!
 //! Every measurement starts a fresh server process and runs the load
-//! generator (`examples/loadgen.rs`) against it. The servers take turns
+//! generator (`examples/loadgen.rs`, or `fanout_client` for fan-out)
+//! against it. The servers take turns
 //! (A B C D, then B C D A, ...) so that a slow minute on this shared machine
 //! hits all of them alike; the table shows medians. The machine has 2 cores:
 //! each server gets 1 thread and the load generator the other core.
@@ -15,6 +19,7 @@
 //! Results go to `DIR/bench.json`, `DIR/scaling.json` (raw runs and
 //! medians) and `DIR/bench.svg`, `DIR/scaling.svg`.
 
+mod fanout;
 mod measure;
 mod procfs;
 mod report;
@@ -25,6 +30,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
+use fanout::FanoutClient;
 use measure::{add_syscalls, idle_memory, measure, scaling_point, Loadgen};
 use procfs::machine;
 use report::{num, print_tables, scenario_name, summarize, write_outputs};
@@ -95,12 +101,15 @@ pub struct Server {
     pub args: Vec<String>,
     /// Plain TCP: the load generator runs with `--raw`.
     pub raw: bool,
+    /// The path and query a fan-out client upgrades on.
+    pub path: &'static str,
 }
 
 fn main() -> ExitCode {
     let mut quick = false;
     let mut repeats = None;
     let mut out = PathBuf::from("docs");
+    let mut uws = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -113,12 +122,16 @@ fn main() -> ExitCode {
                 Some(dir) => out = dir.into(),
                 None => return usage(),
             },
+            "--uws" => match args.next() {
+                Some(dir) => uws = Some(PathBuf::from(dir)),
+                None => return usage(),
+            },
             _ => return usage(),
         }
     }
     let mut plan = Plan::new(quick);
     plan.repeats = repeats.unwrap_or(plan.repeats);
-    match run(&plan, &out) {
+    match run(&plan, &out, uws.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
             eprintln!("runner: FAILED: {msg}");
@@ -128,11 +141,11 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: runner [--quick] [--repeats N] [--out DIR]");
+    eprintln!("usage: runner [--quick] [--repeats N] [--out DIR] [--uws DIR]");
     ExitCode::from(2)
 }
 
-fn run(plan: &Plan, out: &Path) -> Result<(), String> {
+fn run(plan: &Plan, out: &Path, uws: Option<&Path>) -> Result<(), String> {
     let started = Instant::now();
     let bins = std::env::current_exe()
         .map_err(|e| e.to_string())?
@@ -146,6 +159,7 @@ fn run(plan: &Plan, out: &Path) -> Result<(), String> {
         program,
         args: args.iter().map(|s| s.to_string()).collect(),
         raw,
+        path: "/",
     };
     let wsloop = server(
         "wsloop",
@@ -153,7 +167,7 @@ fn run(plan: &Plan, out: &Path) -> Result<(), String> {
         &["--addr", "127.0.0.1:0", "--workers", &threads],
         false,
     );
-    let peers = vec![
+    let mut peers = vec![
         wsloop.clone(),
         server(
             "tokio-tungstenite",
@@ -193,11 +207,57 @@ fn run(plan: &Plan, out: &Path) -> Result<(), String> {
         &["--addr", "127.0.0.1:0"],
         false,
     );
+    // uWebSockets when it was built (`--uws`), right after wsloop: it is
+    // the reference the others are read against.
+    if let Some(dir) = uws {
+        peers.insert(
+            1,
+            server("uWebSockets", dir.join("uws_echo"), &["0"], false),
+        );
+    } else {
+        eprintln!(
+            "runner: without uWebSockets: to add it, get a checkout (docs/BENCHMARKS.md says how) and run bash bench/run.sh --uws DIR"
+        );
+    }
+    // Fan-out: the same servers' broadcast set-ups, one thread each.
+    let mut fanout_servers = vec![
+        Server {
+            path: "/?room=bench",
+            ..server(
+                "wsloop",
+                examples.join("rooms"),
+                &["--addr", "127.0.0.1:0", "--workers", &threads],
+                false,
+            )
+        },
+        server(
+            "tokio-tungstenite",
+            bins.join("tokio_tungstenite_fanout"),
+            &["--threads", &threads],
+            false,
+        ),
+        server(
+            "fastwebsockets",
+            bins.join("fastwebsockets_fanout"),
+            &["--threads", &threads],
+            false,
+        ),
+    ];
+    if let Some(dir) = uws {
+        fanout_servers.insert(
+            1,
+            server("uWebSockets", dir.join("uws_pubsub"), &["0"], false),
+        );
+    }
     let loadgen = examples.join("loadgen");
+    let fanout_client = FanoutClient {
+        program: bins.join("fanout_client"),
+    };
     for program in peers
         .iter()
+        .chain(&fanout_servers)
         .map(|s| &s.program)
-        .chain([&blocking.program, &loadgen])
+        .chain([&blocking.program, &loadgen, &fanout_client.program])
     {
         if !program.exists() {
             return Err(format!(
@@ -229,8 +289,12 @@ fn run(plan: &Plan, out: &Path) -> Result<(), String> {
             "--duration".into(),
             plan.duration.to_string(),
         ];
-        let runs = rounds(&peers, plan, &lg, &args, |server, rep, result| {
-            format!(
+        let runs = rounds(
+            &peers,
+            plan,
+            |s| measure(s, &lg, &args),
+            |server, rep, result| {
+                format!(
                 "runner: {connections} x {size} B x {in_flight}  {:<24} #{}  {:>9.0} msg/s  p99 {:>8.0} us  cpu: server {:>3.0}%, loadgen {:>3.0}%",
                 server.name,
                 rep + 1,
@@ -239,7 +303,8 @@ fn run(plan: &Plan, out: &Path) -> Result<(), String> {
                 num(result, "server_cpu") * 100.0,
                 num(result, "loadgen_cpu") * 100.0
             )
-        })?;
+            },
+        )?;
         let mut summary = summarize(
             json!({"name": scenario_name(connections, size, in_flight), "connections": connections, "size": size, "in_flight": in_flight}),
             &peers,
@@ -249,7 +314,35 @@ fn run(plan: &Plan, out: &Path) -> Result<(), String> {
         scenarios.push(summary);
     }
 
-    // 2. Handshakes per second: connect, upgrade, close, in a loop.
+    // 2. Fan-out: one publisher, every connection a subscriber.
+    let mut fanouts = Vec::new();
+    for size in fanout::SIZES {
+        let measure = |s: &Server| fanout::measure(s, &fanout_client, size, plan.duration);
+        let runs = rounds(&fanout_servers, plan, measure, |server, rep, result| {
+            format!(
+                "runner: fan-out {} x {size} B  {:<24} #{}  {:>9.0} deliveries/s  {:>6.3} us cpu each  cpu: server {:>3.0}%, client {:>3.0}%",
+                fanout::SUBSCRIBERS,
+                server.name,
+                rep + 1,
+                num(result, "per_s"),
+                num(result, "server_us_per_op"),
+                num(result, "server_cpu") * 100.0,
+                num(result, "loadgen_cpu") * 100.0
+            )
+        })?;
+        fanouts.push(summarize(
+            json!({
+                "name": format!("{} subscribers x {}, {} in flight", fanout::SUBSCRIBERS, report::bytes(size), fanout::IN_FLIGHT),
+                "subscribers": fanout::SUBSCRIBERS,
+                "size": size,
+                "in_flight": fanout::IN_FLIGHT,
+            }),
+            &fanout_servers,
+            runs,
+        ));
+    }
+
+    // 3. Handshakes per second: connect, upgrade, close, in a loop.
     let args = [
         "--handshakes".into(),
         "--connections".into(),
@@ -257,14 +350,19 @@ fn run(plan: &Plan, out: &Path) -> Result<(), String> {
         "--duration".into(),
         plan.handshake_duration.to_string(),
     ];
-    let runs = rounds(&peers, plan, &lg, &args, |server, rep, result| {
-        format!(
-            "runner: handshakes  {:<24} #{}  {:>9.0} /s",
-            server.name,
-            rep + 1,
-            num(result, "per_s")
-        )
-    })?;
+    let runs = rounds(
+        &peers,
+        plan,
+        |s| measure(s, &lg, &args),
+        |server, rep, result| {
+            format!(
+                "runner: handshakes  {:<24} #{}  {:>9.0} /s",
+                server.name,
+                rep + 1,
+                num(result, "per_s")
+            )
+        },
+    )?;
     let mut handshakes = summarize(
         json!({"name": "handshakes", "slots": plan.handshake_slots}),
         &peers,
@@ -272,7 +370,7 @@ fn run(plan: &Plan, out: &Path) -> Result<(), String> {
     );
     add_syscalls(&mut handshakes, &peers, &lg, &args);
 
-    // 3. Memory per idle connection.
+    // 4. Memory per idle connection.
     let mut idle = Vec::new();
     for server in &peers {
         let result = idle_memory(server, &lg, plan.idle_connections)?;
@@ -286,7 +384,7 @@ fn run(plan: &Plan, out: &Path) -> Result<(), String> {
         idle.push(result);
     }
 
-    // 4. The scaling demonstration: mostly idle connections, 1 msg/s each.
+    // 5. The scaling demonstration: mostly idle connections, 1 msg/s each.
     let mut scaling = Vec::new();
     for &connections in &plan.scaling_counts {
         for server in [&wsloop, &blocking] {
@@ -317,6 +415,7 @@ fn run(plan: &Plan, out: &Path) -> Result<(), String> {
         "machine": machine,
         "settings": settings,
         "scenarios": scenarios,
+        "fanout": fanouts,
         "handshakes": handshakes,
         "idle": {"connections": plan.idle_connections, "servers": idle},
     });
@@ -334,20 +433,19 @@ fn run(plan: &Plan, out: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs the load generator with `args` against every server, `plan.repeats`
-/// times, the servers taking turns; prints `line` for each run. Returns
-/// each server's results, in the order of `servers`.
+/// Runs `measure` against every server, `plan.repeats` times, the servers
+/// taking turns; prints `line` for each run. Returns each server's results,
+/// in the order of `servers`.
 fn rounds(
     servers: &[Server],
     plan: &Plan,
-    lg: &Loadgen,
-    args: &[String],
+    measure: impl Fn(&Server) -> Result<Value, String>,
     line: impl Fn(&Server, usize, &Value) -> String,
 ) -> Result<Vec<Vec<Value>>, String> {
     let mut runs: Vec<Vec<Value>> = vec![Vec::new(); servers.len()];
     for rep in 0..plan.repeats {
         for (i, server) in turns(servers, rep) {
-            let result = measure(server, lg, args)?;
+            let result = measure(server)?;
             eprintln!("{}", line(server, rep, &result));
             runs[i].push(result);
         }

@@ -67,7 +67,7 @@ pub fn bytes(size: usize) -> String {
 
 pub fn print_tables(bench: &Value, scaling: &Value) {
     println!(
-        "\nEcho throughput and handshakes, medians ({} server thread, {} load generator thread):",
+        "\nEcho throughput, medians ({} server thread, {} load generator thread):",
         SERVER_THREADS, LOADGEN_THREADS
     );
     println!(
@@ -84,12 +84,7 @@ pub fn print_tables(bench: &Value, scaling: &Value) {
         "cpu/wsloop",
         "syscalls"
     );
-    let rows = bench["scenarios"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .chain(std::iter::once(&bench["handshakes"]));
-    for scenario in rows {
+    for scenario in bench["scenarios"].as_array().into_iter().flatten() {
         for r in scenario["results"].as_array().into_iter().flatten() {
             println!(
                 "  {:<26} {:<24} {:>10.0} {:>10.2}x {:>9.0} {:>6.0}% {:>7.0}% {:>8.1} {:>8.1} {:>8.2}x {:>9}",
@@ -110,8 +105,77 @@ pub fn print_tables(bench: &Value, scaling: &Value) {
         }
     }
     println!(
-        "  (user us, sys us: server CPU per message or handshake; cpu/wsloop above 1: more CPU than wsloop;\n   syscalls: per message or handshake, strace -c in one extra run)"
+        "  (user us, sys us: server CPU per message; cpu/wsloop above 1: more CPU than wsloop;\n   syscalls: per message, strace -c in one extra run)"
     );
+    println!("\nFan-out over sockets, one publisher, every connection subscribed, medians:");
+    println!(
+        "  {:<36} {:<24} {:>13} {:>11} {:>9} {:>10} {:>7} {:>8} {:>10}",
+        "scenario",
+        "server",
+        "deliveries/s",
+        "wsloop/this",
+        "cpu us",
+        "cpu/wsloop",
+        "srv cpu",
+        "lg cpu",
+        "user/sys us"
+    );
+    for scenario in bench["fanout"].as_array().into_iter().flatten() {
+        for r in scenario["results"].as_array().into_iter().flatten() {
+            println!(
+                "  {:<36} {:<24} {:>13.0} {:>10.2}x {:>9.3} {:>9.2}x {:>6.0}% {:>7.0}% {:>5.3}/{:.3}",
+                scenario["name"].as_str().unwrap_or(""),
+                r["server"].as_str().unwrap_or(""),
+                num(r, "median_per_s"),
+                num(r, "wsloop_ratio"),
+                num(r, "median_server_us_per_op"),
+                num(r, "cpu_ratio"),
+                num(r, "median_server_cpu") * 100.0,
+                num(r, "median_loadgen_cpu") * 100.0,
+                num(r, "median_server_user_us_per_op"),
+                num(r, "median_server_sys_us_per_op"),
+            );
+        }
+    }
+    println!("  (cpu us: server CPU per delivery, user + system; cpu/wsloop above 1: more CPU than wsloop)");
+    // The load generator is at its core's limit while it connects and
+    // closes, so handshakes/s is its figure; the server's CPU per
+    // handshake is the server's.
+    println!("\nHandshakes (connect, upgrade, close), medians; the headline is server CPU per handshake:");
+    println!(
+        "  {:<24} {:>10} {:>10} {:>8} {:>8} {:>13} {:>11} {:>7} {:>8} {:>9}",
+        "server",
+        "cpu us",
+        "cpu/wsloop",
+        "user us",
+        "sys us",
+        "handshakes/s",
+        "wsloop/this",
+        "srv cpu",
+        "lg cpu",
+        "syscalls"
+    );
+    for r in bench["handshakes"]["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "  {:<24} {:>10.1} {:>9.2}x {:>8.1} {:>8.1} {:>13.0} {:>10.2}x {:>6.0}% {:>7.0}% {:>9}",
+            r["server"].as_str().unwrap_or(""),
+            num(r, "median_server_us_per_op"),
+            num(r, "cpu_ratio"),
+            num(r, "median_server_user_us_per_op"),
+            num(r, "median_server_sys_us_per_op"),
+            num(r, "median_per_s"),
+            num(r, "wsloop_ratio"),
+            num(r, "median_server_cpu") * 100.0,
+            num(r, "median_loadgen_cpu") * 100.0,
+            r["syscalls_per_op"]
+                .as_f64()
+                .map_or("-".to_owned(), |v| format!("{v:.2}"))
+        );
+    }
     println!("\nIdle connections ({}):", bench["idle"]["connections"]);
     println!(
         "  {:<24} {:>12} {:>12} {:>10}",
@@ -187,6 +251,21 @@ pub fn bench_chart(bench: &Value) -> Chart {
             .map(|r| Some(num(r, key)))
             .collect(),
     };
+    // Fan-out runs a subset of the servers: each bar finds its own.
+    let bars_by_name = |results: &Value, key: &str| Group {
+        label: String::new(),
+        values: series
+            .iter()
+            .map(|name| {
+                results
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|r| r["server"].as_str() == Some(name))
+                    .map(|r| num(r, key))
+            })
+            .collect(),
+    };
     let mut panels: Vec<Panel> = bench["scenarios"]
         .as_array()
         .into_iter()
@@ -196,9 +275,23 @@ pub fn bench_chart(bench: &Value) -> Chart {
             groups: vec![bars(&s["results"], "median_per_s")],
         })
         .collect();
+    for s in bench["fanout"].as_array().into_iter().flatten() {
+        let name = s["name"].as_str().unwrap_or("");
+        panels.push(Panel {
+            title: format!("fan-out {name}: deliveries/s"),
+            groups: vec![bars_by_name(&s["results"], "median_per_s")],
+        });
+        panels.push(Panel {
+            title: format!("fan-out {name}: server CPU per delivery, us (lower is better)"),
+            groups: vec![bars_by_name(&s["results"], "median_server_us_per_op")],
+        });
+    }
     panels.push(Panel {
-        title: "handshakes/s (connect, upgrade, close)".into(),
-        groups: vec![bars(&bench["handshakes"]["results"], "median_per_s")],
+        title: "server CPU per handshake, us (connect, upgrade, close; lower is better)".into(),
+        groups: vec![bars(
+            &bench["handshakes"]["results"],
+            "median_server_us_per_op",
+        )],
     });
     panels.push(Panel {
         title: format!(
