@@ -7,7 +7,8 @@
 #
 # No TLS (LIBUS_NO_SSL), no zlib (UWS_NO_ZLIB: the servers never
 # compress), -O3 with link-time optimisation as uSockets' own Makefile
-# builds. One compiler at a time. Rebuilds only what is older than its
+# builds, in one LTO partition (one job, and no warning about it). One
+# compiler at a time. Rebuilds only what is older than its
 # sources.
 set -euo pipefail
 uws=$(cd "$1" && pwd)
@@ -29,7 +30,7 @@ lib="$out/obj/uSockets.a"
 if [ ! -f "$lib" ] || [ -n "$(find "$uws/uSockets/src" -newer "$lib" -name '*.[ch]' | head -1)" ]; then
     rm -f "$out"/obj/*.o
     for c in "$uws"/uSockets/src/*.c "$uws"/uSockets/src/eventing/*.c "$uws"/uSockets/src/crypto/*.c; do
-        "$CC" -O3 -flto=1 -DLIBUS_NO_SSL -std=c11 -I"$uws/uSockets/src" \
+        "$CC" -O3 -flto -flto-partition=one -DLIBUS_NO_SSL -std=c11 -I"$uws/uSockets/src" \
             -c "$c" -o "$out/obj/$(basename "${c%.c}").o"
     done
     ar rcs "$lib" "$out"/obj/*.o
@@ -39,7 +40,7 @@ for name in echo pubsub; do
     bin="$out/uws_$name"
     if [ ! -f "$bin" ] || [ "$here/$name.cpp" -nt "$bin" ] || [ "$here/common.h" -nt "$bin" ] \
         || [ "$lib" -nt "$bin" ]; then
-        "$CXX" -O3 -flto=1 -std=c++20 -DLIBUS_NO_SSL -DUWS_NO_ZLIB \
+        "$CXX" -O3 -flto -flto-partition=one -std=c++20 -DLIBUS_NO_SSL -DUWS_NO_ZLIB \
             -I"$uws/src" -I"$uws/uSockets/src" \
             "$here/$name.cpp" "$lib" -o "$bin"
     fi
