@@ -109,7 +109,7 @@ pub fn print_tables(bench: &Value, scaling: &Value) {
     );
     println!("\nFan-out over sockets, one publisher, every connection subscribed, medians:");
     println!(
-        "  {:<36} {:<24} {:>13} {:>11} {:>9} {:>10} {:>7} {:>8} {:>10}",
+        "  {:<38} {:<24} {:>13} {:>11} {:>9} {:>10} {:>7} {:>8} {:>10}",
         "scenario",
         "server",
         "deliveries/s",
@@ -123,7 +123,7 @@ pub fn print_tables(bench: &Value, scaling: &Value) {
     for scenario in bench["fanout"].as_array().into_iter().flatten() {
         for r in scenario["results"].as_array().into_iter().flatten() {
             println!(
-                "  {:<36} {:<24} {:>13.0} {:>10.2}x {:>9.3} {:>9.2}x {:>6.0}% {:>7.0}% {:>5.3}/{:.3}",
+                "  {:<38} {:<24} {:>13.0} {:>10.2}x {:>9.3} {:>9.2}x {:>6.0}% {:>7.0}% {:>5.3}/{:.3}",
                 scenario["name"].as_str().unwrap_or(""),
                 r["server"].as_str().unwrap_or(""),
                 num(r, "median_per_s"),
