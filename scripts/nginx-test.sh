@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The chat example behind Debian's nginx, configured from docs/nginx.conf
-# with a 3 s proxy_read_timeout. First a control (server pings every 10 s:
-# nginx must drop an idle connection; polls held 5 s: nginx must cut them
-# with 504), then the real run (pings every 1 s: it must survive; polls
-# held 2 s: answered by the chat). Then docs/nginx-two-locations.conf, whose page
-# location speaks HTTP/1.0 to the chat, as nginx does by default. Last,
+# with a 3 s proxy_read_timeout. First a control (server pings and SSE
+# heartbeats every 10 s: nginx must drop an idle connection and cut an idle
+# stream; polls held 5 s: nginx must cut them with 504), then the real run
+# (pings and heartbeats every 1 s: both must survive, and each SSE event
+# must pass unbuffered; polls held 2 s: answered by the chat). Then
+# docs/nginx-two-locations.conf, whose page and SSE locations speak
+# HTTP/1.0 to the chat, as nginx does by default. Last,
 # docs/nginx-cluster.conf over two chat servers sharing a Redis. Installs
 # nginx, redis-server and Python's websockets when missing.
 #
@@ -25,15 +27,27 @@ nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 # A free port for nginx: bind port 0 and read it back.
 nginx_port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 
+# run_phase PHASE PING CONF HOLD: PING is both the WebSocket ping interval
+# and the SSE heartbeat, in seconds.
 run_phase() {
     local phase=$1 ping=$2 conf=$3 hold=$4
     start_example chat "open http://" --addr 127.0.0.1:0 --workers 2 \
-        --ping-interval "$ping" --trusted-proxy 127.0.0.1 --poll-hold "$hold"
+        --ping-interval "$ping" --sse-heartbeat "$ping" --trusted-proxy 127.0.0.1 \
+        --poll-hold "$hold"
     sed -e "s|server 127.0.0.1:8080;|server $ADDR;|" \
         -e "s|listen 127.0.0.1:8000;|listen 127.0.0.1:$nginx_port;|" \
         -e "s|proxy_read_timeout 60s;|proxy_read_timeout 3s;|" \
+        -e "s|proxy_buffering off;|proxy_buffering off; proxy_ignore_headers X-Accel-Buffering;|" \
         "$conf" >"$dir/nginx.conf"
+    # Every location's timeout, the WebSocket's and the stream's, is 3 s.
     grep -q "proxy_read_timeout 3s;" "$dir/nginx.conf"
+    # nginx would also stop buffering for the chat's "X-Accel-Buffering: no";
+    # ignoring it, the SSE checks prove that the config's own line does it.
+    grep -q "proxy_ignore_headers X-Accel-Buffering;" "$dir/nginx.conf"
+    if grep -q "proxy_read_timeout [^3]" "$dir/nginx.conf"; then
+        echo "$conf: a proxy_read_timeout the test did not set to 3 s" >&2
+        exit 1
+    fi
     "$nginx_bin" -p "$dir" -c "$dir/nginx.conf" \
         -g "pid $dir/nginx.pid; error_log $dir/error.log;"
     local status=0

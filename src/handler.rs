@@ -771,9 +771,22 @@ impl Shared {
             self.hub.worker_interest(self.worker, topic, true);
         }
         // Read once subscribed: a history loaded after this queues its
-        // notice behind the subscription.
-        if added && self.hub.is_pending(topic) {
-            self.topics.set_waiting(key, topic, true);
+        // notice behind the subscription. With no cursor, a subscription
+        // starts from the copy's place now, not from wherever the next
+        // load's notice finds it: that load may already hold what this
+        // connection is about to publish (a chat member's join).
+        let place = if added {
+            self.hub.ordered_place(topic)
+        } else {
+            None
+        };
+        match place {
+            Some(now) if now.pending => self.topics.set_waiting(key, topic, true),
+            Some(Catchup {
+                latest: Some(latest),
+                ..
+            }) if after.is_none() => self.topics.advance(key, topic, latest),
+            _ => {}
         }
         added
     }

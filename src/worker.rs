@@ -17,6 +17,7 @@ use crate::broadcast::{Inbound, Publish, Sub};
 use crate::conn::{interrupted, suppress_sigpipe, would_block, Connection};
 use crate::error::CloseCode;
 use crate::handler::{Handler, Shared, WakeReason};
+use crate::history::MessageId;
 use crate::protocol::SharedFrame;
 use crate::session::SendStatus;
 use crate::time::Time;
@@ -552,7 +553,7 @@ impl<H: Handler> Worker<H> {
             match inbound {
                 Inbound::Publish(publish) => self.deliver(&publish),
                 Inbound::Replaced { conn, seq } => self.replaced(conn, seq),
-                Inbound::Loaded { topic } => self.loaded(&topic),
+                Inbound::Loaded { topic, start } => self.loaded(&topic, start),
                 Inbound::Direct {
                     conn,
                     serial,
@@ -607,13 +608,26 @@ impl<H: Handler> Worker<H> {
     }
 
     /// `topic`'s history was loaded from an ordering bridge: each
-    /// subscription here learns what followed its place. One that
-    /// subscribed with no cursor starts from the newest message; a held
-    /// request is answered if there is something to answer with.
-    fn loaded(&mut self, topic: &str) {
+    /// subscription here learns what followed its place. One that waited
+    /// for the load with no cursor starts where this load ended, `start`,
+    /// and hears what followed it: the bridge makes a new topic's first
+    /// load before it numbers what this server publishes next, so such a
+    /// subscriber gets its own messages (a chat member's join), even when
+    /// a later load is in the history by the time this notice is read. A
+    /// held request is answered if there is something to answer with.
+    fn loaded(&mut self, topic: &str, start: MessageId) {
         let places: Vec<Sub> = self.shared.topics.subscribers(topic).to_vec();
-        for Sub { key, after, .. } in places {
-            let catchup = self.shared.hub.since(topic, after);
+        for Sub {
+            key,
+            after,
+            waiting,
+        } in places
+        {
+            let from = match (after, waiting) {
+                (None, true) => Some(start),
+                _ => after,
+            };
+            let catchup = self.shared.hub.since(topic, from);
             if catchup.pending {
                 // Forgotten again since: a later load comes.
                 return;
@@ -630,7 +644,7 @@ impl<H: Handler> Worker<H> {
             }
             let conn = &mut self.conns[key];
             let latest = catchup.latest;
-            if after.is_some() && (catchup.reset || !catchup.entries.is_empty()) {
+            if from.is_some() && (catchup.reset || !catchup.entries.is_empty()) {
                 conn.callback(key, &mut self.handler, &mut self.shared, |h, conn| {
                     h.on_history(conn, topic, catchup)
                 });

@@ -133,3 +133,81 @@ fn the_bridge_hears_publishes_and_each_topic_s_first_and_last_subscriber() {
     util::wait_until_closed(&server);
     assert_eq!(recorder.take(), ["unsubscribed lobby"]);
 }
+
+/// A bridge that numbers messages, played by the test: what handlers
+/// publish comes out of `submitted`, and the test decides when it is
+/// delivered and what each load holds.
+struct Numbering {
+    submitted: Mutex<std::sync::mpsc::Sender<String>>,
+}
+
+impl Bridge for Numbering {
+    fn published(&self, _topic: &str, _msg: Message<'_>) {}
+
+    fn interest(&self, _topic: &str, _subscribed: bool) {}
+
+    fn orders(&self) -> bool {
+        true
+    }
+
+    fn submit(&self, _topic: &str, msg: Message<'_>) -> PublishStatus {
+        let text = std::str::from_utf8(msg.as_bytes()).unwrap().to_owned();
+        let _ = self.submitted.lock().unwrap().send(text);
+        PublishStatus::Queued
+    }
+}
+
+/// A subscriber with no cursor starts where the topic's copy stood when it
+/// subscribed. A load that comes after it, and already holds what it went
+/// on to publish (the subscription's own join, in the chat), brings that
+/// to it: before, it was moved to the load's end and missed it.
+#[test]
+fn a_subscriber_with_no_cursor_gets_what_a_later_load_holds_after_its_subscription() {
+    let config = util::config(1).history(Some(wsloop::HistoryConfig::default()));
+    let server = start(config, || Rooms);
+    let addr = server.local_addr();
+    let (tx, submitted) = std::sync::mpsc::channel();
+    let bridge = Numbering {
+        submitted: Mutex::new(tx),
+    };
+    assert!(server.set_bridge(Arc::new(bridge)));
+    let topics = server.broadcaster();
+    let id = |seq| wsloop::MessageId { epoch: 7, seq };
+    let entry = |seq: u64, text: &str| format!("{} {text}", id(seq)).into_bytes();
+
+    // The first subscriber waits for the copy; an empty first load, then
+    // its own line, delivered as the bridge numbered it.
+    let mut first = Client::open(addr, "/join/r");
+    util::wait_for("the first load", || {
+        topics.restore("r", 7, 1, std::iter::empty())
+    });
+    first.send_text("say r one");
+    assert_eq!(submitted.recv().unwrap(), "one");
+    let queued = topics.deliver("r", id(1), Message::Text("one"));
+    assert_eq!(queued, PublishStatus::Queued);
+    assert_eq!(first.expect_frame().payload, entry(1, "one"));
+
+    // A second subscriber, with no cursor, while the copy is at 1. What
+    // it says is numbered 2, and the next load holds it.
+    let mut second = Client::open(addr, "/join/r");
+    second.send_text("say r two");
+    assert_eq!(submitted.recv().unwrap(), "two");
+    let log = [(1, Message::Text("one")), (2, Message::Text("two"))];
+    assert!(topics.restore("r", 7, 3, log));
+    let queued = topics.deliver("r", id(3), Message::Text("three"));
+    assert_eq!(queued, PublishStatus::Queued);
+    for client in [&mut first, &mut second] {
+        assert_eq!(client.expect_frame().payload, entry(2, "two"));
+        assert_eq!(client.expect_frame().payload, entry(3, "three"));
+    }
+
+    // One that waits for a new topic's copy starts where the first load
+    // ended, even when a second load is in by the time the worker reads
+    // the first one's notice.
+    let mut third = Client::open(addr, "/join/s");
+    util::wait_for("the first load of s", || {
+        topics.restore("s", 7, 1, std::iter::empty())
+    });
+    assert!(topics.restore("s", 7, 2, [(1, Message::Text("x"))]));
+    assert_eq!(third.expect_frame().payload, entry(1, "x"));
+}

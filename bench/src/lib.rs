@@ -28,6 +28,20 @@ pub fn median(figures: impl IntoIterator<Item = f64>) -> f64 {
     }
 }
 
+/// A `kB` (or plain count) field of /proc/PID/status, such as `VmRSS:`
+/// or `Threads:`; 0 if there is none.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// A server process that printed its address, killed when dropped.
 #[derive(Debug)]
 pub struct Running {

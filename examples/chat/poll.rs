@@ -20,8 +20,8 @@ impl Member {
     pub fn poller(&self, peer: SocketAddr, client: &str) -> Poller {
         Poller {
             addr: peer.ip(),
-            client: client.to_owned(),
-            name: self.name.clone(),
+            client: client.into(),
+            name: self.name.as_str().into(),
         }
     }
 }

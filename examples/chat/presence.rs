@@ -50,8 +50,8 @@ use crate::messages::event;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Poller {
     pub addr: IpAddr,
-    pub client: String,
-    pub name: String,
+    pub client: Arc<str>,
+    pub name: Arc<str>,
 }
 
 /// Bounds on presence. A poller keeps its place until it has been silent
@@ -221,7 +221,7 @@ impl Presence {
         let Some(room) = self.rooms.get(room) else {
             return Vec::new();
         };
-        let pollers = room.pollers.keys().map(|p| p.name.clone());
+        let pollers = room.pollers.keys().map(|p| p.name.to_string());
         room.sockets.iter().cloned().chain(pollers).collect()
     }
 
@@ -412,7 +412,7 @@ impl Presence {
                     self.per_address.remove(&who.addr);
                 }
             }
-            gone.push((room, who.name, seen.via));
+            gone.push((room, who.name.to_string(), seen.via));
         }
         if !gone.is_empty() {
             shrink(&mut self.rooms);

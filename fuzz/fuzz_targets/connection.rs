@@ -1,8 +1,9 @@
 //! The server `session::Session` end to end on arbitrary byte streams: the
 //! requests (a valid upgrade, or the fuzzer's own bytes: plain requests
 //! kept alive and pipelined, bodies, heads that are refused), the answers,
-//! then frames once an upgrade is accepted, fed in chunks while a clock
-//! advances and output is written whole or a little at a time.
+//! then frames once an upgrade is accepted, or events once an event
+//! stream is, fed in chunks while a clock advances and output is written
+//! whole or a little at a time.
 //!
 //! Input: a chunk-size byte, a flags byte, then the stream. Flags: bit 0,
 //! the stream carries its own requests (else a valid upgrade goes first);
@@ -10,11 +11,18 @@
 //! and hold every request it will not open: a plain one waits and gets the
 //! answer it would have had at the first chunk after the hold's deadline
 //! (a chunk before then ends the connection; one still held when the
-//! stream ends is answered closing, as on shutdown), an upgrade gets 500;
-//! bit 4, a slow peer: each write takes at most 32 bytes; bits 5-7, how
-//! many seconds the clock moves per chunk (short timeouts are set, so
-//! keepalive pings, the pong, idle, close and hold deadlines are all
-//! reachable).
+//! stream ends is answered closing, as on shutdown), an upgrade gets 500
+//! (for a path starting `/events` too, answered with a stream); and a
+//! plain request for a path starting `/events` is answered with an event
+//! stream instead (`retry: 1000` first; a HEAD gets its head alone), whose
+//! chunks after the request are the application's turns: by the first
+//! byte's low four bits, 0 makes the chunk the peer's input, 1 the peer's
+//! FIN, anything else a send of the chunk as text (lossy UTF-8), and 2 then
+//! closes the stream with code 4000 plus that byte and the rest as reason,
+//! and sends once more; bit 4, a slow peer: each write takes at most 32
+//! bytes; bits 5-7, how many seconds the clock moves per chunk (short
+//! timeouts are set, so keepalive pings, the pong, idle, close, hold and
+//! heartbeat deadlines are all reachable).
 //!
 //! Asserts: no panic; every read makes progress; buffered input stays
 //! within the head, body and message limits; a due deadline never
@@ -32,10 +40,26 @@
 //! one, nothing follows a close frame, and nothing is written after FIN;
 //! messages, the error and the peer's close equal what a lone
 //! `MessageReader` reads from the same bytes whole, and nothing is
-//! delivered after the connection leaves the open state; echoed messages
+//! delivered after the connection leaves the open state but for what the
+//! peer sent after our close and before its own (an echo of it is
+//! `Closed`); echoed messages
 //! come back in order; pongs answer pings, in order, with their payloads;
 //! the close frame and the close record match the cause of the close;
 //! after the peer's close, the session has ended once the echo is written.
+//! An event stream's only deadline is its heartbeat, a second after what
+//! was last queued; input on it ends the session, as input while held
+//! does; after its head the output reads strictly as an event stream
+//! (UTF-8 lines ending in LF, blocks ended by a blank line): the retry
+//! block, then an event per send that returned `Queued`, in order, with
+//! its joined `data` lines equal to the text sent with CR LF, CR and LF
+//! as LF, and a lone comment for each heartbeat, and nothing else; a send
+//! or a heartbeat is refused (ending the stream) exactly when output is
+//! queued and it would take it past `max_write_buffer`, so what is queued
+//! stays within the cap plus one event; a close writes nothing, and a
+//! send after it is `Closed`; FIN follows once the last events are out,
+//! and nothing after it; the close record is the application's code and
+//! reason, 1008 "input on an event stream", 1008 "write buffer full", or
+//! 1006 for the peer's FIN or an I/O error on a stream still streaming.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -64,6 +88,13 @@ const PONG_BACKLOG: usize = 2048;
 const SLOW_WRITE: usize = 32;
 /// How long a held request may wait.
 const HOLD: Duration = Duration::from_secs(2);
+/// An event stream's silence before a heartbeat: short, so that the
+/// clock's steps reach it.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// The event stream's `retry` field.
+const RETRY_MS: u64 = 1000;
+/// A heartbeat: a comment, then the blank line that ends its block.
+const HEARTBEAT_BYTES: &[u8] = b":\n\n";
 
 fn config() -> Config {
     Config::default()
@@ -86,6 +117,7 @@ fn config() -> Config {
         .pong_timeout(Duration::from_secs(3))
         .idle_timeout(Some(Duration::from_secs(20)))
         .close_timeout(Duration::from_secs(4))
+        .stream_heartbeat(Some(HEARTBEAT))
 }
 
 /// An event with owned data, for comparing.
@@ -192,6 +224,92 @@ enum Cause {
     Us,
 }
 
+/// What an event stream carries after its head, one block (ended by a
+/// blank line) each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Block {
+    Retry(u64),
+    /// An event's data: its `data` lines joined with `\n`.
+    Event(String),
+    /// A comment, which readers ignore.
+    Heartbeat,
+}
+
+/// Why an event stream stopped streaming.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum StreamEnd {
+    /// The application's `close`.
+    Closed(CloseCode, String),
+    /// The peer sent something.
+    Input,
+    /// A send or a heartbeat found the write buffer full.
+    Cap,
+    /// The peer's FIN.
+    PeerFin,
+}
+
+/// An event stream the session started, as the application sees it.
+struct Sse {
+    /// What it should have written after its head, in order.
+    blocks: Vec<Block>,
+    /// When an event or a heartbeat was last queued (or refused).
+    last_write: Time,
+    /// Why it stopped, once it has.
+    end: Option<StreamEnd>,
+}
+
+/// An event as a reader gets it: the text with every line break as `\n`.
+fn event_data(text: &str) -> String {
+    text.replace("\r\n", "\n").replace('\r', "\n")
+}
+
+/// How many bytes the event for `text` takes: a `data: ` line per line of
+/// it, then a blank line.
+fn event_len(text: &str) -> usize {
+    let data = event_data(text);
+    data.split('\n')
+        .map(|line| "data: ".len() + line.len() + 1)
+        .sum::<usize>()
+        + 1
+}
+
+/// Reads an event stream strictly: UTF-8 lines ending in `\n`, blocks of
+/// lines ended by a blank line; a block is a `retry` field, a lone comment,
+/// or an event of `data` lines only.
+fn read_event_stream(bytes: &[u8]) -> Vec<Block> {
+    let text = std::str::from_utf8(bytes).expect("an event stream is UTF-8");
+    assert!(!text.contains('\r'), "a CR in an event stream");
+    let mut blocks = Vec::new();
+    let mut lines = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (line, after) = rest.split_once('\n').expect("a line without its \\n");
+        rest = after;
+        if !line.is_empty() {
+            lines.push(line);
+            continue;
+        }
+        let block = match lines[..] {
+            [] => panic!("an empty block"),
+            [":"] => Block::Heartbeat,
+            [line] if line.starts_with("retry: ") => {
+                Block::Retry(line["retry: ".len()..].parse().expect("a retry in ms"))
+            }
+            _ => {
+                let data: Vec<&str> = lines
+                    .iter()
+                    .map(|l| l.strip_prefix("data: ").expect("an event of data lines"))
+                    .collect();
+                Block::Event(data.join("\n"))
+            }
+        };
+        blocks.push(block);
+        lines.clear();
+    }
+    assert!(lines.is_empty(), "the last block has no blank line");
+    blocks
+}
+
 struct Run {
     config: Config,
     session: Session<()>,
@@ -199,8 +317,11 @@ struct Run {
     wire: Vec<u8>,
     fin_sent: bool,
     left_open: Option<Cause>,
-    /// Every HTTP response due so far, in order, and the 101 if accepted.
+    /// Every HTTP response due so far, in order, and the 101 if accepted,
+    /// or the event stream's head.
     expected: Vec<u8>,
+    /// The event stream, once one started.
+    sse: Option<Sse>,
 }
 
 impl Run {
@@ -225,6 +346,19 @@ impl Run {
             assert!(!self.session.wants_write() && !self.session.is_open());
             self.fin_sent = true;
         }
+        // A stream we end sends FIN once its last events are out.
+        if let Some(Sse {
+            end: Some(StreamEnd::Closed(..) | StreamEnd::Cap),
+            ..
+        }) = &self.sse
+        {
+            if !self.session.wants_write() {
+                assert!(
+                    self.fin_sent || self.session.is_ended(),
+                    "no FIN after the stream's last events"
+                );
+            }
+        }
     }
 
     /// Applies the deadline due now, if any.
@@ -232,15 +366,108 @@ impl Run {
         let s = &mut self.session;
         let next = s.poll_timeout(self.now, &self.config);
         assert_eq!(next.is_none(), s.is_ended());
+        // A streaming session's only deadline is its heartbeat.
+        let beat = match &self.sse {
+            Some(sse) if s.is_stream() => {
+                let due = sse.last_write + HEARTBEAT;
+                assert_eq!(next, Some(due), "not the heartbeat's deadline");
+                Some((due <= self.now, s.buffered_amount()))
+            }
+            _ => None,
+        };
         if next.is_some_and(|t| t <= self.now) {
             let was_open = s.is_open();
             s.handle_timeout(self.now, &self.config);
-            if was_open && !s.is_open() {
+            if let (Some((true, before)), Some(sse)) = (beat, &mut self.sse) {
+                sse.last_write = self.now;
+                let len = HEARTBEAT_BYTES.len();
+                if before > 0 && before + len > MAX_WRITE_BUFFER {
+                    assert!(!s.is_stream() && !s.is_open(), "a full stream beat on");
+                    sse.end = Some(StreamEnd::Cap);
+                } else {
+                    assert!(s.is_stream(), "a heartbeat ended the stream");
+                    assert_eq!(s.buffered_amount(), before + len, "not one heartbeat");
+                    sse.blocks.push(Block::Heartbeat);
+                }
+            } else if was_open && !s.is_open() {
                 self.left_open.get_or_insert(Cause::Us);
             }
             let next = s.poll_timeout(self.now, &self.config);
             assert!(next.is_none_or(|t| t > self.now), "a due deadline survived");
             assert_eq!(next.is_none(), s.is_ended());
+        }
+    }
+
+    /// The application's turn on an event stream, at a chunk: the chunk's
+    /// first byte says what happens, and the chunk is the peer's input
+    /// only when that is what it says (returns whether it is). Otherwise
+    /// the peer sends FIN, or the application sends the chunk as text,
+    /// and may then close the stream and try to send once more.
+    fn stream_turn(&mut self, piece: &[u8]) -> bool {
+        let Some(sse) = &mut self.sse else {
+            return true;
+        };
+        if self.session.is_ended() {
+            return true;
+        }
+        match piece[0] % 16 {
+            0 => return true,
+            1 => {
+                let was_stream = self.session.is_stream();
+                self.session.handle_eof();
+                if was_stream {
+                    assert!(self.session.is_ended(), "a stream outlived the peer's FIN");
+                    sse.end = Some(StreamEnd::PeerFin);
+                }
+            }
+            turn => {
+                self.stream_send(&String::from_utf8_lossy(piece));
+                if turn == 2 {
+                    let code = CloseCode(4000 + u16::from(piece[0]));
+                    let reason = String::from_utf8_lossy(&piece[1..]).into_owned();
+                    let (was_stream, before) =
+                        (self.session.is_stream(), self.session.buffered_amount());
+                    self.session.close(self.now, code, &reason);
+                    assert!(!self.session.is_stream() && !self.session.is_open());
+                    assert_eq!(self.session.buffered_amount(), before, "a close wrote");
+                    let sse = self.sse.as_mut().expect("a stream");
+                    if was_stream {
+                        sse.end = Some(StreamEnd::Closed(code, reason));
+                    }
+                    self.stream_send("late");
+                }
+            }
+        }
+        false
+    }
+
+    /// Sends `text` on the event stream: queued as one event unless the
+    /// write buffer holds output and the event would take it past the cap,
+    /// which ends the stream; refused once the stream has ended.
+    fn stream_send(&mut self, text: &str) {
+        let s = &mut self.session;
+        let sse = self.sse.as_mut().expect("a stream");
+        let (streaming, before) = (s.is_stream(), s.buffered_amount());
+        let status = s.send(self.now, &self.config, Message::Text(text));
+        if !streaming {
+            assert_eq!(status, SendStatus::Closed, "a send after the stream ended");
+            assert_eq!(s.buffered_amount(), before);
+            return;
+        }
+        let len = event_len(text);
+        if before > 0 && before + len > MAX_WRITE_BUFFER {
+            assert_eq!(status, SendStatus::Dropped, "a send past the cap");
+            assert!(!s.is_stream() && !s.is_open(), "a full stream went on");
+            assert_eq!(s.buffered_amount(), before);
+            sse.end = Some(StreamEnd::Cap);
+        } else {
+            assert_eq!(status, SendStatus::Queued);
+            let after = s.buffered_amount();
+            assert_eq!(after, before + len, "not one event");
+            // Within the cap, or one event on an empty buffer.
+            assert!(after <= MAX_WRITE_BUFFER.max(len));
+            sse.blocks.push(Block::Event(event_data(text)));
+            sse.last_write = self.now;
         }
     }
 
@@ -284,6 +511,7 @@ fuzz_target!(|data: &[u8]| {
         fin_sent: false,
         left_open: None,
         expected: Vec::new(),
+        sse: None,
     };
     let mut seen: Vec<Seen> = Vec::new();
     // Where the request the session is reading starts, while it reads one.
@@ -320,27 +548,36 @@ fuzz_target!(|data: &[u8]| {
             // A timeout while a request was awaited: it is never read.
             reading = None;
         }
+        if !run.stream_turn(piece) {
+            run.flush(slow_peer);
+            base += piece.len();
+            continue;
+        }
         let mut piece = piece.to_vec();
         let mut pos = 0;
         while pos < piece.len() {
             let s = &mut run.session;
             let was_open = s.is_open();
             let was_held = s.is_held();
+            let was_stream = s.is_stream();
             assert_eq!(was_held, holding.is_some());
             // Input after our last words, or after the end, is discarded.
             let discarding = read_error.is_some()
                 || s.is_ended()
                 || closing
-                || run.left_open == Some(Cause::Peer);
+                || run.left_open == Some(Cause::Peer)
+                || run.sse.as_ref().is_some_and(|sse| sse.end.is_some());
             let input_len = piece.len() - pos;
             // What is queued when a request is answered decides whether
             // its answer may keep the connection.
             let queued = s.buffered_amount();
             let asked_before = seen.len();
             let expected = &mut run.expected;
+            let sse = &mut run.sse;
+            let now = run.now;
             let answer = |req: &Request<'_>, from: SocketAddr| {
                 let start = reading.take().expect("asked while not reading a request");
-                assert!(!accepted && !closing && holding.is_none());
+                assert!(!accepted && !closing && holding.is_none() && sse.is_none());
                 assert_eq!(from, peer);
                 let with_body = req.method != "HEAD";
                 let key = req.accept_key();
@@ -372,10 +609,13 @@ fuzz_target!(|data: &[u8]| {
                         accepted = true;
                         return Answer::Accept { protocol, data: () };
                     }
-                    // Only a plain request can wait.
+                    // Only a plain request can wait, or stream.
                     Some(_) if echo => {
                         expected.extend(Response::status(500).encode(with_body, false));
                         closing = true;
+                        if req.path.starts_with("/events") {
+                            return Answer::event_stream((), Some(RETRY_MS));
+                        }
                         return hold;
                     }
                     _ => {}
@@ -387,8 +627,31 @@ fuzz_target!(|data: &[u8]| {
                 };
                 // A refused upgrade closes; a plain answer keeps the
                 // connection when the request lets it.
-                let keep_alive =
-                    key.is_none() && req.keep_alive() && queued <= MAX_WRITE_BUFFER;
+                let keep_alive = key.is_none() && req.keep_alive() && queued <= MAX_WRITE_BUFFER;
+                // A request it would hold for /events gets an event stream
+                // instead; a HEAD gets the stream's head alone.
+                if echo && req.path.starts_with("/events") {
+                    let answer = Answer::event_stream((), Some(RETRY_MS));
+                    let Answer::Stream { response, .. } = &answer else {
+                        unreachable!("event_stream makes a Stream");
+                    };
+                    if !with_body {
+                        expected.extend(response.encode(false, false));
+                        closing = true;
+                        return answer;
+                    }
+                    // The head, then the body the stream starts with,
+                    // which the events are checked with.
+                    let head = response.encode_streamed();
+                    let body = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    expected.extend(&head[..body]);
+                    *sse = Some(Sse {
+                        blocks: vec![Block::Retry(RETRY_MS)],
+                        last_write: now,
+                        end: None,
+                    });
+                    return answer;
+                }
                 if echo {
                     holding = Some(Holding {
                         response,
@@ -415,16 +678,20 @@ fuzz_target!(|data: &[u8]| {
                 Ok(step) => {
                     assert!(step.consumed <= input_len);
                     assert!(step.consumed > 0 || step.delivery.is_some(), "no progress");
-                    if discarding || was_held {
+                    if discarding || was_held || was_stream {
                         assert_eq!(
                             (step.consumed, &step.delivery),
                             (input_len, &None),
-                            "input after the end, or while held, was read"
+                            "input after the end, or while held or streaming, was read"
                         );
                     }
                     if was_held {
                         assert!(s.is_ended(), "input while held did not end it");
                         holding = None;
+                    }
+                    if was_stream {
+                        assert!(s.is_ended(), "input on a stream did not end it");
+                        run.sse.as_mut().unwrap().end = Some(StreamEnd::Input);
                     }
                     let consumed = step.consumed;
                     let end = base + pos + consumed;
@@ -433,7 +700,7 @@ fuzz_target!(|data: &[u8]| {
                         seen.last_mut().unwrap().end = Some(end);
                         if let Some(held) = &mut holding {
                             held.end = end;
-                        } else if !closing && !accepted {
+                        } else if !closing && !accepted && run.sse.is_none() {
                             // Kept alive: the next request starts here.
                             reading = Some(end);
                         }
@@ -447,6 +714,11 @@ fuzz_target!(|data: &[u8]| {
                             opened = true;
                             frames_from = Some(end);
                         }
+                        Some(Delivery::Streaming) => {
+                            assert!(run.sse.is_some() && seen.len() > asked_before);
+                            assert!(s.is_stream() && s.is_open() && !s.is_held());
+                            assert_eq!(s.data(), Some(&()));
+                        }
                         Some(Delivery::Held) => {
                             assert!(holding.is_some() && seen.len() > asked_before);
                             assert!(s.is_held() && !s.is_upgraded());
@@ -454,8 +726,16 @@ fuzz_target!(|data: &[u8]| {
                             assert!(s.held_data_mut().is_some());
                         }
                         Some(Delivery::Message(incoming)) => {
-                            assert!(opened && was_open && s.is_open(), "delivered when not open");
-                            assert!(run.left_open.is_none());
+                            // Open, or closing from our side: what the peer
+                            // sent before it saw our close is still
+                            // delivered (RFC 6455 §5.5.1 forbids sending
+                            // after a close, not receiving).
+                            let ours = run.left_open == Some(Cause::Us) && s.sent_close();
+                            assert!(
+                                opened && (was_open && s.is_open() || ours),
+                                "delivered when not open"
+                            );
+                            assert!(run.left_open.is_none() || ours);
                             let msg = incoming.message();
                             assert!(msg.as_bytes().len() <= MAX_MESSAGE);
                             delivered.push(message(msg));
@@ -467,6 +747,7 @@ fuzz_target!(|data: &[u8]| {
                                             run.left_open = Some(Cause::Us);
                                         }
                                     }
+                                    SendStatus::Closed if !was_open => {}
                                     other => panic!("send on an open connection: {other:?}"),
                                 }
                             }
@@ -476,13 +757,16 @@ fuzz_target!(|data: &[u8]| {
                     if holding.is_some() {
                         assert!(s.is_held(), "a Hold not held");
                     }
-                    if was_open && !s.is_open() {
+                    if was_open && !was_stream && !s.is_open() {
                         run.left_open.get_or_insert(Cause::Peer);
                     }
                     pos += consumed;
                 }
                 Err(err) => {
-                    assert!(!discarding && !was_held, "an error after the end");
+                    assert!(
+                        !discarding && !was_held && !was_stream,
+                        "an error after the end"
+                    );
                     assert!(!s.is_open(), "still open after an error");
                     match &err {
                         ReadError::Handshake(e) => {
@@ -582,6 +866,31 @@ fuzz_target!(|data: &[u8]| {
             run.fin_sent || run.session.is_ended(),
             "no FIN after the last answer"
         );
+    }
+
+    // An event stream: the answers' responses, its head, then its blocks,
+    // and a close record that says why it ended.
+    if let Some(sse) = run.sse.take() {
+        assert!(!opened);
+        let events = run
+            .wire
+            .strip_prefix(&run.expected[..])
+            .expect("not the answers' responses and the stream's head");
+        assert_eq!(read_event_stream(events), sse.blocks, "not the events sent");
+        let streaming = run.session.is_stream();
+        assert_eq!(streaming, sse.end.is_none());
+        run.session.handle_io_error();
+        assert!(run.session.is_ended());
+        assert_eq!(run.session.poll_timeout(run.now, &config), None);
+        let record = run.session.close_record().expect("a stream has a record");
+        let policy = CloseCode::POLICY_VIOLATION;
+        match &sse.end {
+            Some(StreamEnd::Closed(code, reason)) => assert_eq!(record, (*code, reason.as_str())),
+            Some(StreamEnd::Input) => assert_eq!(record, (policy, "input on an event stream")),
+            Some(StreamEnd::Cap) => assert_eq!(record, (policy, "write buffer full")),
+            Some(StreamEnd::PeerFin) | None => assert_eq!(record, (CloseCode::ABNORMAL, "")),
+        }
+        return;
     }
 
     // The output: the answers' responses in order, then frames.

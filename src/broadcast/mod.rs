@@ -204,8 +204,11 @@ pub(crate) enum Inbound {
     /// connection still holds the request that claimed it as `seq`.
     Replaced { conn: usize, seq: u64 },
     /// The topic's history was loaded, or loaded again, from where it is
-    /// kept: bring every subscription to it up to date.
-    Loaded { topic: Arc<str> },
+    /// kept: bring every subscription to it up to date. `start` is where
+    /// this load ended (its newest id, or its epoch's zero): where a
+    /// subscription that waited for it with no cursor starts. Read from
+    /// the history when the notice is handled, it could be a later load's.
+    Loaded { topic: Arc<str>, start: MessageId },
     /// A message for one connection ([`Address`]): its slab key and the
     /// serial it was given, and the frame.
     Direct {
@@ -221,7 +224,7 @@ impl Inbound {
         match self {
             Inbound::Publish(publish) => publish.cost(),
             Inbound::Replaced { .. } => std::mem::size_of::<Inbound>(),
-            Inbound::Loaded { topic } => std::mem::size_of::<Inbound>() + topic.len(),
+            Inbound::Loaded { topic, .. } => std::mem::size_of::<Inbound>() + topic.len(),
             Inbound::Direct { frame, .. } => std::mem::size_of::<Inbound>() + frame.len(),
         }
     }
@@ -539,10 +542,14 @@ impl Hub {
                 return false;
             }
             history.restore(topic, epoch, next_seq, messages);
+            let start = MessageId {
+                epoch,
+                seq: next_seq.max(1) - 1,
+            };
             let topic: Arc<str> = topic.into();
             for &worker in workers {
                 let topic = topic.clone();
-                self.remotes[worker].push(Inbound::Loaded { topic });
+                self.remotes[worker].push(Inbound::Loaded { topic, start });
             }
             true
         })
@@ -658,10 +665,17 @@ impl Hub {
 
     /// Whether `topic`'s history is kept by an ordering bridge and not
     /// loaded here yet.
+    #[cfg(test)]
     pub fn is_pending(&self, topic: &str) -> bool {
+        self.ordered_place(topic).is_some_and(|now| now.pending)
+    }
+
+    /// With an ordering bridge, where `topic`'s copy here stands now: its
+    /// latest id, or [pending](Catchup::pending). `None` without one.
+    pub fn ordered_place(&self, topic: &str) -> Option<Catchup> {
         match (&self.history, self.ordered.get()) {
-            (Some(history), Some(_)) => lock(history).since(topic, None).pending,
-            _ => false,
+            (Some(history), Some(_)) => Some(lock(history).since(topic, None)),
+            _ => None,
         }
     }
 

@@ -235,7 +235,7 @@ fn with_an_ordering_bridge_messages_go_out_and_come_back_numbered() {
         PublishStatus::Refused
     );
     assert!(hub.restore("room", 7, 1, []));
-    let Ok(Inbound::Loaded { topic }) = inboxes[1].try_recv() else {
+    let Ok(Inbound::Loaded { topic, .. }) = inboxes[1].try_recv() else {
         panic!("the worker with subscribers hears of the load");
     };
     assert_eq!(&*topic, "room");

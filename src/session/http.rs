@@ -11,6 +11,7 @@ use super::extensions::Agreed;
 use super::open::Open;
 use super::{Delivery, Fin, ReadError, Session, State, Step};
 use crate::config::Config;
+use crate::error::CloseCode;
 use crate::handshake::{self, AcceptKey, Parsed, Request, Response};
 use crate::time::{Stamp, Time, MAX_TIMEOUT};
 
@@ -52,11 +53,13 @@ pub enum Answer<D> {
 }
 
 /// How a plain request is to be answered: with or without the body, on a
-/// connection kept open or not, and from whom it came.
+/// connection kept open or not, on a draining server or not, and from
+/// whom it came.
 #[derive(Debug, Clone, Copy)]
 struct Reply {
     with_body: bool,
     keep_alive: bool,
+    last: bool,
     peer: SocketAddr,
 }
 
@@ -199,6 +202,7 @@ impl<D> Session<D> {
         let how = Reply {
             with_body,
             keep_alive,
+            last,
             peer,
         };
         let delivery = self.apply(now, config, answer, key, how);
@@ -238,6 +242,14 @@ impl<D> Session<D> {
             }
             (Answer::Stream { data, response }, None) => {
                 self.start_stream(now, data, response.encode_streamed());
+                // A draining server ends it after its head, as it would
+                // have ended it had it begun before the drain: the reader
+                // reconnects after `retry`, to whichever server takes it
+                // then. (A 503, as an upgrade gets, stops an EventSource
+                // for good.)
+                if how.last {
+                    self.end_stream(now, CloseCode::SERVICE_RESTART, "server restarting");
+                }
                 Some(Delivery::Streaming)
             }
             (Answer::Hold { data, timeout }, None) => {
@@ -314,7 +326,8 @@ impl<D> Session<D> {
     /// For a drain: a plain HTTP connection still reading a request (one
     /// accepted just before the listener closed, say) reads it and gets its
     /// answer with `Connection: close`; an upgrade gets 503 with
-    /// `Retry-After`. One writing an answer closes after it, as with
+    /// `Retry-After`, and an event stream ends after its head with 1012.
+    /// One writing an answer closes after it, as with
     /// [`Session::stop_http`]. Its handshake deadline still bounds it.
     pub fn finish_http(&mut self) {
         match &mut self.state {

@@ -303,6 +303,28 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_begun_in_a_drain_ends_after_its_head() {
+        let config = Config::default();
+        let mut s = Session::<u32>::new(ms(0), peer());
+        s.finish_http();
+        // The application hears of it, and it is over at once: the reader
+        // reconnects after `retry`, to whichever server takes it then.
+        assert_eq!(feed(&mut s, ms(1), &config, REQUEST), ["streaming"]);
+        assert!(!s.is_stream() && !s.is_open() && s.data() == Some(&5));
+        assert_eq!(
+            s.send(ms(1), &config, Message::Text("late")),
+            SendStatus::Closed
+        );
+        assert!(text(&mut s).ends_with("Connection: close\r\n\r\nretry: 1000\n\n"));
+        assert!(s.poll_shutdown());
+        s.handle_eof();
+        assert_eq!(
+            s.close_record(),
+            Some((CloseCode::SERVICE_RESTART, "server restarting"))
+        );
+    }
+
+    #[test]
     fn input_on_a_stream_ends_it_and_so_does_the_client_leaving() {
         let config = Config::default();
         let mut s = streaming(&config);

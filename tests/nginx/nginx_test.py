@@ -9,19 +9,37 @@ server pings more often, so the idle connection must survive. PHASE
 HEAD request and a chat round trip must all work. PHASE "cluster": nginx
 spreads clients over two chat servers that share a Redis (CHAT_LOG is then
 both logs, comma-separated); a room must span both.
+
+Server-Sent Events (GET /events) in every phase. "drop": the chat's
+heartbeat is longer than proxy_read_timeout, so nginx must cut an idle
+stream. "keep": heartbeats every second keep an idle stream open past it,
+and each event passes unbuffered, a few milliseconds after its line was
+said. "http10": a stream through a location that speaks HTTP/1.0 to the
+chat. "cluster": a stream on one server hears the other.
 """
 import asyncio
+import http.client
+import os
+import statistics
 import sys
 import json
 import secrets
+import threading
 import time
 import urllib.error
 import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "poll"))
+from sse_client import Closed, Stream  # noqa: E402
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 READ_TIMEOUT = 3.0  # proxy_read_timeout in the generated nginx config
+# Longest an event may take, from the answer to the POST /send that said
+# it to its arrival on a stream. Generous: unbuffered it is a few
+# milliseconds; buffered, it would wait for a buffer to fill, or the end.
+EVENT_BOUND = 0.2
 
 
 async def expect(ws, want, timeout=5):
@@ -29,6 +47,15 @@ async def expect(ws, want, timeout=5):
     while True:
         got = json.loads(await asyncio.wait_for(ws.recv(), timeout))
         if got["kind"] != "here":
+            break
+    assert got["text"] == want, f"expected {want!r}, got {got!r}"
+
+
+async def expect_line(ws, want, timeout=5):
+    """The next line said, skipping who is here, joins and leaves."""
+    while True:
+        got = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        if got["kind"] == "say":
             break
     assert got["text"] == want, f"expected {want!r}, got {got!r}"
 
@@ -107,6 +134,132 @@ async def idle(addr, source_ip):
         return None
 
 
+class Member:
+    """An SSE member through nginx: a stream it listens on, and a kept-alive
+    connection for POST /send."""
+
+    def __init__(self, addr, room, name, source_ip=None):
+        self.addr, self.room, self.name = addr, room, name
+        self.query = f"room={room}&name={name}&client={secrets.token_urlsafe(12)}"
+        self.stream = Stream.open(addr, f"/events?{self.query}",
+                                  source_ip=source_ip)
+        assert self.stream.status == 200, (self.stream.status, self.stream.headers)
+        assert self.stream.headers["content-type"].startswith("text/event-stream")
+        assert self.stream.block().retry == 1000
+        # Who is here, then its own join: the member is in.
+        while self.stream.next_event()[1]["kind"] != "here":
+            pass
+        self.hear(f"* {name} joined")
+        host, port = addr.rsplit(":", 1)
+        self.sends = http.client.HTTPConnection(host, int(port), timeout=5)
+
+    def say(self, line):
+        """Says line; returns when its POST /send was sent and when its
+        answer arrived."""
+        sent = time.monotonic()
+        self.sends.request("POST", f"/send?{self.query}", body=line.encode())
+        res = self.sends.getresponse()
+        res.read()
+        answered = time.monotonic()
+        assert res.status == 204, res.status
+        return sent, answered
+
+    def hear(self, text, timeout=5):
+        """Reads the stream up to the room message whose text is text."""
+        while True:
+            block, msg = self.stream.next_event(timeout)
+            if msg.get("text") == text:
+                return block
+
+    def close(self):
+        self.stream.close()
+        self.sends.close()
+
+
+def sse_idle(addr, phase):
+    """An idle stream: cut by nginx when heartbeats are rarer than its
+    read timeout, kept open through them otherwise."""
+    member = Member(addr, "sse-idle", "dozer", source_ip="127.0.0.3")
+    try:
+        began = time.monotonic()
+        if phase == "drop":
+            try:
+                member.stream.wait_closed(READ_TIMEOUT + 3)
+            except TimeoutError:
+                raise AssertionError("nginx kept an idle stream: the control failed")
+            cut = time.monotonic() - began
+            assert cut > READ_TIMEOUT - 0.5, f"the stream ended after {cut:.1f} s, before the timeout"
+            print(f"nginx test (control): nginx cut an idle SSE stream after {cut:.1f} s, "
+                  "heartbeats every 10 s")
+            return
+        # Idle well past proxy_read_timeout: only heartbeats may come.
+        beats = 0
+        while time.monotonic() - began < READ_TIMEOUT + 2:
+            try:
+                block = member.stream.block(timeout=0.5)
+            except TimeoutError:
+                continue
+            except Closed:
+                raise AssertionError(f"idle stream closed after {time.monotonic() - began:.1f} s")
+            assert block.is_heartbeat(), f"unexpected while idle: {block}"
+            beats += 1
+        assert beats >= READ_TIMEOUT, f"only {beats} heartbeats"
+        member.say("awake")
+        member.hear("dozer: awake")
+        print(f"nginx test: an SSE stream idle for {time.monotonic() - began:.1f} s "
+              f"({beats} heartbeats) still carried a line")
+    finally:
+        member.close()
+
+
+def sse_latency(addr, lines=20):
+    """Each event must pass nginx as it comes. A thread reads the stream
+    and stamps each event on arrival; the time that counts is from the
+    answer to the POST /send that said the line (the chat publishes before
+    it answers, so an event may even come first)."""
+    member = Member(addr, "sse-fast", "quick")
+    arrived = {}
+
+    def read():
+        try:
+            while len(arrived) < lines:
+                block, msg = member.stream.next_event(10)
+                if msg["kind"] == "say":
+                    arrived[msg["text"]] = block.arrived
+        except (Closed, TimeoutError):
+            pass
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    said = {}
+    try:
+        for i in range(lines):
+            said[f"quick: line {i}"] = member.say(f"line {i}")
+            time.sleep(0.05)  # one event at a time, nothing else in flight
+        reader.join(10)
+    finally:
+        member.close()
+    assert set(arrived) == set(said), f"arrived: {sorted(arrived)}"
+    # Negative when the event came before the answer: counted as 0.
+    delays = [max(0.0, arrived[t] - answered) for t, (_, answered) in said.items()]
+    slow = [f"{d * 1000:.0f} ms" for d in delays if d > EVENT_BOUND]
+    assert not slow, f"events held by nginx: {slow}"
+    # From sending the POST: the whole trip, through nginx twice.
+    trips = [arrived[t] - sent for t, (sent, _) in said.items()]
+    ms = lambda xs: f"median {statistics.median(xs) * 1000:.2f} ms, max {max(xs) * 1000:.2f} ms"  # noqa: E731
+    print(f"nginx test: {lines} SSE events passed unbuffered; from the POST's answer to the "
+          f"event: {ms(delays)}; from sending the POST: {ms(trips)}")
+
+
+def sse_round_trip(addr):
+    member = Member(addr, "sse-trip", "tripper")
+    try:
+        member.say("over http/1.0")
+        member.hear("tripper: over http/1.0")
+    finally:
+        member.close()
+
+
 def head_has_no_body(addr):
     req = urllib.request.Request(f"http://{addr}/", method="HEAD")
     with urllib.request.urlopen(req, timeout=5) as res:
@@ -128,11 +281,26 @@ async def cluster(addr, logs):
     await members[0].send("hello all")
     for ws in members:
         await expect(ws, "c0: hello all")
+    # An SSE member, on whichever server nginx picked, hears the others and
+    # is heard by them.
+    sse = await asyncio.to_thread(Member, addr, "cluster", "streamer")
+    for ws in members:
+        await expect(ws, "* streamer joined")
+    last = f"c{len(members) - 1}"
+    await members[-1].send("to the stream")
+    await asyncio.to_thread(sse.hear, f"{last}: to the stream")
+    for ws in members:
+        await expect_line(ws, f"{last}: to the stream")
+    await asyncio.to_thread(sse.say, "from the stream")
+    for ws in members:
+        await expect_line(ws, "streamer: from the stream")
+    sse.close()
     for ws in members:
         await ws.close()
     joined = [open(log).read().count("joined cluster") for log in logs]
     assert all(n > 0 for n in joined), f"not spread over both servers: {joined}"
-    print(f"nginx test: a room across two servers behind nginx, members per server {joined}")
+    print(f"nginx test: a room across two servers behind nginx, an SSE stream among its "
+          f"members, members per server {joined}")
 
 
 def main():
@@ -144,9 +312,13 @@ def main():
     asyncio.run(chat_round_trip(addr, "alice"))
     if phase == "http10":
         head_has_no_body(addr)
-        print("nginx test: page, HEAD and chat work with HTTP/1.0 to the upstream")
+        sse_round_trip(addr)
+        print("nginx test: page, HEAD, chat and SSE work with HTTP/1.0 to the upstream")
         return
     asyncio.run(long_poll(addr, phase))
+    sse_idle(addr, phase)
+    if phase == "keep":
+        sse_latency(addr)
     closed_after = asyncio.run(idle(addr, "127.0.0.2"))
     if phase == "drop":
         assert closed_after is not None, "nginx kept an idle connection: the control failed"
@@ -157,7 +329,9 @@ def main():
         # The chat trusts nginx, so it saw the client's own address.
         log = open(chat_log).read()
         assert "sleeper joined idle from 127.0.0.2:" in log, log
-        print("nginx test: X-Real-IP from the trusted proxy reached the handler")
+        assert "dozer streams sse-idle from 127.0.0.3:" in log, log
+        print("nginx test: X-Real-IP from the trusted proxy reached the handler, "
+              "for a WebSocket and a stream")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""A chat room shared by Python websockets clients and raw HTTP long
-pollers: 200 lines, every member gets every one exactly once, in one
-order, with ids that follow one another.
+"""A chat room shared by Python websockets clients, Server-Sent Events
+streams and raw HTTP long pollers: 300 lines, every member gets every one
+exactly once, in one order, with ids that follow one another.
 
     python tests/poll/mixed.py HOST:PORT
 
@@ -15,10 +15,14 @@ import threading
 
 from websockets.asyncio.client import connect
 
+from sse_client import Stream
+
 EACH = 50
 SOCKETS = ["py1", "py2"]
+STREAMS = ["sse1", "sse2"]
 POLLERS = ["raw1", "raw2"]
-TOTAL = EACH * (len(SOCKETS) + len(POLLERS))
+MEMBERS = SOCKETS + STREAMS + POLLERS
+TOTAL = EACH * len(MEMBERS)
 
 
 def seq(msg):
@@ -59,11 +63,16 @@ class Poller:
         return body
 
     def say(self, line):
-        self.sends.request("POST", f"/send?{self.query}", body=line.encode(),
-                           headers={"Content-Type": "text/plain"})
-        res = self.sends.getresponse()
-        res.read()
-        assert res.status == 204, res.status
+        say(self.sends, self.query, line)
+
+
+def say(conn, query, line):
+    """POST /send on a kept-alive connection: how pollers and SSE members talk."""
+    conn.request("POST", f"/send?{query}", body=line.encode(),
+                 headers={"Content-Type": "text/plain"})
+    res = conn.getresponse()
+    res.read()
+    assert res.status == 204, res.status
 
 
 def run_poller(addr, name, ready, results):
@@ -77,6 +86,30 @@ def run_poller(addr, name, ready, results):
     while len(said(got)) < TOTAL:
         got.extend(poller.poll()["messages"])
     results[name] = got
+
+
+def run_stream(addr, name, ready, results):
+    """An SSE member: it listens on GET /events and talks with POST /send."""
+    host, port = addr.rsplit(":", 1)
+    sends = http.client.HTTPConnection(host, int(port), timeout=30)
+    query = f"room=mixed&name={name}&client={secrets.token_urlsafe(16)}"
+    with Stream.open(addr, f"/events?{query}", timeout=30) as stream:
+        assert stream.status == 200, stream.status
+        assert stream.block().retry == 1000
+        while True:
+            _, notice = stream.next_event(10)
+            if notice["kind"] == "here":
+                break
+        ready.wait()
+        for i in range(EACH):
+            say(sends, query, f"{name} line {i}")
+        got = []
+        while len(said(got)) < TOTAL:
+            block, msg = stream.next_event(10)
+            # Room messages carry their id twice: the SSE field and the JSON.
+            assert block.id == msg["id"], block
+            got.append(msg)
+        results[name] = got
 
 
 async def run_socket(addr, name, ready, results):
@@ -93,25 +126,26 @@ async def run_socket(addr, name, ready, results):
 
 
 async def main(addr):
-    ready = threading.Barrier(len(SOCKETS) + len(POLLERS))
+    ready = threading.Barrier(len(MEMBERS), timeout=30)
     results = {}
-    pollers = [threading.Thread(target=run_poller, args=(addr, n, ready, results)) for n in POLLERS]
-    for t in pollers:
+    threads = [threading.Thread(target=run_poller, args=(addr, n, ready, results)) for n in POLLERS]
+    threads += [threading.Thread(target=run_stream, args=(addr, n, ready, results)) for n in STREAMS]
+    for t in threads:
         t.start()
     await asyncio.gather(*(run_socket(addr, n, ready, results) for n in SOCKETS))
-    for t in pollers:
+    for t in threads:
         t.join(30)
-    assert set(results) == set(SOCKETS + POLLERS), f"members that finished: {sorted(results)}"
+    assert set(results) == set(MEMBERS), f"members that finished: {sorted(results)}"
     reference = said(results[SOCKETS[0]])
     assert len(reference) == TOTAL
     for name, got in results.items():
         check_consecutive(name, got)
         assert said(got) == reference, f"{name} saw another order"
-    for name in SOCKETS + POLLERS:
+    for name in MEMBERS:
         mine = [m["text"] for m in reference if m["name"] == name]
         assert mine == [f"{name}: {name} line {i}" for i in range(EACH)], name
-    print(f"poll test: {len(SOCKETS)} websockets clients and {len(POLLERS)} raw HTTP pollers "
-          f"got all {TOTAL} lines once, in one order")
+    print(f"poll test: {len(SOCKETS)} websockets clients, {len(STREAMS)} SSE streams and "
+          f"{len(POLLERS)} raw HTTP pollers got all {TOTAL} lines once, in one order")
 
 
 if __name__ == "__main__":

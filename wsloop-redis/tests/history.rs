@@ -300,3 +300,30 @@ fn cursors_from_another_epoch_or_the_future_reset_and_garbled_ones_get_400() {
     a.stop();
     b.stop();
 }
+
+/// The first member of a room on a node waits for the room's history,
+/// which Redis loads twice (once before the node's next publish is
+/// numbered, once after it subscribes): whichever load the node reads
+/// first, the member gets its own join, then its line. Each room is new,
+/// so each member is a first. The race this guards against lost about
+/// one join in thirty with release builds and a Python client; a
+/// deterministic version is in the core's tests/bridge.rs.
+#[test]
+fn the_first_member_of_a_room_on_a_node_gets_its_own_join() {
+    let redis = Redis::start();
+    let chat = Chat::start(&redis.url());
+    for i in 0..40 {
+        let room = format!("new{i}");
+        let mut member = Member::join(chat.addr, &room, "first");
+        member.say("hi");
+        let mut kinds = Vec::new();
+        loop {
+            let msg = member.next().expect("the member's line");
+            kinds.push(msg["kind"].as_str().unwrap_or("?").to_owned());
+            if msg["text"] == "first: hi" {
+                break;
+            }
+        }
+        assert_eq!(kinds, ["here", "join", "say"], "room {room}");
+    }
+}

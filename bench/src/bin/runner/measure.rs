@@ -7,9 +7,9 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use wsloop_bench::Running;
+use wsloop_bench::{status_kib, Running};
 
-use crate::procfs::{clock_ticks, cpu_ticks, ctx_switches, status_kib};
+use crate::procfs::{clock_ticks, cpu_ticks, ctx_switches};
 use crate::report::num;
 use crate::{Server, LOADGEN_THREADS};
 
