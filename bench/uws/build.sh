@@ -8,8 +8,8 @@
 # No TLS (LIBUS_NO_SSL), no zlib (UWS_NO_ZLIB: the servers never
 # compress), -O3 with link-time optimisation as uSockets' own Makefile
 # builds, in one LTO partition (one job, and no warning about it). One
-# compiler at a time. Rebuilds only what is older than its
-# sources.
+# compiler at a time. Rebuilds only what is older than its sources or
+# this script.
 set -euo pipefail
 uws=$(cd "$1" && pwd)
 out=$2
@@ -27,7 +27,8 @@ mkdir -p "$out/obj"
 # uSockets, once: its C files with epoll, no TLS. Without TLS the C++ in
 # src/crypto (the SNI tree) is not needed.
 lib="$out/obj/uSockets.a"
-if [ ! -f "$lib" ] || [ -n "$(find "$uws/uSockets/src" -newer "$lib" -name '*.[ch]' | head -1)" ]; then
+if [ ! -f "$lib" ] || [ "$here/build.sh" -nt "$lib" ] \
+    || [ -n "$(find "$uws/uSockets/src" -newer "$lib" -name '*.[ch]' | head -1)" ]; then
     rm -f "$out"/obj/*.o
     for c in "$uws"/uSockets/src/*.c "$uws"/uSockets/src/eventing/*.c "$uws"/uSockets/src/crypto/*.c; do
         "$CC" -O3 -flto -flto-partition=one -DLIBUS_NO_SSL -std=c11 -I"$uws/uSockets/src" \
