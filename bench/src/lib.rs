@@ -1,9 +1,12 @@
 //! Peer echo servers and the benchmark runner for wsloop.
 //!
 //! The binaries: `tokio_tungstenite_echo`, `fastwebsockets_echo` and
-//! `raw_mio_echo` (plain TCP, the ceiling), each taking `--addr` and
-//! `--threads`, and `runner`, which drives them, wsloop's echo example and
-//! the thread-per-connection example with wsloop's load generator. See
+//! `raw_mio_echo` (plain TCP, the ceiling), and the fan-out servers
+//! `tokio_tungstenite_fanout` and `fastwebsockets_fanout`, each taking
+//! `--addr` and `--threads`; `fanout_client`, the fan-out load generator;
+//! and `runner`, which drives them, wsloop's echo, rooms and
+//! thread-per-connection examples, and the uWebSockets servers of
+//! `bench/uws/` when built, with wsloop's load generator. See
 //! `bench/run.sh`.
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
