@@ -31,7 +31,13 @@ pub fn median(figures: impl IntoIterator<Item = f64>) -> f64 {
 /// A `kB` (or plain count) field of /proc/PID/status, such as `VmRSS:`
 /// or `Threads:`; 0 if there is none.
 pub fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+    field_kib(&format!("/proc/{pid}/status"), field)
+}
+
+/// A `Name: value` field of a /proc file in that form (status, meminfo);
+/// 0 if there is none.
+pub fn field_kib(path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(path)
         .ok()
         .and_then(|s| {
             s.lines()

@@ -61,23 +61,11 @@ pub fn machine() -> Value {
         })
         .unwrap_or_default();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let memory = status_file_kib("/proc/meminfo", "MemTotal:");
+    let memory = wsloop_bench::field_kib("/proc/meminfo", "MemTotal:");
     json!({
         "cpu": cpu,
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "memory_mib": memory / 1024,
         "kernel": kernel.trim(),
     })
-}
-
-pub fn status_file_kib(path: &str, field: &str) -> u64 {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
