@@ -10,8 +10,8 @@ use mio::net::TcpStream;
 use socket2::SockRef;
 
 use crate::handler::{
-    Conn, ConnId, Handler, HeldRequest, Pending, Publisher, Reply, Shared, Upgrade, Wake,
-    WakeReason,
+    held_full, Conn, ConnId, Handler, HeldRequest, Pending, Publisher, Reply, Shared, Upgrade,
+    Wake, WakeReason,
 };
 use crate::handshake::{Request, Response};
 use crate::session::{Answer, Delivery, Session};
@@ -174,7 +174,7 @@ impl<D> Connection<D> {
                 published: &mut shared.published,
             };
             let stats = &shared.stats;
-            let (held_per_ip, max_held) = (&shared.held_per_ip, shared.config.max_held_per_ip);
+            let (held_per_ip, config) = (&shared.held_per_ip, &shared.config);
             let mut hold = None;
             let mut stream = None;
             let answer = |req: &Request<'_>, peer| {
@@ -204,7 +204,7 @@ impl<D> Connection<D> {
                     }
                     Reply::Stream(s) => {
                         let ip = peer.ip();
-                        if held_per_ip.get(&ip).copied().unwrap_or(0) >= max_held {
+                        if held_full(held_per_ip, config, ip) {
                             let busy = Response::status(429).with_header("Retry-After", "1");
                             return Answer::Respond(busy);
                         }

@@ -354,6 +354,13 @@ pub(crate) struct Shared {
     pub timers: HashMap<usize, (Time, u64)>,
 }
 
+/// Whether another event stream or held request from `ip` would pass
+/// [`Config::max_held_per_ip`], given the count per address: for callers
+/// that hold other parts of [`Shared`] borrowed.
+pub(crate) fn held_full(held_per_ip: &HashMap<IpAddr, usize>, config: &Config, ip: IpAddr) -> bool {
+    held_per_ip.get(&ip).copied().unwrap_or(0) >= config.max_held_per_ip
+}
+
 /// What a worker keeps of a held request besides its session: what it
 /// waits for, and whose it is.
 #[derive(Debug)]
@@ -712,7 +719,7 @@ impl Shared {
     /// Whether another event stream or held request from `ip` would pass
     /// [`Config::max_held_per_ip`].
     pub(crate) fn held_full(&self, ip: IpAddr) -> bool {
-        self.held_per_ip.get(&ip).copied().unwrap_or(0) >= self.config.max_held_per_ip
+        held_full(&self.held_per_ip, &self.config, ip)
     }
 
     /// Books an event stream that began on connection `key`.

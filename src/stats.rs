@@ -170,7 +170,8 @@ pub struct Counters {
     pub bytes_out: u64,
     /// Messages dropped by the [`Backpressure::Drop`](crate::Backpressure::Drop) policy.
     pub dropped: u64,
-    /// WebSocket connections ended, by close code (see [`Counters::closes_by_code`]).
+    /// WebSocket connections and event streams ended, by close code (see
+    /// [`Counters::closes_by_code`]).
     pub closes: [u64; CODES.len() + 1],
     /// Plain HTTP requests handed to [`Handler::on_http`](crate::Handler::on_http).
     pub http_requests: u64,
