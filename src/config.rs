@@ -210,6 +210,11 @@ pub struct Config {
     /// takes offers up as the [`DeflateConfig`](crate::deflate::DeflateConfig) says.
     #[cfg(feature = "deflate")]
     pub deflate: Option<crate::deflate::DeflateConfig>,
+    /// TLS, with the `tls` feature: every connection on the port is
+    /// `https://` or `wss://`. Default `None`: plain TCP. Made by
+    /// [`TlsConfig::from_pem_files`](crate::tls::TlsConfig::from_pem_files).
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Default for Config {
@@ -239,6 +244,8 @@ impl Default for Config {
             stream_heartbeat: Some(Duration::from_secs(15)),
             #[cfg(feature = "deflate")]
             deflate: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -275,6 +282,15 @@ impl Config {
     /// Sets [`Config::deflate`].
     pub fn deflate(mut self, value: Option<crate::deflate::DeflateConfig>) -> Self {
         self.deflate = value;
+        self
+    }
+}
+
+#[cfg(feature = "tls")]
+impl Config {
+    /// Sets [`Config::tls`].
+    pub fn tls(mut self, value: Option<crate::tls::TlsConfig>) -> Self {
+        self.tls = value;
         self
     }
 }

@@ -44,6 +44,10 @@ pub(crate) struct Connection<D> {
     /// No more is read: the peer flooded after our close frame, which
     /// waits for it to read, until the close timeout drops it.
     muted: bool,
+    /// The connection's TLS, on a TLS port: between the socket and the
+    /// session.
+    #[cfg(feature = "tls")]
+    tls: Option<Box<crate::tls::ServerTls>>,
 }
 
 /// `Connection::armed` when no timer is armed.
@@ -58,7 +62,26 @@ impl<D> Connection<D> {
             write_interest: false,
             read_pending: false,
             muted: false,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
+    }
+
+    /// Puts TLS between the socket and the session, from the first byte.
+    #[cfg(feature = "tls")]
+    pub fn start_tls(&mut self, tls: crate::tls::ServerTls) {
+        self.tls = Some(Box::new(tls));
+    }
+
+    /// Whether output waits to be written: the session's, or records.
+    pub fn wants_write(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            if !tls.queued().is_empty() {
+                return true;
+            }
+        }
+        self.session.wants_write()
     }
 
     pub fn stream_mut(&mut self) -> &mut TcpStream {
@@ -137,7 +160,7 @@ impl<D> Connection<D> {
                 Ok(n) => {
                     budget -= n;
                     shared.stats.bytes_in(n);
-                    self.ingest(key, handler, shared, &mut rbuf[..n]);
+                    self.take_input(key, handler, shared, &mut rbuf[..n]);
                     if n < room && !to_the_end {
                         return false;
                     }
@@ -153,7 +176,44 @@ impl<D> Connection<D> {
         false
     }
 
-    /// Feeds one read to the session, calling the handler for what it
+    /// Feeds one read to the session, through TLS on a TLS port.
+    fn take_input<H: Handler<Data = D>>(
+        &mut self,
+        key: usize,
+        handler: &mut H,
+        shared: &mut Shared,
+        buf: &mut [u8],
+    ) {
+        #[cfg(feature = "tls")]
+        if let Some(mut tls) = self.tls.take() {
+            let max = shared
+                .config
+                .tls
+                .as_ref()
+                .map_or(0, |t| t.max_pending_input);
+            let read = tls.read_records(buf, max, |plain| {
+                if !self.session.is_ended() {
+                    self.ingest(key, handler, shared, plain);
+                }
+            });
+            self.tls = Some(tls);
+            match read {
+                Ok(crate::tls::Records::Open) => {}
+                // close_notify: as the peer's FIN.
+                Ok(crate::tls::Records::PeerClosed) => self.session.handle_eof(),
+                // The alert, if any, is queued: flush sends it, then the
+                // connection is dropped.
+                Err(_) => {
+                    shared.stats.tls_failed();
+                    self.session.handle_io_error();
+                }
+            }
+            return;
+        }
+        self.ingest(key, handler, shared, buf);
+    }
+
+    /// Feeds plaintext to the session, calling the handler for what it
     /// delivers.
     fn ingest<H: Handler<Data = D>>(
         &mut self,
@@ -370,6 +430,10 @@ impl<D> Connection<D> {
     /// block, up to 64 pieces per send; then FIN if the session says
     /// its last words are out. The only function that writes to a socket.
     pub fn flush(&mut self) {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return self.flush_tls();
+        }
         while self.session.wants_write() {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let mut count = 0;
@@ -391,6 +455,79 @@ impl<D> Connection<D> {
             // input never turns our last bytes into a reset.
             let _ = self.stream.shutdown(Shutdown::Write);
         }
+    }
+}
+
+#[cfg(feature = "tls")]
+impl<D> Connection<D> {
+    /// [`Connection::flush`] through TLS: records queued before go first;
+    /// then the session's output is sealed, up to
+    /// [`SEAL_BATCH`](crate::tls::SEAL_BATCH) at a time, in this thread's
+    /// buffers, and sent. Only what the socket refuses is copied to the
+    /// connection, and the session hears its plaintext was written once the
+    /// records carrying it are.
+    fn flush_tls(&mut self) {
+        let Some(tls) = self.tls.as_deref_mut() else {
+            return;
+        };
+        let (stream, session) = (&self.stream, &mut self.session);
+        crate::tls::ServerTls::with_seal_buffers(|plain, records| {
+            loop {
+                if !tls.queued().is_empty() {
+                    match send(stream, &[IoSlice::new(tls.queued())]) {
+                        Ok(0) => return session.handle_io_error(),
+                        Ok(n) => {
+                            let written = tls.sent(n);
+                            if written > 0 {
+                                session.transmitted(written);
+                            }
+                        }
+                        Err(e) if would_block(&e) => return session.handle_write_blocked(),
+                        Err(e) if interrupted(&e) => {}
+                        Err(_) => return session.handle_io_error(),
+                    }
+                    continue;
+                }
+                if !session.wants_write() || tls.is_failed() {
+                    break;
+                }
+                plain.clear();
+                for piece in session.poll_transmit() {
+                    let room = crate::tls::SEAL_BATCH - plain.len();
+                    plain.extend_from_slice(&piece[..piece.len().min(room)]);
+                    if plain.len() == crate::tls::SEAL_BATCH {
+                        break;
+                    }
+                }
+                records.clear();
+                if tls.seal(plain, records).is_none() {
+                    // Output before the handshake is done (a timeout's
+                    // answer) cannot be sent: drop it.
+                    session.transmitted(session.buffered_amount());
+                    continue;
+                }
+                match send(stream, &[IoSlice::new(records)]) {
+                    Ok(n) if n == records.len() => session.transmitted(plain.len()),
+                    Ok(0) => return session.handle_io_error(),
+                    Ok(n) => tls.keep_unsent(&records[n..], plain.len()),
+                    Err(e) if would_block(&e) => {
+                        tls.keep_unsent(records, plain.len());
+                        return session.handle_write_blocked();
+                    }
+                    Err(e) if interrupted(&e) => tls.keep_unsent(records, plain.len()),
+                    Err(_) => return session.handle_io_error(),
+                }
+            }
+            if session.poll_shutdown() {
+                // Our last words are out: close_notify, then FIN. The alert
+                // is small; a socket that will not take it now goes without.
+                records.clear();
+                if tls.seal_close_notify(records).is_some() {
+                    let _ = send(stream, &[IoSlice::new(records)]);
+                }
+                let _ = stream.shutdown(Shutdown::Write);
+            }
+        })
     }
 }
 
@@ -446,6 +583,10 @@ mod tests {
         // docs/ARCHITECTURE.md lists what these bytes hold. mio's debug
         // builds add a selector id to a TcpStream, 16 bytes with padding.
         let mio_debug = if cfg!(debug_assertions) { 16 } else { 0 };
-        assert!(size <= 72 + mio_debug, "Connection grew to {size} bytes");
+        let tls = if cfg!(feature = "tls") { 8 } else { 0 };
+        assert!(
+            size <= 72 + mio_debug + tls,
+            "Connection grew to {size} bytes"
+        );
     }
 }

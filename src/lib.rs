@@ -100,6 +100,8 @@ pub mod signals;
 mod stats;
 mod time;
 mod timer;
+#[cfg(feature = "tls")]
+pub mod tls;
 #[doc(hidden)]
 pub mod utf8;
 mod worker;

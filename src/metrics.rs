@@ -191,6 +191,7 @@ impl Counters {
     /// | `wsloop_sends_dropped_total` | counter | [`dropped`](Counters::dropped) |
     /// | `wsloop_closes_total{code}` | counter | [`closes`](Counters::closes): `code` is the close code, or `other` |
     /// | `wsloop_publishes_refused_total` | counter | [`publishes_refused`](Counters::publishes_refused) |
+    /// | `wsloop_tls_failures_total` | counter | [`tls_failed`](Counters::tls_failed) |
     ///
     /// Labelled families have a sample for every label value, zeros
     /// included.
@@ -284,6 +285,11 @@ impl Counters {
             "wsloop_publishes_refused_total",
             "Publishes refused because a worker's inbox was full.",
             self.publishes_refused,
+        );
+        m.counter(
+            "wsloop_tls_failures_total",
+            "Connections ended because TLS failed: a bad or refused handshake, or a bad record.",
+            self.tls_failed,
         );
     }
 }
@@ -432,6 +438,7 @@ mod tests {
             held: 2,
             streams: 8,
             publishes_refused: 4,
+            tls_failed: 9,
             ..Counters::default()
         };
         for (i, n) in c.handshake_failed.iter_mut().enumerate() {
@@ -479,6 +486,7 @@ mod tests {
             ("wsloop_bytes_out_total", c.bytes_out),
             ("wsloop_sends_dropped_total", c.dropped),
             ("wsloop_publishes_refused_total", c.publishes_refused),
+            ("wsloop_tls_failures_total", c.tls_failed),
         ];
         for (name, n) in plain {
             assert_eq!(value(&samples, name, None), n as f64, "{name}");

@@ -45,6 +45,7 @@ pub struct Stats {
     /// Written by publishing threads, not this worker: only when they
     /// find its inbox full, which is rare.
     publishes_refused: AtomicU64,
+    tls_failed: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
@@ -109,6 +110,10 @@ impl Stats {
     pub(crate) fn publish_refused(&self) {
         bump(&self.publishes_refused, 1);
     }
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) fn tls_failed(&self) {
+        bump(&self.tls_failed, 1);
+    }
     pub(crate) fn bytes_in(&self, n: usize) {
         bump(&self.bytes_in, n as u64);
     }
@@ -140,6 +145,7 @@ impl Stats {
             held: load(&self.held),
             streams: load(&self.streams),
             publishes_refused: load(&self.publishes_refused),
+            tls_failed: load(&self.tls_failed),
         }
     }
 }
@@ -182,6 +188,10 @@ pub struct Counters {
     /// Publishes refused because this worker's inbox was full
     /// ([`PublishStatus::Refused`](crate::PublishStatus::Refused)).
     pub publishes_refused: u64,
+    /// Connections ended because TLS failed: a broken or refused
+    /// handshake, plain HTTP sent to a TLS port, a bad record (the `tls`
+    /// feature; always 0 without it).
+    pub tls_failed: u64,
 }
 
 impl Counters {
@@ -209,6 +219,7 @@ impl Counters {
         self.held += other.held;
         self.streams += other.streams;
         self.publishes_refused += other.publishes_refused;
+        self.tls_failed += other.tls_failed;
     }
 
     /// Closes counted for one code; codes outside the tracked set count as 0
@@ -257,8 +268,8 @@ impl fmt::Display for Counters {
         write!(f, "\nbytes  in {}  out {}", self.bytes_in, self.bytes_out)?;
         write!(
             f,
-            "\nhttp requests {}  held now {}  streams now {}  publishes refused {}",
-            self.http_requests, self.held, self.streams, self.publishes_refused
+            "\nhttp requests {}  held now {}  streams now {}  publishes refused {}  tls failures {}",
+            self.http_requests, self.held, self.streams, self.publishes_refused, self.tls_failed
         )?;
         let codes = CODES.iter().map(u16::to_string).chain(["other".into()]);
         group(f, "closes by code:", codes.zip(self.closes))

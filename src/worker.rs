@@ -282,7 +282,20 @@ impl<H: Handler> Worker<H> {
                     {
                         continue;
                     }
-                    let conn = entry.insert(Connection::new(stream, peer, self.shared.now));
+                    #[allow(unused_mut)]
+                    let mut conn = Connection::new(stream, peer, self.shared.now);
+                    #[cfg(feature = "tls")]
+                    if let Some(tls) = &self.shared.config.tls {
+                        match tls.accept() {
+                            Ok(session) => conn.start_tls(session),
+                            Err(_) => {
+                                self.shared.stats.tls_failed();
+                                let _ = self.poll.registry().deregister(conn.stream_mut());
+                                continue;
+                            }
+                        }
+                    }
+                    let conn = entry.insert(conn);
                     arm(&mut self.timers, conn, key, &self.shared);
                     self.shared.stats.accepted();
                 }
@@ -364,7 +377,7 @@ impl<H: Handler> Worker<H> {
         // only when a write fell short, and dropping the interest once the
         // queue is empty, costs one epoll_ctl each way, and none at all for
         // the usual connection, whose replies fit.
-        let wanted = conn.session().wants_write();
+        let wanted = conn.wants_write();
         if conn.set_write_interest(wanted) {
             let interest = if wanted {
                 Interest::READABLE | Interest::WRITABLE

@@ -1,0 +1,844 @@
+//! TLS for `wss://` and `https://` without a proxy, with the `tls` feature:
+//! [rustls], whose unbuffered connection is sans-IO like the rest of the
+//! core.
+//!
+//! TLS is a layer of each connection's session, not of its socket. Record
+//! bytes read from the socket go to a [`ServerTls`], which hands the
+//! plaintext on to the [`Session`](crate::session::Session) as if it had
+//! been read; the session's output is sealed into records on its way to
+//! the socket. Neither layer owns a buffer while the connection is idle:
+//! records are read into the worker's read buffer, and sealed into a
+//! buffer each worker thread shares. A connection keeps bytes of its own
+//! only for a record cut short by a read, or for records the socket
+//! refused, and only until they are dealt with.
+//!
+//! The certificate and key come from PEM files ([`TlsConfig::from_pem_files`])
+//! and can be read again while the server runs ([`TlsReload::reload`]), so
+//! that a renewed certificate needs no restart: handshakes after the reload
+//! present the new one, and connections made before keep theirs.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use wsloop::tls::TlsConfig;
+//!
+//! let tls = TlsConfig::from_pem_files("cert.pem", "key.pem")?;
+//! let reload = tls.reload_handle();
+//! let config = wsloop::Config::default().tls(Some(tls));
+//! // ... bind a Server with `config`; on SIGHUP:
+//! reload.reload()?;
+//! # Ok(()) }
+//! ```
+
+use std::cell::Cell;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, UnbufferedServerConnection};
+use rustls::sign::CertifiedKey;
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
+use rustls::ServerConfig;
+
+/// Most plaintext sealed for one send: four full records.
+const MAX_SEAL: usize = 4 * 16 * 1024;
+
+/// TLS settings: the certificate chain and key, and the limit on what a
+/// connection may hold of a record or handshake message in progress.
+#[derive(Clone)]
+pub struct TlsConfig {
+    server: Arc<ServerConfig>,
+    certs: Arc<Certs>,
+    /// Most bytes of records one connection may hold between reads: a
+    /// record, or a handshake message spread over several, that has not
+    /// all arrived. Default 80 KiB: the largest handshake message rustls
+    /// takes (64 KiB) plus a full record. A peer past it is dropped.
+    pub max_pending_input: usize,
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("cert", &self.certs.cert)
+            .field("key", &self.certs.key)
+            .field("max_pending_input", &self.max_pending_input)
+            .finish()
+    }
+}
+
+impl TlsConfig {
+    /// Reads a certificate chain (the server's certificate first) and its
+    /// private key (PKCS#8, PKCS#1 or SEC1) from PEM files, and checks
+    /// that they belong together. The server offers TLS 1.3 and 1.2, and
+    /// ALPN `http/1.1`. An error names the file it is about.
+    pub fn from_pem_files(
+        cert: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+    ) -> Result<TlsConfig, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let certs = Certs {
+            cert: cert.as_ref().to_path_buf(),
+            key: key.as_ref().to_path_buf(),
+            current: RwLock::new(Arc::new(load(cert.as_ref(), key.as_ref(), &provider)?)),
+            provider: provider.clone(),
+        };
+        let certs = Arc::new(certs);
+        let mut server = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(TlsError::Rustls)?
+            .with_no_client_auth()
+            .with_cert_resolver(certs.clone());
+        server.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // No session tickets: each costs a seal per handshake, and a
+        // WebSocket is made to last, so resumption saves little.
+        server.send_tls13_tickets = 0;
+        Ok(TlsConfig {
+            server: Arc::new(server),
+            certs,
+            max_pending_input: 80 * 1024,
+        })
+    }
+
+    /// A handle that reads the certificate and key files again.
+    pub fn reload_handle(&self) -> TlsReload {
+        TlsReload {
+            certs: self.certs.clone(),
+        }
+    }
+
+    /// A server side TLS session for a new connection.
+    pub fn accept(&self) -> Result<ServerTls, TlsError> {
+        let conn =
+            UnbufferedServerConnection::new(self.server.clone()).map_err(TlsError::Rustls)?;
+        Ok(ServerTls {
+            conn,
+            pending: Vec::new(),
+            out: Vec::new(),
+            owed: 0,
+            failed: false,
+        })
+    }
+}
+
+/// Reads the certificate and key files again, from any thread.
+#[derive(Debug, Clone)]
+pub struct TlsReload {
+    certs: Arc<Certs>,
+}
+
+impl TlsReload {
+    /// Reads the files named in [`TlsConfig::from_pem_files`] again. If
+    /// both read and match, handshakes from now on present the new
+    /// certificate; connections already made are not touched. If not, the
+    /// old certificate stays in use and the error says why.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = load(&self.certs.cert, &self.certs.key, &self.certs.provider)?;
+        *self
+            .certs
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(fresh);
+        Ok(())
+    }
+}
+
+/// The certificate in use, and where it came from.
+struct Certs {
+    cert: PathBuf,
+    key: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl fmt::Debug for Certs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Certs")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+impl ResolvesServerCert for Certs {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        )
+    }
+}
+
+/// Reads and checks a certificate chain and its key.
+fn load(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| TlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let pem = read(cert)?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: cert.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: cert.to_path_buf(),
+        });
+    }
+    let pem = read(key)?;
+    let der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => TlsError::NoKey {
+            path: key.to_path_buf(),
+        },
+        e => TlsError::Pem {
+            path: key.to_path_buf(),
+            reason: e.to_string(),
+        },
+    })?;
+    CertifiedKey::from_der(chain, der, provider).map_err(|source| TlsError::Key {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        source,
+    })
+}
+
+/// What went wrong setting TLS up.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A file could not be read.
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A file is not valid PEM.
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The certificate file holds no certificate.
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key file holds no private key.
+    NoKey {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key is of a kind rustls cannot use, or is not the
+    /// certificate's.
+    Key {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// rustls's reason.
+        source: rustls::Error,
+    },
+    /// rustls refused the settings.
+    Rustls(rustls::Error),
+}
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsError::Read { path, source } => {
+                write!(f, "cannot read {}: {source}", path.display())
+            }
+            TlsError::Pem { path, reason } => {
+                write!(f, "{} is not valid PEM: {reason}", path.display())
+            }
+            TlsError::NoCertificate { path } => {
+                write!(
+                    f,
+                    "{} holds no certificate (no CERTIFICATE block)",
+                    path.display()
+                )
+            }
+            TlsError::NoKey { path } => write!(f, "{} holds no private key", path.display()),
+            TlsError::Key { cert, key, source } => write!(
+                f,
+                "the key in {} cannot serve the certificate in {}: {source}",
+                key.display(),
+                cert.display()
+            ),
+            TlsError::Rustls(e) => write!(f, "TLS setup failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for TlsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TlsError::Read { source, .. } => Some(source),
+            TlsError::Key { source, .. } => Some(source),
+            TlsError::Rustls(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Why a connection's TLS ended it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum TlsFailure {
+    /// The peer broke TLS, or the handshake failed; rustls's reason. An
+    /// alert for it, where TLS has one, is queued in the output.
+    Protocol(rustls::Error),
+    /// The peer sent more of an unfinished record or handshake message than
+    /// [`TlsConfig::max_pending_input`].
+    TooMuchPending,
+}
+
+impl fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsFailure::Protocol(e) => write!(f, "TLS failed: {e}"),
+            TlsFailure::TooMuchPending => {
+                f.write_str("the peer sent more of an unfinished TLS message than the limit")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TlsFailure {}
+
+/// What a read of records brought, besides the plaintext handed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Records {
+    /// More may come.
+    Open,
+    /// The peer sent close_notify: it sends nothing more.
+    PeerClosed,
+}
+
+/// The server side of one connection's TLS, sans IO: record bytes in,
+/// plaintext out to a callback; plaintext in, record bytes out.
+pub struct ServerTls {
+    conn: UnbufferedServerConnection,
+    /// The end of the input not yet taken: part of a record, or a
+    /// handshake message over several records. No allocation when empty.
+    pending: Vec<u8>,
+    /// Records to send before any other: the handshake's, an alert, or
+    /// what the socket refused. No allocation when empty.
+    out: Vec<u8>,
+    /// Bytes of the session's plaintext sealed into `out` and not yet
+    /// reported written: reported once `out` is on the wire.
+    owed: usize,
+    /// TLS failed: nothing more is read or sealed.
+    failed: bool,
+}
+
+impl fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("pending", &self.pending.len())
+            .field("out", &self.out.len())
+            .field("owed", &self.owed)
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
+
+thread_local! {
+    /// Each worker's buffer for one decrypted record on its way to the
+    /// session, which unmasks in place.
+    static PLAIN: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    /// Each worker's buffers for sealing: the plaintext gathered from the
+    /// session, and the records made of it.
+    static SEAL: Cell<(Vec<u8>, Vec<u8>)> = const { Cell::new((Vec::new(), Vec::new())) };
+}
+
+impl ServerTls {
+    /// Takes record bytes as read from the socket. Each record's plaintext
+    /// goes to `plain`, in order; handshake records and alerts to send are
+    /// queued (see [`ServerTls::queued`]). Bytes of a record not yet
+    /// complete are kept for the next call, up to `max_pending`.
+    pub fn read_records(
+        &mut self,
+        input: &mut [u8],
+        max_pending: usize,
+        mut plain: impl FnMut(&mut [u8]),
+    ) -> Result<Records, TlsFailure> {
+        if self.failed {
+            return Ok(Records::Open);
+        }
+        let mut scratch = PLAIN.take();
+        // The usual read holds whole records and is taken where it lies;
+        // only one that follows a partial record is copied after it.
+        let result = if self.pending.is_empty() {
+            self.take_records(input, &mut scratch, &mut plain)
+                .map(|(taken, records)| {
+                    self.pending.extend_from_slice(&input[taken..]);
+                    records
+                })
+        } else {
+            let mut pending = std::mem::take(&mut self.pending);
+            pending.extend_from_slice(input);
+            let result = self.take_records(&mut pending, &mut scratch, &mut plain);
+            if let Ok((taken, _)) = result {
+                pending.drain(..taken);
+                self.pending = pending;
+            }
+            result.map(|(_, records)| records)
+        };
+        PLAIN.set(scratch);
+        match result {
+            Ok(_) if self.pending.len() > max_pending => {
+                self.fail();
+                Err(TlsFailure::TooMuchPending)
+            }
+            Ok(records) => {
+                if self.pending.is_empty() {
+                    self.pending = Vec::new();
+                }
+                Ok(records)
+            }
+            Err(e) => {
+                self.fail();
+                Err(TlsFailure::Protocol(e))
+            }
+        }
+    }
+
+    /// Runs rustls over `input` until it needs more; returns how many bytes
+    /// it took.
+    fn take_records(
+        &mut self,
+        input: &mut [u8],
+        scratch: &mut Vec<u8>,
+        plain: &mut impl FnMut(&mut [u8]),
+    ) -> Result<(usize, Records), rustls::Error> {
+        let mut taken = 0;
+        loop {
+            let status = self.conn.process_tls_records(&mut input[taken..]);
+            let discard = status.discard;
+            let records = match status.state? {
+                ConnectionState::ReadTraffic(mut traffic) => {
+                    while let Some(record) = traffic.next_record() {
+                        let record = record?;
+                        scratch.clear();
+                        scratch.extend_from_slice(record.payload);
+                        plain(scratch);
+                    }
+                    None
+                }
+                ConnectionState::EncodeTlsData(mut data) => {
+                    encode(&mut self.out, 512, |out| match data.encode(out) {
+                        Ok(n) => Ok(n),
+                        Err(EncodeError::InsufficientSize(e)) => Err(e),
+                        Err(EncodeError::AlreadyEncoded) => Ok(0),
+                    });
+                    None
+                }
+                // Queued: the caller writes `out` before anything else.
+                ConnectionState::TransmitTlsData(data) => {
+                    data.done();
+                    None
+                }
+                ConnectionState::PeerClosed | ConnectionState::Closed => Some(Records::PeerClosed),
+                ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_) => {
+                    Some(Records::Open)
+                }
+                // Early data is not accepted (rustls's default), so none
+                // comes; were it to, or a state new to this code, the
+                // connection ends rather than guess.
+                _ => return Err(rustls::Error::General("unexpected TLS state".into())),
+            };
+            taken += discard;
+            if let Some(records) = records {
+                return Ok((taken, records));
+            }
+        }
+    }
+
+    /// After an error: queue the alert rustls has for it, if any, and
+    /// take nothing more.
+    fn fail(&mut self) {
+        self.failed = true;
+        self.pending = Vec::new();
+        // rustls queues the alert as records to encode; a few turns take
+        // them, and an error or any other state ends the loop.
+        for _ in 0..4 {
+            let status = self.conn.process_tls_records(&mut []);
+            match status.state {
+                Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                    encode(&mut self.out, 512, |out| match data.encode(out) {
+                        Ok(n) => Ok(n),
+                        Err(EncodeError::InsufficientSize(e)) => Err(e),
+                        Err(EncodeError::AlreadyEncoded) => Ok(0),
+                    });
+                }
+                Ok(ConnectionState::TransmitTlsData(data)) => data.done(),
+                _ => return,
+            }
+        }
+    }
+
+    /// Records queued to be sent before anything else.
+    pub fn queued(&self) -> &[u8] {
+        &self.out
+    }
+
+    /// Marks `n` bytes of [`ServerTls::queued`] as sent. Returns the bytes
+    /// of the session's plaintext now on the wire, once all are.
+    pub fn sent(&mut self, n: usize) -> usize {
+        self.out.drain(..n.min(self.out.len()));
+        if self.out.is_empty() {
+            self.out = Vec::new();
+            std::mem::take(&mut self.owed)
+        } else {
+            0
+        }
+    }
+
+    /// Seals plaintext into records, appended to `records`. None if it
+    /// cannot be sealed: the handshake is not done, or TLS failed.
+    pub fn seal(&mut self, plaintext: &[u8], records: &mut Vec<u8>) -> Option<()> {
+        self.write_traffic(records, plaintext.len(), |traffic, out| {
+            traffic.encrypt(plaintext, out)
+        })
+    }
+
+    /// Seals a close_notify alert, appended to `records`.
+    pub fn seal_close_notify(&mut self, records: &mut Vec<u8>) -> Option<()> {
+        self.write_traffic(records, 0, |traffic, out| traffic.queue_close_notify(out))
+    }
+
+    fn write_traffic(
+        &mut self,
+        records: &mut Vec<u8>,
+        hint: usize,
+        mut f: impl FnMut(
+            &mut rustls::unbuffered::WriteTraffic<'_, rustls::server::ServerConnectionData>,
+            &mut [u8],
+        ) -> Result<usize, EncryptError>,
+    ) -> Option<()> {
+        if self.failed {
+            return None;
+        }
+        // Handshake records rustls still has queued (a reply to a key
+        // update) go out first.
+        for _ in 0..8 {
+            let status = self.conn.process_tls_records(&mut []);
+            match status.state.ok()? {
+                ConnectionState::WriteTraffic(mut traffic) => {
+                    let mut exhausted = false;
+                    // A record's header and tag: 22 bytes in TLS 1.3, 29 in 1.2.
+                    let guess = hint + hint.div_ceil(16 * 1024).max(1) * 32;
+                    encode(records, guess, |out| match f(&mut traffic, out) {
+                        Ok(n) => Ok(n),
+                        Err(EncryptError::InsufficientSize(e)) => Err(e),
+                        Err(_) => {
+                            exhausted = true;
+                            Ok(0)
+                        }
+                    });
+                    return (!exhausted).then_some(());
+                }
+                ConnectionState::EncodeTlsData(mut data) => {
+                    encode(records, 512, |out| match data.encode(out) {
+                        Ok(n) => Ok(n),
+                        Err(EncodeError::InsufficientSize(e)) => Err(e),
+                        Err(EncodeError::AlreadyEncoded) => Ok(0),
+                    });
+                }
+                ConnectionState::TransmitTlsData(data) => data.done(),
+                ConnectionState::PeerClosed => {}
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// Keeps records the socket refused: `records[sent..]`, which carry
+    /// `plaintext` bytes of the session's output.
+    pub fn keep_unsent(&mut self, records: &[u8], plaintext: usize) {
+        self.out.extend_from_slice(records);
+        self.owed += plaintext;
+    }
+
+    /// Whether TLS failed on this connection.
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Bytes this connection holds of its own, beyond rustls's state.
+    pub fn buffered(&self) -> usize {
+        self.pending.capacity() + self.out.capacity()
+    }
+
+    /// Runs `f` with this thread's sealing buffers: plaintext to gather,
+    /// records to fill. Both are cleared first and kept for the next call.
+    pub fn with_seal_buffers<R>(f: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> R) -> R {
+        let (mut plain, mut records) = SEAL.take();
+        plain.clear();
+        records.clear();
+        let r = f(&mut plain, &mut records);
+        // A burst of a large message leaves big buffers; keep them only
+        // up to what one send seals.
+        if plain.capacity() > 2 * MAX_SEAL {
+            plain = Vec::new();
+        }
+        if records.capacity() > 2 * MAX_SEAL {
+            records = Vec::new();
+        }
+        SEAL.set((plain, records));
+        r
+    }
+}
+
+/// The most plaintext to seal for one send.
+pub const SEAL_BATCH: usize = MAX_SEAL;
+
+/// Appends what `f` writes to `out`, growing it as `f` asks.
+fn encode(
+    out: &mut Vec<u8>,
+    guess: usize,
+    mut f: impl FnMut(&mut [u8]) -> Result<usize, InsufficientSizeError>,
+) {
+    let start = out.len();
+    let mut room = guess;
+    loop {
+        out.resize(start + room, 0);
+        match f(&mut out[start..]) {
+            Ok(n) => {
+                out.truncate(start + n);
+                return;
+            }
+            Err(InsufficientSizeError { required_size }) if required_size > room => {
+                room = required_size;
+            }
+            Err(_) => {
+                out.truncate(start);
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use rustls::pki_types::ServerName;
+    use rustls::{ClientConfig, ClientConnection, RootCertStore};
+
+    use super::*;
+
+    fn dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls")
+    }
+
+    fn server() -> TlsConfig {
+        TlsConfig::from_pem_files(dir().join("server.pem"), dir().join("server.key")).unwrap()
+    }
+
+    fn client() -> ClientConnection {
+        let mut roots = RootCertStore::empty();
+        let ca = std::fs::read(dir().join("ca.pem")).unwrap();
+        for cert in CertificateDer::pem_slice_iter(&ca) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let name = ServerName::try_from("localhost").unwrap();
+        ClientConnection::new(Arc::new(config), name).unwrap()
+    }
+
+    /// Moves the client's records to the server `step` bytes at a time,
+    /// and the server's back, until neither has more; returns the
+    /// plaintext the server read.
+    fn exchange(client: &mut ClientConnection, server: &mut ServerTls, step: usize) -> Vec<u8> {
+        let mut got = Vec::new();
+        for _ in 0..1_000 {
+            let mut wire = Vec::new();
+            client.write_tls(&mut wire).unwrap();
+            let queued = server.queued().to_vec();
+            let sent = server.sent(queued.len());
+            assert_eq!(sent, 0, "no session plaintext was owed");
+            if wire.is_empty() && queued.is_empty() {
+                return got;
+            }
+            for chunk in wire.chunks_mut(step) {
+                let records = server
+                    .read_records(chunk, 80 * 1024, |p| got.extend_from_slice(p))
+                    .unwrap();
+                assert_eq!(records, Records::Open);
+            }
+            let mut from_server = &queued[..];
+            while !from_server.is_empty() {
+                client.read_tls(&mut from_server).unwrap();
+            }
+            client.process_new_packets().unwrap();
+        }
+        panic!("the exchange did not settle");
+    }
+
+    #[test]
+    fn a_handshake_split_at_every_byte_completes_and_carries_data() {
+        let config = server();
+        for step in [1, 2, 3, 7, 100, 1 << 20] {
+            let mut server = config.accept().unwrap();
+            let mut client = client();
+            client
+                .writer()
+                .write_all(b"GET / HTTP/1.1\r\n\r\n")
+                .unwrap();
+            let got = exchange(&mut client, &mut server, step);
+            assert_eq!(got, b"GET / HTTP/1.1\r\n\r\n", "step {step}");
+            assert_eq!(client.alpn_protocol(), Some(&b"http/1.1"[..]));
+            assert!(!client.is_handshaking());
+
+            let mut records = Vec::new();
+            server
+                .seal(b"HTTP/1.1 200 OK\r\n\r\n", &mut records)
+                .unwrap();
+            client.read_tls(&mut &records[..]).unwrap();
+            client.process_new_packets().unwrap();
+            let mut answer = [0; 19];
+            client.reader().read_exact(&mut answer).unwrap();
+            assert_eq!(&answer, b"HTTP/1.1 200 OK\r\n\r\n");
+            assert_eq!(server.buffered(), 0, "an idle connection holds no buffer");
+        }
+    }
+
+    #[test]
+    fn a_large_message_is_sealed_into_several_records() {
+        let mut server = server().accept().unwrap();
+        let mut client = client();
+        exchange(&mut client, &mut server, 1 << 20);
+        let message: Vec<u8> = (0..SEAL_BATCH).map(|i| (i % 251) as u8).collect();
+        let mut records = Vec::new();
+        server.seal(&message, &mut records).unwrap();
+        assert!(records.len() > message.len() + 3 * 22, "four records");
+        let mut wire = &records[..];
+        let mut got = Vec::new();
+        while !wire.is_empty() {
+            client.read_tls(&mut wire).unwrap();
+            client.process_new_packets().unwrap();
+            let mut piece = [0; 4096];
+            while let Ok(n @ 1..) = client.reader().read(&mut piece) {
+                got.extend_from_slice(&piece[..n]);
+            }
+        }
+        assert_eq!(got, message);
+    }
+
+    #[test]
+    fn plain_http_to_a_tls_port_fails_with_an_alert() {
+        let mut server = server().accept().unwrap();
+        let mut request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+        let err = server
+            .read_records(&mut request, 80 * 1024, |_| panic!("no plaintext"))
+            .unwrap_err();
+        assert!(matches!(err, TlsFailure::Protocol(_)), "{err}");
+        assert!(server.is_failed());
+        // An alert record: content type 21.
+        assert_eq!(server.queued().first(), Some(&21), "{:?}", server.queued());
+        let mut more = b"more".to_vec();
+        assert_eq!(
+            server.read_records(&mut more, 1, |_| panic!()),
+            Ok(Records::Open)
+        );
+        assert!(server.seal(b"x", &mut Vec::new()).is_none());
+    }
+
+    #[test]
+    fn an_unfinished_record_past_the_limit_fails() {
+        let mut server = server().accept().unwrap();
+        // A handshake record header announcing 16 KiB, then part of it.
+        let mut head = vec![22, 3, 1, 0x40, 0x00];
+        head.extend(std::iter::repeat_n(1, 1000));
+        let err = server.read_records(&mut head, 500, |_| {}).unwrap_err();
+        assert_eq!(err, TlsFailure::TooMuchPending);
+    }
+
+    #[test]
+    fn the_peer_s_close_notify_is_reported() {
+        let mut server = server().accept().unwrap();
+        let mut client = client();
+        exchange(&mut client, &mut server, 1 << 20);
+        client.send_close_notify();
+        let mut wire = Vec::new();
+        client.write_tls(&mut wire).unwrap();
+        let records = server.read_records(&mut wire, 1024, |_| {}).unwrap();
+        assert_eq!(records, Records::PeerClosed);
+    }
+
+    #[test]
+    fn a_reload_changes_the_certificate_for_new_handshakes() {
+        let tmp = std::env::temp_dir().join(format!("wsloop-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        let (cert, key) = (tmp.join("cert.pem"), tmp.join("key.pem"));
+        std::fs::copy(dir().join("server.pem"), &cert).unwrap();
+        std::fs::copy(dir().join("server.key"), &key).unwrap();
+        let config = TlsConfig::from_pem_files(&cert, &key).unwrap();
+        let leaf = |name: &str| {
+            let pem = std::fs::read(dir().join(name)).unwrap();
+            CertificateDer::pem_slice_iter(&pem)
+                .next()
+                .unwrap()
+                .unwrap()
+        };
+        let seen = |config: &TlsConfig| {
+            let mut client = client();
+            exchange(&mut client, &mut config.accept().unwrap(), 1 << 20);
+            client.peer_certificates().unwrap()[0].clone()
+        };
+        assert_eq!(seen(&config), leaf("server.pem"));
+
+        // A half-written key: the reload fails, naming the file, and the
+        // old certificate stays.
+        std::fs::copy(dir().join("renewed.pem"), &cert).unwrap();
+        std::fs::write(&key, b"-----BEGIN PRIVATE KEY-----\n").unwrap();
+        let err = config.reload_handle().reload().unwrap_err();
+        assert!(err.to_string().contains("key.pem"), "{err}");
+        assert_eq!(seen(&config), leaf("server.pem"));
+
+        std::fs::copy(dir().join("renewed.key"), &key).unwrap();
+        config.reload_handle().reload().unwrap();
+        assert_eq!(seen(&config), leaf("renewed.pem"));
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn setup_errors_name_the_file() {
+        let missing = dir().join("missing.pem");
+        let err = TlsConfig::from_pem_files(&missing, dir().join("server.key")).unwrap_err();
+        assert!(matches!(err, TlsError::Read { .. }));
+        assert!(err.to_string().contains("missing.pem"), "{err}");
+
+        // The key for the certificate in the other file.
+        let err = TlsConfig::from_pem_files(dir().join("server.pem"), dir().join("renewed.key"))
+            .unwrap_err();
+        assert!(matches!(err, TlsError::Key { .. }), "{err}");
+        assert!(err.to_string().contains("renewed.key"), "{err}");
+
+        // A key where the certificate should be.
+        let err = TlsConfig::from_pem_files(dir().join("server.key"), dir().join("server.key"))
+            .unwrap_err();
+        assert!(matches!(err, TlsError::NoCertificate { .. }), "{err}");
+        let err = TlsConfig::from_pem_files(dir().join("server.pem"), dir().join("server.pem"))
+            .unwrap_err();
+        assert!(matches!(err, TlsError::NoKey { .. }), "{err}");
+    }
+}
