@@ -6,7 +6,9 @@
 //!
 //! With `--features deflate`, `--deflate` takes up permessage-deflate
 //! offers (no context kept between messages), and `--deflate-takeover`
-//! keeps context both ways.
+//! keeps context both ways. With `--features tls`, `--tls-cert FILE
+//! --tls-key FILE` serves `wss://` instead, and SIGHUP reads the two files
+//! again, for a renewed certificate.
 //!
 //! Ctrl-C or SIGTERM shuts it down gracefully: every client gets close 1001
 //! and the counters are printed.

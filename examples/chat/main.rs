@@ -8,6 +8,10 @@
 //! Built with `--features deflate`, `--deflate` compresses for every
 //! browser, which offers permessage-deflate by itself:
 //! `cargo run --release --features deflate --example chat -- --deflate`.
+//! Built with `--features tls`, `--tls-cert FILE --tls-key FILE` serves
+//! the page on `https://` and its WebSocket on `wss://` (the page builds
+//! its URLs from `location`); SIGHUP reads the files again
+//! (`bash scripts/tls-cert.sh DIR` makes a test pair).
 //!
 //! How it works: every room is a topic with history. Each message is a
 //! small JSON object, numbered by wsloop when it is published and wrapped

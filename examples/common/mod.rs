@@ -34,6 +34,10 @@ pub struct Args {
     /// window with 1012, for a restart ([`ShutdownHandle::drain`]); 0, the
     /// default, closes them all at once with 1001.
     pub drain: Duration,
+    /// `--tls-cert FILE --tls-key FILE` (with the `tls` feature): serve
+    /// `https://` and `wss://` with this PEM certificate chain and key,
+    /// read again on SIGHUP.
+    pub tls: Option<(String, String)>,
     /// Flags this module does not know, as (name, value) pairs.
     pub extra: Vec<(String, Option<String>)>,
 }
@@ -51,8 +55,10 @@ impl Args {
             deflate_min_size: None,
             deflate_window: None,
             drain: Duration::ZERO,
+            tls: None,
             extra: Vec::new(),
         };
+        let (mut cert, mut key) = (None, None);
         let mut it = std::env::args().skip(1).peekable();
         while let Some(flag) = it.next() {
             let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
@@ -62,6 +68,8 @@ impl Args {
                 "--ping-interval" => args.ping_interval = Some(seconds(&value("--ping-interval")?)?),
                 "--idle-timeout" => args.idle_timeout = Some(seconds(&value("--idle-timeout")?)?),
                 "--drain-secs" => args.drain = seconds(&value("--drain-secs")?)?,
+                "--tls-cert" => cert = Some(value("--tls-cert")?),
+                "--tls-key" => key = Some(value("--tls-key")?),
                 "--deflate" => args.deflate = Deflate::Lean,
                 "--deflate-takeover" => args.deflate = Deflate::Takeover,
                 "--deflate-window" => {
@@ -72,7 +80,7 @@ impl Args {
                     args.deflate_min_size = Some(number(&value("--deflate-min-size")?)?)
                 }
                 "-h" | "--help" => return Err(format!(
-                    "flags: --addr HOST:PORT (default {default_addr}) --workers N --ping-interval SECS --idle-timeout SECS --drain-secs SECS --deflate --deflate-takeover --deflate-min-size N --deflate-window BITS"
+                    "flags: --addr HOST:PORT (default {default_addr}) --workers N --ping-interval SECS --idle-timeout SECS --drain-secs SECS --deflate --deflate-takeover --deflate-min-size N --deflate-window BITS --tls-cert FILE --tls-key FILE"
                 )),
                 other if other.starts_with("--") => {
                     let takes_value = it.peek().is_some_and(|v| !v.starts_with("--"));
@@ -81,6 +89,14 @@ impl Args {
                 }
                 other => return Err(format!("unexpected argument {other:?}")),
             }
+        }
+        args.tls = match (cert, key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => return Err("--tls-cert and --tls-key go together".into()),
+        };
+        if args.tls.is_some() && !cfg!(feature = "tls") {
+            return Err("--tls-cert needs the tls feature: cargo run --release --features tls --example NAME -- --tls-cert FILE --tls-key FILE".into());
         }
         if args.deflate != Deflate::Off && !cfg!(feature = "deflate") {
             return Err("--deflate needs the deflate feature: cargo run --release --features deflate --example NAME -- --deflate".into());
@@ -146,6 +162,28 @@ pub fn shutdown_on_signals(name: &str, handle: ShutdownHandle, drain: Duration) 
         .expect("signal handlers can be installed at start-up");
 }
 
+/// Reads the certificate and key again on each SIGHUP, saying how it went
+/// as `NAME: ...`; a failed reload keeps the certificate in use.
+#[cfg(feature = "tls")]
+fn reload_on_sighup(name: &str, reload: wsloop::tls::TlsReload) {
+    #[cfg(unix)]
+    {
+        let name = name.to_owned();
+        let mut hups = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+            .expect("signal handlers can be installed at start-up");
+        std::thread::spawn(move || {
+            for _ in hups.forever() {
+                match reload.reload() {
+                    Ok(()) => println!("{name}: certificate reloaded"),
+                    Err(e) => println!("{name}: certificate not reloaded: {e}"),
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = (name, reload);
+}
+
 /// Whether this platform has the /proc files the benchmark and soak tools
 /// read for memory, CPU and sockets; where it does not, says so on stderr.
 pub fn has_proc(name: &str, what: &str) -> bool {
@@ -174,7 +212,7 @@ pub fn serve_with<H, F, T>(
     name: &str,
     banner: &str,
     args: &Args,
-    config: Config,
+    #[allow(unused_mut)] mut config: Config,
     factory: F,
     setup: impl FnOnce(&Server) -> Result<T, String>,
 ) -> ExitCode
@@ -184,6 +222,23 @@ where
     T: std::fmt::Display,
 {
     let addr = &args.addr;
+    #[allow(unused_mut)]
+    let mut banner = banner.to_owned();
+    #[cfg(feature = "tls")]
+    if let Some((cert, key)) = &args.tls {
+        let tls = match wsloop::tls::TlsConfig::from_pem_files(cert, key) {
+            Ok(tls) => tls,
+            Err(e) => {
+                eprintln!("{name}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        reload_on_sighup(name, tls.reload_handle());
+        config.tls = Some(tls);
+        banner = banner
+            .replace("ws://", "wss://")
+            .replace("http://", "https://");
+    }
     // Bound but not serving until setup is done: a server taking over a
     // port from one that drains must not answer before its Redis bridge
     // is in place. Connections wait in the kernel's queue meanwhile.
