@@ -518,13 +518,18 @@ impl<D> Connection<D> {
                     Err(_) => return session.handle_io_error(),
                 }
             }
-            if session.poll_shutdown() {
-                // Our last words are out: close_notify, then FIN. The alert
-                // is small; a socket that will not take it now goes without.
+            // Our last words are out, before FIN or before the socket is
+            // dropped: close_notify first, so that the peer can tell the
+            // end from a cut. The alert is small; a socket that will not
+            // take it now goes without.
+            let fin = session.poll_shutdown();
+            if fin || session.is_ended() {
                 records.clear();
                 if tls.seal_close_notify(records).is_some() {
                     let _ = send(stream, &[IoSlice::new(records)]);
                 }
+            }
+            if fin {
                 let _ = stream.shutdown(Shutdown::Write);
             }
         })

@@ -29,6 +29,10 @@
 //! # Ok(()) }
 //! ```
 
+/// The rustls this module is built on, for clients in tests and tools
+/// that must match its version.
+pub use rustls;
+
 use std::cell::Cell;
 use std::fmt;
 use std::io;
@@ -119,6 +123,7 @@ impl TlsConfig {
             out: Vec::new(),
             owed: 0,
             failed: false,
+            notified: false,
         })
     }
 }
@@ -340,6 +345,8 @@ pub struct ServerTls {
     owed: usize,
     /// TLS failed: nothing more is read or sealed.
     failed: bool,
+    /// Our close_notify is sealed.
+    notified: bool,
 }
 
 impl fmt::Debug for ServerTls {
@@ -513,8 +520,12 @@ impl ServerTls {
         })
     }
 
-    /// Seals a close_notify alert, appended to `records`.
+    /// Seals a close_notify alert, appended to `records`, once: None
+    /// the second time, as before the handshake is done.
     pub fn seal_close_notify(&mut self, records: &mut Vec<u8>) -> Option<()> {
+        if std::mem::replace(&mut self.notified, true) {
+            return None;
+        }
         self.write_traffic(records, 0, |traffic, out| traffic.queue_close_notify(out))
     }
 
