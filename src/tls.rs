@@ -386,21 +386,20 @@ impl ServerTls {
         let mut scratch = PLAIN.take();
         // The usual read holds whole records and is taken where it lies;
         // only one that follows a partial record is copied after it.
+        // Either way, what rustls did not discard is kept in `pending`: it
+        // may have read into it already (a handshake message spread over
+        // records), and must be shown the same bytes again.
         let result = if self.pending.is_empty() {
-            self.take_records(input, &mut scratch, &mut plain)
-                .map(|(taken, records)| {
-                    self.pending.extend_from_slice(&input[taken..]);
-                    records
-                })
+            let (taken, result) = self.take_records(input, &mut scratch, &mut plain);
+            self.pending.extend_from_slice(&input[taken..]);
+            result
         } else {
             let mut pending = std::mem::take(&mut self.pending);
             pending.extend_from_slice(input);
-            let result = self.take_records(&mut pending, &mut scratch, &mut plain);
-            if let Ok((taken, _)) = result {
-                pending.drain(..taken);
-                self.pending = pending;
-            }
-            result.map(|(_, records)| records)
+            let (taken, result) = self.take_records(&mut pending, &mut scratch, &mut plain);
+            pending.drain(..taken);
+            self.pending = pending;
+            result
         };
         PLAIN.set(scratch);
         match result {
@@ -421,29 +420,38 @@ impl ServerTls {
         }
     }
 
-    /// Runs rustls over `input` until it needs more; returns how many bytes
-    /// it took.
+    /// Runs rustls over `input` until it needs more: how many bytes it
+    /// took, and what it came to.
     fn take_records(
         &mut self,
         input: &mut [u8],
         scratch: &mut Vec<u8>,
         plain: &mut impl FnMut(&mut [u8]),
-    ) -> Result<(usize, Records), rustls::Error> {
+    ) -> (usize, Result<Records, rustls::Error>) {
         let mut taken = 0;
         loop {
             let status = self.conn.process_tls_records(&mut input[taken..]);
             let discard = status.discard;
-            let records = match status.state? {
-                ConnectionState::ReadTraffic(mut traffic) => {
+            let records = match status.state {
+                Err(e) => Some(Err(e)),
+                Ok(ConnectionState::ReadTraffic(mut traffic)) => {
+                    let mut failed = None;
                     while let Some(record) = traffic.next_record() {
-                        let record = record?;
-                        scratch.clear();
-                        scratch.extend_from_slice(record.payload);
-                        plain(scratch);
+                        match record {
+                            Ok(record) => {
+                                scratch.clear();
+                                scratch.extend_from_slice(record.payload);
+                                plain(scratch);
+                            }
+                            Err(e) => {
+                                failed = Some(Err(e));
+                                break;
+                            }
+                        }
                     }
-                    None
+                    failed
                 }
-                ConnectionState::EncodeTlsData(mut data) => {
+                Ok(ConnectionState::EncodeTlsData(mut data)) => {
                     encode(&mut self.out, 512, |out| match data.encode(out) {
                         Ok(n) => Ok(n),
                         Err(EncodeError::InsufficientSize(e)) => Err(e),
@@ -452,22 +460,24 @@ impl ServerTls {
                     None
                 }
                 // Queued: the caller writes `out` before anything else.
-                ConnectionState::TransmitTlsData(data) => {
+                Ok(ConnectionState::TransmitTlsData(data)) => {
                     data.done();
                     None
                 }
-                ConnectionState::PeerClosed | ConnectionState::Closed => Some(Records::PeerClosed),
-                ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_) => {
-                    Some(Records::Open)
+                Ok(ConnectionState::PeerClosed | ConnectionState::Closed) => {
+                    Some(Ok(Records::PeerClosed))
+                }
+                Ok(ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_)) => {
+                    Some(Ok(Records::Open))
                 }
                 // Early data is not accepted (rustls's default), so none
                 // comes; were it to, or a state new to this code, the
                 // connection ends rather than guess.
-                _ => return Err(rustls::Error::General("unexpected TLS state".into())),
+                Ok(_) => Some(Err(rustls::Error::General("unexpected TLS state".into()))),
             };
             taken += discard;
             if let Some(records) = records {
-                return Ok((taken, records));
+                return (taken, records);
             }
         }
     }
@@ -476,23 +486,17 @@ impl ServerTls {
     /// take nothing more.
     fn fail(&mut self) {
         self.failed = true;
-        self.pending = Vec::new();
-        // rustls queues the alert as records to encode; a few turns take
-        // them, and an error or any other state ends the loop.
-        for _ in 0..4 {
-            let status = self.conn.process_tls_records(&mut []);
-            match status.state {
-                Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                    encode(&mut self.out, 512, |out| match data.encode(out) {
-                        Ok(n) => Ok(n),
-                        Err(EncodeError::InsufficientSize(e)) => Err(e),
-                        Err(EncodeError::AlreadyEncoded) => Ok(0),
-                    });
-                }
-                Ok(ConnectionState::TransmitTlsData(data)) => data.done(),
-                _ => return,
-            }
+        // rustls hands out a queued alert before it looks at input again;
+        // one turn takes it. A second would read on past the error.
+        let status = self.conn.process_tls_records(&mut self.pending);
+        if let Ok(ConnectionState::EncodeTlsData(mut data)) = status.state {
+            encode(&mut self.out, 512, |out| match data.encode(out) {
+                Ok(n) => Ok(n),
+                Err(EncodeError::InsufficientSize(e)) => Err(e),
+                Err(EncodeError::AlreadyEncoded) => Ok(0),
+            });
         }
+        self.pending = Vec::new();
     }
 
     /// Records queued to be sent before anything else.
@@ -542,10 +546,12 @@ impl ServerTls {
             return None;
         }
         // Handshake records rustls still has queued (a reply to a key
-        // update) go out first.
+        // update) go out first. rustls is shown the input it kept, which
+        // holds no whole record: nothing is read here.
         for _ in 0..8 {
-            let status = self.conn.process_tls_records(&mut []);
-            match status.state.ok()? {
+            let status = self.conn.process_tls_records(&mut self.pending);
+            let discard = status.discard;
+            let done = match status.state.ok()? {
                 ConnectionState::WriteTraffic(mut traffic) => {
                     let mut exhausted = false;
                     // A record's header and tag: 22 bytes in TLS 1.3, 29 in 1.2.
@@ -558,7 +564,7 @@ impl ServerTls {
                             Ok(0)
                         }
                     });
-                    return (!exhausted).then_some(());
+                    Some((!exhausted).then_some(()))
                 }
                 ConnectionState::EncodeTlsData(mut data) => {
                     encode(records, 512, |out| match data.encode(out) {
@@ -566,10 +572,18 @@ impl ServerTls {
                         Err(EncodeError::InsufficientSize(e)) => Err(e),
                         Err(EncodeError::AlreadyEncoded) => Ok(0),
                     });
+                    None
                 }
-                ConnectionState::TransmitTlsData(data) => data.done(),
-                ConnectionState::PeerClosed => {}
-                _ => return None,
+                ConnectionState::TransmitTlsData(data) => {
+                    data.done();
+                    None
+                }
+                ConnectionState::PeerClosed => None,
+                _ => Some(None),
+            };
+            self.pending.drain(..discard.min(self.pending.len()));
+            if let Some(done) = done {
+                return done;
             }
         }
         None
