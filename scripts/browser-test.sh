@@ -13,11 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-need_apt chromium chromium
-if [ ! -d target/browser/node_modules/playwright-core ]; then
-    mkdir -p target/browser
-    npm install --prefix target/browser --no-audit --no-fund --silent playwright-core@1
-fi
+need_playwright
 
 # addr_of LOG: the address a chat started by hand printed in LOG.
 addr_of() {

@@ -25,6 +25,16 @@ need_venv_module() {
         target/venv/bin/pip install --quiet --disable-pip-version-check "$2"
 }
 
+# need_playwright: Debian's chromium, and playwright-core under
+# target/browser, where tests/browser/lib.cjs looks for it.
+need_playwright() {
+    need_apt chromium chromium
+    if [ ! -d target/browser/node_modules/playwright-core ]; then
+        mkdir -p target/browser
+        npm install --prefix target/browser --no-audit --no-fund --silent playwright-core@1
+    fi
+}
+
 # start_example NAME MARKER ARGS...: starts $EXAMPLES/NAME and
 # waits for the line "NAME: MARKER..." that carries its address; sets ADDR
 # (host:port) and EXAMPLE_PID. The log is target/NAME.log.

@@ -7,14 +7,15 @@ const modules = process.env.PLAYWRIGHT_DIR || path.join(__dirname, "../../target
 const { chromium } = require(path.join(modules, "playwright-core"));
 
 // Debian's chromium, headless, without the background traffic it would
-// start on its own.
-function launch() {
+// start on its own; `extraArgs` go on its command line too.
+function launch(extraArgs = []) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     headless: true,
     args: [
       "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      ...extraArgs,
     ],
   });
 }
@@ -57,11 +58,12 @@ async function countLines(page, text) {
   return lines.filter((line) => line === text).length;
 }
 
-// Runs `checks(browser)` with a Chromium of its own, closed afterwards;
-// prints "NAME: all checks passed", or the error and exits with status 1.
-function run(name, checks) {
+// Runs `checks(browser)` with a Chromium of its own (given `extraArgs`),
+// closed afterwards; prints "NAME: all checks passed", or the error and
+// exits with status 1.
+function run(name, checks, extraArgs = []) {
   (async () => {
-    const browser = await launch();
+    const browser = await launch(extraArgs);
     try {
       await checks(browser);
     } finally {

@@ -1,16 +1,21 @@
 """permessage-deflate against Python's websockets client, a real peer.
 
     python tests/deflate/interop.py ws://HOST:PORT/ MODE
+    python tests/deflate/interop.py wss://localhost:PORT/ MODE CA_FILE
 
 MODE says how the echo example was started and so what it must answer:
   lean      --deflate: no context takeover either way, whatever is offered
   takeover  --deflate-takeover: context kept both ways, as offered
+With a wss:// URL (the echo started with --tls-cert/--tls-key), the
+client trusts CA_FILE alone and checks the server's name against it, and
+every connection must really be TLS.
 Each mode also checks that a client offering nothing gets plain frames.
 Text and binary from 0 B to 1 MiB go out whole and fragmented, and must
 come back identical.
 """
 
 import random
+import ssl
 import sys
 
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
@@ -49,8 +54,30 @@ def round_trips(ws, rng):
     return count
 
 
-def check(url, mode):
+def tls_context(url, ca):
+    """The client's TLS settings for `url`: None for ws://, and for wss://
+    a context that trusts `ca` and nothing else."""
+    if url.startswith("ws://"):
+        assert ca is None, "a CA file is for wss:// URLs"
+        return None
+    assert url.startswith("wss://"), f"not a WebSocket URL: {url}"
+    assert ca is not None, "wss:// needs the CA file to trust"
+    return ssl.create_default_context(cafile=ca)
+
+
+def describe_tls(ws, tls):
+    """Checks that a wss:// connection is TLS; returns how, for the log."""
+    if tls is None:
+        return ""
+    sock = ws.socket
+    assert isinstance(sock, ssl.SSLSocket), f"wss:// connection over {type(sock).__name__}"
+    return f" over {sock.version()} {sock.cipher()[0]}"
+
+
+def check(url, mode, ca=None):
     rng = random.Random(7)
+    tls = tls_context(url, ca)
+    common = {"max_size": None} if tls is None else {"max_size": None, "ssl": tls}
     offers = {
         # The client's defaults: context takeover both ways, and it lets the
         # server limit its window.
@@ -59,7 +86,7 @@ def check(url, mode):
         "window 12": [ClientPerMessageDeflateFactory(server_max_window_bits=12, client_max_window_bits=12)],
     }
     for name, extensions in offers.items():
-        kwargs = {"max_size": None}
+        kwargs = dict(common)
         if extensions is not None:
             kwargs["extensions"] = extensions
         with connect(url, **kwargs) as ws:
@@ -71,13 +98,17 @@ def check(url, mode):
                 assert no_takeover <= params, f"{name}: lean mode answered {agreed!r}"
             else:
                 assert not (no_takeover & params), f"{name}: takeover mode answered {agreed!r}"
+            how = describe_tls(ws, tls)
             n = round_trips(ws, rng)
-            print(f"interop {mode}, {name} offer: {agreed!r}, {n} messages round-tripped")
-    with connect(url, compression=None, max_size=None) as ws:
+            print(f"interop {mode}, {name} offer: {agreed!r}, {n} messages round-tripped{how}")
+    with connect(url, compression=None, **common) as ws:
         assert "Sec-WebSocket-Extensions" not in ws.response.headers
+        how = describe_tls(ws, tls)
         n = round_trips(ws, rng)
-        print(f"interop {mode}, no offer: plain frames, {n} messages round-tripped")
+        print(f"interop {mode}, no offer: plain frames, {n} messages round-tripped{how}")
 
 
 if __name__ == "__main__":
-    check(sys.argv[1], sys.argv[2])
+    if len(sys.argv) not in (3, 4):
+        sys.exit("usage: interop.py ws://HOST:PORT/ MODE | wss://HOST:PORT/ MODE CA_FILE")
+    check(*sys.argv[1:])
