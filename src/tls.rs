@@ -191,7 +191,7 @@ fn load(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedK
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Pem {
             path: cert.to_path_buf(),
-            reason: e.to_string(),
+            reason: pem_reason(e),
         })?;
     if chain.is_empty() {
         return Err(TlsError::NoCertificate {
@@ -205,7 +205,7 @@ fn load(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedK
         },
         e => TlsError::Pem {
             path: key.to_path_buf(),
-            reason: e.to_string(),
+            reason: pem_reason(e),
         },
     })?;
     CertifiedKey::from_der(chain, der, provider).map_err(|source| TlsError::Key {
@@ -213,6 +213,23 @@ fn load(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedK
         key: key.to_path_buf(),
         source,
     })
+}
+
+/// Why PEM text did not parse, in words: the section markers as text,
+/// not as the bytes rustls reports them in.
+fn pem_reason(e: rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    match e {
+        Error::MissingSectionEnd { end_marker } => format!(
+            "a section has no end line (-----END {}-----): is the file cut short?",
+            String::from_utf8_lossy(&end_marker)
+        ),
+        Error::IllegalSectionStart { line } => format!(
+            "a malformed -----BEGIN line: {}",
+            String::from_utf8_lossy(&line)
+        ),
+        e => e.to_string(),
+    }
 }
 
 /// What went wrong setting TLS up.
@@ -788,6 +805,24 @@ mod tests {
     }
 
     #[test]
+    fn a_handshake_message_rustls_refuses_mid_read_fails_without_a_panic() {
+        // A ClientHello header claiming 65 KiB, then one claiming 32 bytes
+        // of nonsense: rustls has read into both when it refuses them, and
+        // must be shown the bytes it kept to hand out its alert.
+        let mut too_long = vec![22, 3, 1, 0, 4, 1, 1, 0, 0];
+        let mut junk = vec![22, 3, 1, 0, 32];
+        junk.extend([0xee; 32]);
+        for input in [&mut too_long, &mut junk] {
+            let mut server = server().accept().unwrap();
+            let err = server
+                .read_records(input, 80 * 1024, |_| panic!())
+                .unwrap_err();
+            assert!(matches!(err, TlsFailure::Protocol(_)), "{err}");
+            assert!(server.is_failed());
+        }
+    }
+
+    #[test]
     fn an_unfinished_record_past_the_limit_fails() {
         let mut server = server().accept().unwrap();
         // A handshake record header announcing 16 KiB, then part of it.
@@ -837,6 +872,10 @@ mod tests {
         std::fs::write(&key, b"-----BEGIN PRIVATE KEY-----\n").unwrap();
         let err = config.reload_handle().reload().unwrap_err();
         assert!(err.to_string().contains("key.pem"), "{err}");
+        assert!(
+            err.to_string().contains("-----END PRIVATE KEY-----"),
+            "{err}"
+        );
         assert_eq!(seen(&config), leaf("server.pem"));
 
         std::fs::copy(dir().join("renewed.key"), &key).unwrap();
