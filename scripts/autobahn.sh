@@ -6,6 +6,10 @@
 #   bash scripts/autobahn.sh            # 1.* to 10.*, plain frames
 #   bash scripts/autobahn.sh --deflate  # 1.* to 13.*, echo built with the
 #                                       # deflate feature, in its lean mode
+#   bash scripts/autobahn.sh --tls      # 1.* to 10.* over TLS: echo built
+#                                       # with the tls feature, reached
+#                                       # through tests/tls/tls_proxy.py
+#                                       # (kosoku cannot speak TLS itself)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -16,8 +20,17 @@ sections=(1 2 3 4 5 6 7 9 10)
 expected=301
 features=()
 flags=()
+marker="listening on ws://"
+tls=
 case "${1:-}" in
     "") ;;
+    --tls)
+        out=target/autobahn-tls
+        features=(--features tls)
+        flags=(--tls-cert tests/tls/server.pem --tls-key tests/tls/server.key)
+        marker="listening on wss://"
+        tls=1
+        ;;
     --deflate)
         out=target/autobahn-deflate
         # 12.* and 13.*: 5 data sets and 7 offer/accept pairs, 18 sizes each.
@@ -29,14 +42,27 @@ case "${1:-}" in
         # 7692 §6 allows and wsloop sends below min_size by default.
         flags=(--deflate --deflate-min-size 0)
         ;;
-    *) echo "usage: $0 [--deflate]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--deflate | --tls]" >&2; exit 2 ;;
 esac
 need_venv_module kosoku kosoku
 
 cargo build --release "${features[@]}" --example echo
 rm -rf "$out" && mkdir -p "$out"
-start_example echo "listening on ws://" --addr 127.0.0.1:0 "${flags[@]}"
+start_example echo "$marker" --addr 127.0.0.1:0 "${flags[@]}"
 addr=$ADDR
+if [ -n "$tls" ]; then
+    # kosoku speaks plain TCP to the proxy, which speaks TLS to the echo
+    # with Python's ssl module (OpenSSL), trusting the test CA alone.
+    "$venv/bin/python" tests/tls/tls_proxy.py "$addr" tests/tls/ca.pem >"$out/proxy.log" 2>&1 &
+    proxy=$!
+    trap 'kill $proxy 2>/dev/null; stop_example' EXIT
+    for _ in $(seq 100); do
+        addr=$(sed -n 's|^tls_proxy: listening on \([^/ ]*\).*|\1|p' "$out/proxy.log")
+        [ -n "$addr" ] && break
+        sleep 0.1
+    done
+    [ -n "$addr" ] || { cat "$out/proxy.log"; echo "the TLS proxy did not start" >&2; exit 1; }
+fi
 
 cases=()
 for section in "${sections[@]}"; do cases+=(-i "$section.*"); done
@@ -66,5 +92,6 @@ sys.exit(1 if bad else 0)
 PY
 
 # Graceful shutdown on SIGTERM must exit 0.
+[ -n "$tls" ] && kill "$proxy" 2>/dev/null
 stop_example
 echo "autobahn: report in $out/report, echo server exited cleanly"
