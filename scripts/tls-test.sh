@@ -10,8 +10,9 @@
 #
 #   bash scripts/tls-test.sh
 #
-# Builds and runs from CARGO_TARGET_DIR when it is set. Autobahn is not
-# run over TLS: kosoku 0.1.0, its runner here, refuses wss:// URLs.
+# Builds and runs from CARGO_TARGET_DIR when it is set. Autobahn over TLS
+# is `bash scripts/autobahn.sh --tls`: kosoku 0.1.0 refuses wss:// URLs, so
+# it goes through tests/tls/tls_proxy.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
