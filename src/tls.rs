@@ -128,6 +128,39 @@ impl TlsConfig {
     }
 }
 
+/// A rustls client config that trusts the CA certificates in a PEM file
+/// and offers ALPN `http/1.1`, with the provider the server uses: for the
+/// tests, tools and load generators that talk to a wsloop TLS port with a
+/// test CA (`scripts/tls-cert.sh` makes one).
+pub fn client_config(ca: impl AsRef<Path>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let path = ca.as_ref();
+    let pem = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| TlsError::Pem {
+            path: path.to_path_buf(),
+            reason: pem_reason(e),
+        })?;
+        roots.add(cert).map_err(TlsError::Rustls)?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Rustls)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// Reads the certificate and key files again, from any thread.
 #[derive(Debug, Clone)]
 pub struct TlsReload {
@@ -677,7 +710,7 @@ mod tests {
     use std::io::{Read, Write};
 
     use rustls::pki_types::ServerName;
-    use rustls::{ClientConfig, ClientConnection, RootCertStore};
+    use rustls::ClientConnection;
 
     use super::*;
 
@@ -690,20 +723,8 @@ mod tests {
     }
 
     fn client() -> ClientConnection {
-        let mut roots = RootCertStore::empty();
-        let ca = std::fs::read(dir().join("ca.pem")).unwrap();
-        for cert in CertificateDer::pem_slice_iter(&ca) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let name = ServerName::try_from("localhost").unwrap();
-        ClientConnection::new(Arc::new(config), name).unwrap()
+        ClientConnection::new(client_config(dir().join("ca.pem")).unwrap(), name).unwrap()
     }
 
     /// Moves the client's records to the server `step` bytes at a time,

@@ -15,7 +15,7 @@ use tungstenite::{Message, WebSocket};
 use util::{start, Echo, WATCHDOG};
 use wsloop::tls::rustls::pki_types::pem::PemObject;
 use wsloop::tls::rustls::pki_types::{CertificateDer, ServerName};
-use wsloop::tls::rustls::{self, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use wsloop::tls::rustls::{ClientConfig, ClientConnection, StreamOwned};
 use wsloop::tls::TlsConfig;
 use wsloop::{Config, Server};
 
@@ -30,19 +30,7 @@ fn tls_config() -> TlsConfig {
 }
 
 fn client_config() -> Arc<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    let ca = std::fs::read(certs().join("ca.pem")).unwrap();
-    for cert in CertificateDer::pem_slice_iter(&ca) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
+    wsloop::tls::client_config(certs().join("ca.pem")).unwrap()
 }
 
 /// A TLS connection to the server, handshake done.

@@ -23,9 +23,8 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use wsloop::tls::rustls::pki_types::pem::PemObject;
-use wsloop::tls::rustls::pki_types::{CertificateDer, ServerName};
-use wsloop::tls::rustls::{self, ClientConfig, ClientConnection, RootCertStore};
+use wsloop::tls::rustls::pki_types::ServerName;
+use wsloop::tls::rustls::{ClientConfig, ClientConnection};
 use wsloop::tls::{Records, ServerTls, TlsConfig, TlsFailure};
 
 const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
@@ -36,18 +35,8 @@ fn configs() -> &'static (TlsConfig, Arc<ClientConfig>) {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/tls");
         let server = TlsConfig::from_pem_files(dir.join("server.pem"), dir.join("server.key"))
             .expect("the test certificate loads");
-        let mut roots = RootCertStore::empty();
-        let ca = std::fs::read(dir.join("ca.pem")).unwrap();
-        for cert in CertificateDer::pem_slice_iter(&ca) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let client = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        (server, Arc::new(client))
+        let client = wsloop::tls::client_config(dir.join("ca.pem")).expect("the test CA loads");
+        (server, client)
     })
 }
 
