@@ -238,3 +238,60 @@ fn a_reload_under_load_keeps_old_connections_and_gives_new_ones_the_new_certific
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// On "flood", sends 64 KiB messages until one is dropped at the write
+/// cap, then says how many went; "drained" once the queue is empty.
+struct Flooder;
+
+const CHUNK: usize = 64 * 1024;
+const CAP: usize = 256 * 1024;
+
+impl wsloop::Handler for Flooder {
+    type Data = ();
+
+    fn on_message(&mut self, conn: &mut wsloop::Conn<'_>, msg: wsloop::Message<'_>) {
+        if msg == wsloop::Message::Text("flood") {
+            let mut queued = 0;
+            while conn.send_binary(&[0xAB; CHUNK]) == wsloop::SendStatus::Queued {
+                queued += 1;
+                assert!(conn.buffered_amount() <= CAP);
+            }
+            let _ = conn.send_text(&format!("queued {queued}"));
+        }
+    }
+
+    fn on_drain(&mut self, conn: &mut wsloop::Conn<'_>) {
+        let _ = conn.send_text("drained");
+    }
+}
+
+#[test]
+fn the_write_cap_and_the_drain_count_records_not_yet_written() {
+    let config = util::config(1)
+        .max_write_buffer(CAP)
+        .backpressure(wsloop::Backpressure::Drop)
+        .tls(Some(tls_config()));
+    let server = start(config, || Flooder);
+    let mut ws = open(server.local_addr());
+    ws.send(Message::text("flood")).unwrap();
+    // Not reading yet: the socket fills, and the rest waits sealed or
+    // plain in the server. Then everything arrives whole, in order.
+    let mut binary = 0;
+    let queued = loop {
+        match ws.read().unwrap() {
+            Message::Binary(b) => {
+                assert!(b.iter().all(|&x| x == 0xAB) && b.len() == CHUNK);
+                binary += 1;
+            }
+            Message::Text(t) => break t.strip_prefix("queued ").unwrap().parse::<usize>().unwrap(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(binary, queued);
+    assert!(
+        queued >= CAP / CHUNK - 1,
+        "{queued} messages fit under the cap"
+    );
+    assert_eq!(ws.read().unwrap(), Message::text("drained"));
+    assert_eq!(server.counters().dropped, 1);
+}
