@@ -93,6 +93,22 @@ impl Drop for Nginx {
     }
 }
 
+/// The most connections nginx can proxy with the descriptors it inherits:
+/// two each (the client's and the upstream's), less a few for itself. It
+/// cannot raise its own limit without CAP_SYS_RESOURCE, which a container
+/// may not give it.
+pub fn max_connections() -> usize {
+    // "Max open files            20000                20000                files"
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(3)?.parse::<usize>().ok()
+        })
+        .unwrap_or(1024);
+    soft.saturating_sub(100) / 2
+}
+
 /// A port free now on 127.0.0.1 (nginx needs one in its configuration).
 fn free_port() -> Result<SocketAddr, String> {
     TcpListener::bind("127.0.0.1:0")
@@ -127,7 +143,6 @@ fn config(dir: &Path, addr: SocketAddr, backend: &str, cert: &Path, key: &Path) 
     let dir = dir.display();
     format!(
         "worker_processes 1;
-worker_rlimit_nofile 65536;
 daemon off;
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;

@@ -226,15 +226,21 @@ pub fn run(
         runs,
     );
 
-    // 3. Idle connections, taking turns too.
+    // 3. Idle connections, taking turns too. nginx holds two descriptors
+    // per connection, and may have too few for all of them: then it gets
+    // as many as it can hold, and its row says so.
+    let idle_count = |s: &Server| match s.front {
+        Some(_) => plan.idle_connections.min(crate::nginx::max_connections()),
+        None => plan.idle_connections,
+    };
     let runs = rounds(
         &servers,
         &plan,
-        |s| idle_memory(s, &lg, plan.idle_connections),
+        |s| idle_memory(s, &lg, idle_count(s)),
         |server, rep, r| {
             format!(
                 "runner: tls idle {} conns  {:<24} #{}  {:>7.0} B per connection",
-                plan.idle_connections,
+                r["connections"],
                 server.name,
                 rep + 1,
                 num(r, "bytes_per_connection")
@@ -292,6 +298,7 @@ fn summarize_idle(servers: &[Server], runs: Vec<Vec<Value>>) -> Vec<Value> {
             let per_conn = median(&runs, "bytes_per_connection");
             json!({
                 "server": server.name,
+                "connections": runs.first().map_or(Value::Null, |r| r["connections"].clone()),
                 "median_bytes_per_connection": per_conn,
                 "median_rss_before_kib": median(&runs, "rss_before_kib"),
                 "median_rss_after_kib": median(&runs, "rss_after_kib"),
@@ -376,13 +383,14 @@ fn print_tables(bench: &Value) {
         bench["idle"]["connections"]
     );
     println!(
-        "  {:<24} {:>12} {:>12} {:>10} {:>12}",
-        "server", "RSS before", "RSS after", "B/conn", "this/wsloop"
+        "  {:<24} {:>7} {:>12} {:>12} {:>10} {:>12}",
+        "server", "conns", "RSS before", "RSS after", "B/conn", "this/wsloop"
     );
     for r in bench["idle"]["servers"].as_array().into_iter().flatten() {
         println!(
-            "  {:<24} {:>8.0} KiB {:>8.0} KiB {:>10.0} {:>11.2}x",
+            "  {:<24} {:>7} {:>8.0} KiB {:>8.0} KiB {:>10.0} {:>11.2}x",
             r["server"].as_str().unwrap_or(""),
+            r["connections"],
             num(r, "median_rss_before_kib"),
             num(r, "median_rss_after_kib"),
             num(r, "median_bytes_per_connection"),
