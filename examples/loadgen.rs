@@ -21,6 +21,17 @@
 //! - `--raw`: plain TCP with no WebSocket framing, against a raw echo server
 //!   (the ceiling). Combines with the modes above.
 //!
+//! A `wss://` URL (with the `tls` feature) runs the same modes over TLS:
+//! rustls with ring, trusting only the CA certificates of `--ca FILE`, and
+//! never resuming a session, so that each connection costs the server a
+//! full handshake. The JSON line then names the version, cipher suite and
+//! key exchange group the first connection agreed on.
+//!
+//! ```text
+//! cargo run --release --features tls --example loadgen -- \
+//!     --url wss://127.0.0.1:9001/ --ca tests/tls/ca.pem --handshakes
+//! ```
+//!
 //! Every payload is a slice of a random pattern at an offset that depends on
 //! the connection and the message number, and starts with an 8-byte tag made
 //! of both, so a lost, repeated, reordered or crossed message is caught. A
@@ -87,12 +98,14 @@ fn main() -> ExitCode {
 
 const USAGE: &str = "usage: loadgen --url ws://HOST:PORT/PATH [--connections N] [--size BYTES] \
 [--duration SECS] [--in-flight K] [--threads T] [--rate MSGS_PER_SEC] [--raw] [--idle] \
-[--handshakes] [--connect-timeout SECS] [--json]";
+[--handshakes] [--connect-timeout SECS] [--json] [--ca FILE (wss:// URLs)]";
 
 /// What one run does: which mode, against what, with how much.
 #[derive(Debug, Clone)]
 struct Options {
     url: String,
+    /// Client settings for a `wss://` URL.
+    tls: Option<tls::Config>,
     addr: SocketAddr,
     host: String,
     path: String,
@@ -130,6 +143,7 @@ impl Options {
         let mut mode = Mode::Echo;
         let mut connect_timeout = 60.0;
         let mut json = false;
+        let mut ca = None;
         while let Some(flag) = args.next() {
             let mut value = || args.next().ok_or(format!("{flag} needs a value"));
             match flag.as_str() {
@@ -145,6 +159,7 @@ impl Options {
                 "--idle" => mode = Mode::Idle,
                 "--handshakes" => mode = Mode::Handshakes,
                 "--json" => json = true,
+                "--ca" => ca = Some(value()?),
                 "-h" | "--help" => return Err("help".into()),
                 other => return Err(format!("unknown flag {other:?}")),
             }
@@ -153,12 +168,24 @@ impl Options {
             return Err("--connections, --threads and --in-flight must be at least 1".into());
         }
         let threads = threads.min(connections);
-        let rest = url
-            .strip_prefix("ws://")
-            .ok_or(format!("only ws:// URLs are supported, not {url:?}"))?;
+        let (secure, rest) = match url.split_once("://") {
+            Some(("ws", rest)) => (false, rest),
+            Some(("wss", rest)) => (true, rest),
+            _ => {
+                return Err(format!(
+                    "only ws:// and wss:// URLs are supported, not {url:?}"
+                ))
+            }
+        };
         let (host, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
+        };
+        let tls = match (secure, ca) {
+            (true, Some(ca)) => Some(tls::Config::new(&ca, host)?),
+            (true, None) => return Err("a wss:// URL needs --ca FILE".into()),
+            (false, Some(_)) => return Err("--ca goes with a wss:// URL".into()),
+            (false, None) => None,
         };
         let addr = host
             .to_socket_addrs()
@@ -169,6 +196,7 @@ impl Options {
             host: host.to_owned(),
             path: path.to_owned(),
             url,
+            tls,
             addr,
             connections,
             size,
@@ -455,7 +483,7 @@ fn print_report(opts: &Options, total: &Report, elapsed: Duration, cpu: f64) {
             "{{\"mode\":\"{mode}\",\"raw\":{},\"url\":\"{}\",\"connections\":{},\"size\":{},\
 \"in_flight\":{},\"rate\":{},\"threads\":{},\"duration_s\":{secs:.3},\"count\":{},\
 \"per_s\":{rate:.1},\"mb_per_s\":{mb:.3},\"p50_us\":{p50:.1},\"p99_us\":{p99:.1},\
-\"p999_us\":{p999:.1},\"max_us\":{max:.1},\"loadgen_cpu\":{cpu:.3}}}",
+\"p999_us\":{p999:.1},\"max_us\":{max:.1},\"loadgen_cpu\":{cpu:.3},\"tls\":{}}}",
             opts.raw,
             opts.url.replace('\\', "\\\\").replace('"', "\\\""),
             opts.connections,
@@ -464,6 +492,7 @@ fn print_report(opts: &Options, total: &Report, elapsed: Duration, cpu: f64) {
             opts.rate.map_or("null".to_owned(), |r| r.to_string()),
             opts.threads,
             total.done,
+            tls::agreed().map_or("null".to_owned(), |t| format!("\"{t}\"")),
         );
     }
 }
@@ -684,8 +713,9 @@ impl Worker {
         }
         .map_err(|e| format!("cannot connect to {}: {e}", opts.addr))?;
         let _ = stream.set_nodelay(true);
+        let tls = opts.tls.as_ref().map(tls::Config::connect).transpose()?;
         let entry = self.clients.vacant_entry();
-        let mut client = Client::new(id, stream, Instant::now());
+        let mut client = Client::new(id, stream, tls, Instant::now());
         self.poll
             .registry()
             .register(
@@ -759,6 +789,8 @@ enum State {
 
 struct Client {
     stream: TcpStream,
+    /// The TLS session over `stream`, for a wss:// URL.
+    tls: Option<tls::Session>,
     state: State,
     reader: MessageReader,
     track: Track,
@@ -840,9 +872,10 @@ impl Track {
 }
 
 impl Client {
-    fn new(id: u64, stream: TcpStream, now: Instant) -> Client {
+    fn new(id: u64, stream: TcpStream, tls: Option<tls::Session>, now: Instant) -> Client {
         Client {
             stream,
+            tls,
             state: State::Connecting,
             reader: MessageReader::new(Role::Client),
             track: Track {
@@ -895,7 +928,11 @@ impl Client {
             }
         }
         loop {
-            match self.stream.read(buf) {
+            let read = match &mut self.tls {
+                Some(tls) => tls.read(&mut self.stream, buf),
+                None => self.stream.read(buf),
+            };
+            match read {
                 Ok(0) => {
                     return Err(format!(
                         "connection {} closed by the server ({:?})",
@@ -910,8 +947,10 @@ impl Client {
                     }
                     // A short read emptied the socket. Data arriving later
                     // raises a new edge, so the read that would only say
-                    // WouldBlock is skipped (as tokio does on Linux).
-                    if n < buf.len() {
+                    // WouldBlock is skipped (as tokio does on Linux). Not
+                    // so for TLS: one record's plaintext says nothing about
+                    // what else the socket holds.
+                    if n < buf.len() && self.tls.is_none() {
                         break;
                     }
                 }
@@ -1133,6 +1172,14 @@ Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
     /// Writes queued bytes until done or the socket is full; writable
     /// readiness brings us back for the rest.
     fn flush(&mut self) -> Result<(), String> {
+        if let Some(tls) = &mut self.tls {
+            // rustls takes all of it (as plaintext until the handshake is
+            // done) and keeps the records the socket refuses.
+            tls.send(&mut self.stream, &self.out)
+                .map_err(|e| format!("TLS write on connection {} failed: {e}", self.track.id))?;
+            self.out.clear();
+            return Ok(());
+        }
         while self.written < self.out.len() {
             match self.stream.write(&self.out[self.written..]) {
                 Ok(0) => return Err(format!("connection {} wrote nothing", self.track.id)),
@@ -1226,6 +1273,185 @@ impl Rng {
         for chunk in out.chunks_mut(8) {
             let bytes = self.next().to_ne_bytes();
             chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// TLS for wss:// URLs: rustls's buffered client over the mio socket. Without
+// the tls feature the types are empty enums, so that the code above needs
+// no cfg of its own.
+
+#[cfg(feature = "tls")]
+mod tls {
+    use std::io::{self, Read, Write};
+    use std::sync::{Arc, OnceLock};
+
+    use mio::net::TcpStream;
+    use rustls::client::Resumption;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use rustls::{ClientConfig, ClientConnection, RootCertStore};
+
+    /// What the first connection agreed on: version, suite, group.
+    static AGREED: OnceLock<String> = OnceLock::new();
+
+    pub fn agreed() -> Option<&'static str> {
+        AGREED.get().map(String::as_str)
+    }
+
+    /// The client settings every connection of a run shares.
+    #[derive(Debug, Clone)]
+    pub struct Config {
+        client: Arc<ClientConfig>,
+        name: ServerName<'static>,
+    }
+
+    impl Config {
+        /// Trusts the certificates in the PEM file `ca` and checks the
+        /// server's against `host` (a name or an IP address, port dropped).
+        pub fn new(ca: &str, host: &str) -> Result<Config, String> {
+            let mut roots = RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(ca).map_err(|e| format!("{ca}: {e}"))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| format!("{ca}: {e}"))?;
+                roots.add(cert).map_err(|e| format!("{ca}: {e}"))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("{ca} holds no certificate"));
+            }
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut client = ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            // Every connection a full handshake: what the server pays for a
+            // new client, which is what the benchmark measures.
+            client.resumption = Resumption::disabled();
+            let bare = match host.rsplit_once(':') {
+                Some((name, port)) if port.parse::<u16>().is_ok() => name,
+                _ => host,
+            };
+            let bare = bare.trim_start_matches('[').trim_end_matches(']');
+            let name = ServerName::try_from(bare.to_owned())
+                .map_err(|e| format!("{bare:?} is no server name: {e}"))?;
+            Ok(Config {
+                client: Arc::new(client),
+                name,
+            })
+        }
+
+        pub fn connect(&self) -> Result<Session, String> {
+            ClientConnection::new(self.client.clone(), self.name.clone())
+                .map(|conn| Session(Box::new(conn)))
+                .map_err(|e| format!("cannot start a TLS session: {e}"))
+        }
+    }
+
+    /// One connection's TLS session.
+    pub struct Session(Box<ClientConnection>);
+
+    impl Session {
+        /// Reads plaintext into `buf`, reading and handling records from
+        /// the socket (handshake messages too) until some arrives. Ok(0)
+        /// after the server's close_notify; WouldBlock once the socket is
+        /// drained.
+        pub fn read(&mut self, stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+            loop {
+                match self.0.reader().read(buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    other => return other,
+                }
+                // At the end of the stream the reader above answers next
+                // time: Ok(0) after close_notify, UnexpectedEof without.
+                self.0.read_tls(stream)?;
+                let state = self.0.process_new_packets();
+                // Handshake replies, or the alert rustls queued on an error.
+                self.write_records(stream)?;
+                state.map_err(io::Error::other)?;
+                if !self.0.is_handshaking() && AGREED.get().is_none() {
+                    let _ = AGREED.set(self.agreed());
+                }
+            }
+        }
+
+        /// "TLSv1_3 TLS13_AES_256_GCM_SHA384 X25519", once handshaken.
+        fn agreed(&self) -> String {
+            let known = |v: Option<String>| v.unwrap_or_else(|| "?".to_owned());
+            format!(
+                "{} {} {}",
+                known(self.0.protocol_version().map(|v| format!("{v:?}"))),
+                known(
+                    self.0
+                        .negotiated_cipher_suite()
+                        .map(|s| format!("{:?}", s.suite()))
+                ),
+                known(
+                    self.0
+                        .negotiated_key_exchange_group()
+                        .map(|g| format!("{:?}", g.name()))
+                ),
+            )
+        }
+
+        /// Seals `plain` (held as plaintext until the handshake is done)
+        /// and writes what records the socket takes; writable readiness
+        /// brings the caller back for the rest.
+        pub fn send(&mut self, stream: &mut TcpStream, plain: &[u8]) -> io::Result<()> {
+            if !plain.is_empty() {
+                self.0.writer().write_all(plain)?;
+            }
+            self.write_records(stream)
+        }
+
+        fn write_records(&mut self, stream: &mut TcpStream) -> io::Result<()> {
+            while self.0.wants_write() {
+                match self.0.write_tls(stream) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+mod tls {
+    use std::io;
+
+    use mio::net::TcpStream;
+
+    pub fn agreed() -> Option<&'static str> {
+        None
+    }
+
+    /// No TLS in this build: there is no value of this type.
+    #[derive(Debug, Clone)]
+    pub enum Config {}
+
+    impl Config {
+        pub fn new(_ca: &str, _host: &str) -> Result<Config, String> {
+            Err("wss:// needs the tls feature: cargo run --release --features tls --example loadgen".into())
+        }
+
+        pub fn connect(&self) -> Result<Session, String> {
+            match *self {}
+        }
+    }
+
+    pub enum Session {}
+
+    impl Session {
+        pub fn read(&mut self, _: &mut TcpStream, _: &mut [u8]) -> io::Result<usize> {
+            match *self {}
+        }
+
+        pub fn send(&mut self, _: &mut TcpStream, _: &[u8]) -> io::Result<()> {
+            match *self {}
         }
     }
 }

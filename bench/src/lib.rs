@@ -3,7 +3,8 @@
 //! The binaries: `tokio_tungstenite_echo`, `fastwebsockets_echo` and
 //! `raw_mio_echo` (plain TCP, the ceiling), and the fan-out servers
 //! `tokio_tungstenite_fanout` and `fastwebsockets_fanout`, each taking
-//! `--addr` and `--threads`; `fanout_client`, the fan-out load generator;
+//! `--addr` and `--threads` (the two echo peers also `--tls-cert` and
+//! `--tls-key`, for wss:// through tokio-rustls); `fanout_client`, the fan-out load generator;
 //! and `runner`, which drives them, wsloop's echo, rooms and
 //! thread-per-connection examples, and the uWebSockets servers of
 //! `bench/uws/` when built, with wsloop's load generator. See
@@ -15,6 +16,12 @@ pub mod svg;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::{self, ServerConfig};
+use tokio_rustls::TlsAcceptor;
 
 /// The median of some figures: the middle one, or the mean of the middle
 /// two for an even count; 0 for none.
@@ -106,17 +113,31 @@ pub struct ServerArgs {
     /// `--tuned`: the fastest set-up we found for the library, rather than
     /// the one its examples show (each binary says what that means).
     pub tuned: bool,
+    /// `--tls-cert FILE --tls-key FILE`: serve wss:// with this PEM
+    /// certificate chain and key (the echo peers only).
+    pub tls: Option<(String, String)>,
 }
 
 impl ServerArgs {
     /// Parses `--addr HOST:PORT` (default 127.0.0.1:0), `--threads N`
     /// (default 1) and `--tuned`, exiting with status 2 on anything else.
     pub fn parse(name: &str) -> ServerArgs {
+        Self::parse_from(name, false)
+    }
+
+    /// As [`ServerArgs::parse`], and `--tls-cert FILE --tls-key FILE`.
+    pub fn parse_with_tls(name: &str) -> ServerArgs {
+        Self::parse_from(name, true)
+    }
+
+    fn parse_from(name: &str, tls_flags: bool) -> ServerArgs {
         let mut args = ServerArgs {
             addr: "127.0.0.1:0".to_owned(),
             threads: 1,
             tuned: false,
+            tls: None,
         };
+        let (mut cert, mut key) = (None, None);
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
             if flag == "--tuned" {
@@ -129,14 +150,61 @@ impl ServerArgs {
                 ("--threads", Some(v)) if v.parse::<usize>().is_ok_and(|n| n > 0) => {
                     args.threads = v.parse().expect("checked above");
                 }
-                _ => {
-                    eprintln!("usage: {name} [--addr HOST:PORT] [--threads N] [--tuned]");
-                    std::process::exit(2);
-                }
+                ("--tls-cert", Some(v)) if tls_flags => cert = Some(v),
+                ("--tls-key", Some(v)) if tls_flags => key = Some(v),
+                _ => usage(name, tls_flags),
             }
         }
+        args.tls = match (cert, key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => usage(name, tls_flags),
+        };
         args
     }
+
+    /// The TLS acceptor for `--tls-cert` and `--tls-key`, if given.
+    pub fn tls_acceptor(&self) -> std::io::Result<Option<TlsAcceptor>> {
+        let Some((cert, key)) = &self.tls else {
+            return Ok(None);
+        };
+        let config = tls_server_config(Path::new(cert), Path::new(key))?;
+        Ok(Some(TlsAcceptor::from(Arc::new(config))))
+    }
+}
+
+fn usage(name: &str, tls_flags: bool) -> ! {
+    let tls = if tls_flags {
+        " [--tls-cert FILE --tls-key FILE]"
+    } else {
+        ""
+    };
+    eprintln!("usage: {name} [--addr HOST:PORT] [--threads N] [--tuned]{tls}");
+    std::process::exit(2);
+}
+
+/// The rustls settings of the TLS peers: wsloop's (`src/tls.rs`), so that
+/// both sides do the same work per handshake: the ring provider, TLS 1.3
+/// and 1.2, ALPN `http/1.1`, and no session tickets.
+pub fn tls_server_config(cert: &Path, key: &Path) -> std::io::Result<ServerConfig> {
+    let bad = |file: &Path, e: &dyn std::fmt::Display| {
+        std::io::Error::other(format!("{}: {e}", file.display()))
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad(cert, &e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(cert, &e))?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(std::io::Error::other)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.send_tls13_tickets = 0;
+    Ok(config)
 }
 
 /// The tokio runtime both tokio peers use: multi-threaded with `threads`

@@ -9,6 +9,9 @@
 //! `BufWriter`, frames echoed as they come (no `FragmentCollector`: a
 //! fragment goes back as a fragment), every frame already read written
 //! before one flush; with one thread, the current-thread runtime.
+//!
+//! `--tls-cert FILE --tls-key FILE`: wss://, with tokio-rustls between the
+//! socket and hyper.
 
 use fastwebsockets::{upgrade, FragmentCollector, Frame, OpCode, Role, WebSocket, WebSocketError};
 use futures_util::FutureExt;
@@ -17,18 +20,20 @@ use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use tokio::io::BufWriter;
+use tokio::io::{AsyncRead, AsyncWrite, BufWriter};
 use tokio::net::TcpListener;
 use wsloop_bench::ServerArgs;
 
 fn main() -> std::io::Result<()> {
-    let args = ServerArgs::parse("fastwebsockets_echo");
+    let args = ServerArgs::parse_with_tls("fastwebsockets_echo");
     let runtime = wsloop_bench::tokio_runtime(&args)?;
     let tuned = args.tuned;
+    let tls = args.tls_acceptor()?;
     runtime.block_on(async {
         let listener = TcpListener::bind(&args.addr).await?;
         println!(
-            "fastwebsockets_echo: listening on ws://{}",
+            "fastwebsockets_echo: listening on {}://{}",
+            if tls.is_some() { "wss" } else { "ws" },
             listener.local_addr()?
         );
         tokio::spawn(async move {
@@ -41,18 +46,34 @@ fn main() -> std::io::Result<()> {
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let io = hyper_util::rt::TokioIo::new(stream);
-                    let _ = http1::Builder::new()
-                        .serve_connection(io, service_fn(move |req| upgrade_request(req, tuned)))
-                        .with_upgrades()
-                        .await;
+                    match tls {
+                        Some(tls) => {
+                            if let Ok(stream) = tls.accept(stream).await {
+                                serve_http(stream, tuned).await;
+                            }
+                        }
+                        None => serve_http(stream, tuned).await,
+                    }
                 });
             }
         })
         .await
         .map_err(std::io::Error::other)
     })
+}
+
+/// HTTP/1.1 on one connection, until its upgrade.
+async fn serve_http<S>(stream: S, tuned: bool)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let _ = http1::Builder::new()
+        .serve_connection(io, service_fn(move |req| upgrade_request(req, tuned)))
+        .with_upgrades()
+        .await;
 }
 
 async fn upgrade_request(

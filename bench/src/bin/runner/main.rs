@@ -4,7 +4,13 @@
 //!
 //! ```text
 //! runner [--quick] [--repeats N] [--out DIR] [--uws DIR]
+//! runner --tls [--quick] [--repeats N] [--out DIR] [--uws DIR]
 //! ```
+//!
+//! `--tls` runs the TLS comparison instead (`tls.rs`): wsloop's own wss://
+//! against tokio-rustls in front of the tokio peers and nginx in front of
+//! a plain wsloop (and uWebSockets on OpenSSL, `uws_tls_echo` in the
+//! `--uws` DIR), and writes `DIR/bench-tls.json`.
 //!
 //! `--uws DIR` adds uWebSockets: DIR holds `uws_echo` and `uws_pubsub`,
 //! built from `bench/uws/` by `bench/run.sh --uws CHECKOUT`.
@@ -21,8 +27,10 @@
 
 mod fanout;
 mod measure;
+mod nginx;
 mod procfs;
 mod report;
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -103,6 +111,10 @@ pub struct Server {
     pub raw: bool,
     /// The path and query a fan-out client upgrades on.
     pub path: &'static str,
+    /// wss://: the load generator trusts this CA certificate.
+    pub tls_ca: Option<PathBuf>,
+    /// nginx in front of the server, terminating TLS.
+    pub front: Option<nginx::Front>,
 }
 
 fn main() -> ExitCode {
@@ -110,10 +122,12 @@ fn main() -> ExitCode {
     let mut repeats = None;
     let mut out = PathBuf::from("docs");
     let mut uws = None;
+    let mut tls = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         match flag.as_str() {
             "--quick" => quick = true,
+            "--tls" => tls = true,
             "--repeats" => match args.next().and_then(|n| n.parse::<usize>().ok()) {
                 Some(n) if n > 0 => repeats = Some(n),
                 _ => return usage(),
@@ -129,9 +143,14 @@ fn main() -> ExitCode {
             _ => return usage(),
         }
     }
-    let mut plan = Plan::new(quick);
-    plan.repeats = repeats.unwrap_or(plan.repeats);
-    match run(&plan, &out, uws.as_deref()) {
+    let result = if tls {
+        tls::run(quick, repeats, &out, uws.as_deref())
+    } else {
+        let mut plan = Plan::new(quick);
+        plan.repeats = repeats.unwrap_or(plan.repeats);
+        run(&plan, &out, uws.as_deref())
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
             eprintln!("runner: FAILED: {msg}");
@@ -141,17 +160,22 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: runner [--quick] [--repeats N] [--out DIR] [--uws DIR]");
+    eprintln!("usage: runner [--tls] [--quick] [--repeats N] [--out DIR] [--uws DIR]");
     ExitCode::from(2)
+}
+
+/// The directory of the runner, where the other binaries are too.
+fn bin_dir() -> Result<PathBuf, String> {
+    Ok(std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .parent()
+        .ok_or("the runner has no directory")?
+        .to_owned())
 }
 
 fn run(plan: &Plan, out: &Path, uws: Option<&Path>) -> Result<(), String> {
     let started = Instant::now();
-    let bins = std::env::current_exe()
-        .map_err(|e| e.to_string())?
-        .parent()
-        .ok_or("the runner has no directory")?
-        .to_owned();
+    let bins = bin_dir()?;
     let examples = bins.join("examples");
     let threads = SERVER_THREADS.to_string();
     let server = |name, program: PathBuf, args: &[&str], raw| Server {
@@ -160,6 +184,8 @@ fn run(plan: &Plan, out: &Path, uws: Option<&Path>) -> Result<(), String> {
         args: args.iter().map(|s| s.to_string()).collect(),
         raw,
         path: "/",
+        tls_ca: None,
+        front: None,
     };
     let wsloop = server(
         "wsloop",

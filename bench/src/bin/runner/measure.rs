@@ -9,9 +9,64 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use wsloop_bench::{status_kib, Running};
 
+use crate::nginx::Nginx;
 use crate::procfs::{clock_ticks, cpu_ticks, ctx_switches};
 use crate::report::num;
 use crate::{Server, LOADGEN_THREADS};
+
+/// A server under test, running: its own process, and nginx when it has
+/// nginx in front. CPU and memory are those of every process together.
+pub struct Launched {
+    server: Running,
+    front: Option<Nginx>,
+    /// Where clients connect: nginx's port when there is nginx.
+    pub addr: String,
+}
+
+impl Launched {
+    pub fn start(server: &Server) -> Result<Launched, String> {
+        let running = Running::start(&server.program, &server.args, server.name)?;
+        let front = match &server.front {
+            Some(front) => Some(front.start(&running.addr)?),
+            None => None,
+        };
+        let addr = match &front {
+            Some(nginx) => nginx.addr.to_string(),
+            None => running.addr.clone(),
+        };
+        Ok(Launched {
+            server: running,
+            front,
+            addr,
+        })
+    }
+
+    /// The server's own process.
+    pub fn pid(&self) -> u32 {
+        self.server.pid()
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        let mut pids = vec![self.server.pid()];
+        if let Some(nginx) = &self.front {
+            pids.extend(nginx.pids());
+        }
+        pids
+    }
+
+    /// User and system CPU ticks, summed over the processes.
+    pub fn cpu_ticks(&self) -> (u64, u64) {
+        self.pids()
+            .into_iter()
+            .map(cpu_ticks)
+            .fold((0, 0), |(u, s), (du, ds)| (u + du, s + ds))
+    }
+
+    /// A /proc/PID/status figure (`VmRSS:`, `Threads:`), summed.
+    pub fn status(&self, field: &str) -> u64 {
+        self.pids().into_iter().map(|p| status_kib(p, field)).sum()
+    }
+}
 
 pub struct Loadgen {
     pub program: PathBuf,
@@ -19,10 +74,14 @@ pub struct Loadgen {
 
 impl Loadgen {
     /// Starts the load generator against `server`.
-    fn spawn(&self, server: &Server, running: &Running, args: &[String]) -> Result<Child, String> {
+    fn spawn(&self, server: &Server, running: &Launched, args: &[String]) -> Result<Child, String> {
         let mut cmd = Command::new(&self.program);
+        let scheme = if server.tls_ca.is_some() { "wss" } else { "ws" };
+        if let Some(ca) = &server.tls_ca {
+            cmd.arg("--ca").arg(ca);
+        }
         cmd.arg("--url")
-            .arg(format!("ws://{}/", running.addr))
+            .arg(format!("{scheme}://{}/", running.addr))
             .arg("--threads")
             .arg(LOADGEN_THREADS.to_string())
             .arg("--json")
@@ -64,7 +123,7 @@ pub fn finish(
 /// One load generator run against a fresh server, with the server's CPU
 /// use over the run (1.0 = one core busy).
 pub fn measure(server: &Server, lg: &Loadgen, args: &[String]) -> Result<Value, String> {
-    let running = Running::start(&server.program, &server.args, server.name)?;
+    let running = Launched::start(server)?;
     let mut child = lg.spawn(server, &running, args)?;
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
     let handshakes = args.iter().any(|a| a == "--handshakes");
@@ -72,10 +131,9 @@ pub fn measure(server: &Server, lg: &Loadgen, args: &[String]) -> Result<Value, 
         // The measured interval starts when every connection is open.
         wait_for_connected(&mut stdout);
     }
-    let pid = running.pid();
-    let (cpu0, t0) = (cpu_ticks(pid), Instant::now());
+    let (cpu0, t0) = (running.cpu_ticks(), Instant::now());
     let mut result = finish(child, stdout, server.name)?;
-    let cpu1 = cpu_ticks(pid);
+    let cpu1 = running.cpu_ticks();
     let secs = t0.elapsed().as_secs_f64();
     // Fractions of one core over the interval, user and system.
     let user = (cpu1.0 - cpu0.0) as f64 / clock_ticks() / secs;
@@ -123,7 +181,7 @@ pub fn add_syscalls(summary: &mut Value, servers: &[Server], lg: &Loadgen, args:
 /// detaches when the measured interval ends, so that the handshakes and
 /// closes of 10,000 connections are not counted against the messages.
 pub fn syscalls_per_op(server: &Server, lg: &Loadgen, args: &[String]) -> Result<f64, String> {
-    let running = Running::start(&server.program, &server.args, server.name)?;
+    let running = Launched::start(server)?;
     let out = std::env::temp_dir().join(format!("wsloop-strace-{}.txt", running.pid()));
     let attach = || {
         Command::new("strace")
@@ -195,14 +253,14 @@ pub fn wait_for_connected(stdout: &mut BufReader<ChildStdout>) {
 /// up once (buffers, tables, the first slab page) is not charged to the
 /// connections.
 pub fn idle_memory(server: &Server, lg: &Loadgen, count: usize) -> Result<Value, String> {
-    let running = Running::start(&server.program, &server.args, server.name)?;
+    let running = Launched::start(server)?;
     let warm = ["--idle", "--connections", "1", "--duration", "1"].map(String::from);
     let mut child = lg.spawn(server, &running, &warm)?;
     let mut warm_out = BufReader::new(child.stdout.take().expect("stdout is piped"));
     wait_for_connected(&mut warm_out);
     finish(child, warm_out, server.name)?;
     settle();
-    let before = status_kib(running.pid(), "VmRSS:");
+    let before = running.status("VmRSS:");
     let args = [
         "--idle".into(),
         "--connections".into(),
@@ -214,8 +272,8 @@ pub fn idle_memory(server: &Server, lg: &Loadgen, count: usize) -> Result<Value,
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
     wait_for_connected(&mut stdout);
     settle();
-    let after = status_kib(running.pid(), "VmRSS:");
-    let threads = status_kib(running.pid(), "Threads:");
+    let after = running.status("VmRSS:");
+    let threads = running.status("Threads:");
     finish(child, stdout, server.name)?;
     Ok(json!({
         "server": server.name,
@@ -234,9 +292,9 @@ pub fn scaling_point(
     count: usize,
     duration: f64,
 ) -> Result<Value, String> {
-    let running = Running::start(&server.program, &server.args, server.name)?;
+    let running = Launched::start(server)?;
     settle();
-    let before = status_kib(running.pid(), "VmRSS:");
+    let before = running.status("VmRSS:");
     let args = [
         "--connections".into(),
         count.to_string(),
@@ -257,8 +315,8 @@ pub fn scaling_point(
     std::thread::sleep(Duration::from_secs_f64((duration - 1.0).max(0.5)));
     let switches1 = ctx_switches(running.pid());
     let secs = t0.elapsed().as_secs_f64();
-    let rss = status_kib(running.pid(), "VmRSS:");
-    let threads = status_kib(running.pid(), "Threads:");
+    let rss = running.status("VmRSS:");
+    let threads = running.status("Threads:");
     let result = finish(child, stdout, server.name)?;
     Ok(json!({
         "server": server.name,
