@@ -1289,9 +1289,8 @@ mod tls {
 
     use mio::net::TcpStream;
     use rustls::client::Resumption;
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName};
-    use rustls::{ClientConfig, ClientConnection, RootCertStore};
+    use rustls::pki_types::ServerName;
+    use rustls::{ClientConfig, ClientConnection};
 
     /// What the first connection agreed on: version, suite, group.
     static AGREED: OnceLock<String> = OnceLock::new();
@@ -1311,21 +1310,7 @@ mod tls {
         /// Trusts the certificates in the PEM file `ca` and checks the
         /// server's against `host` (a name or an IP address, port dropped).
         pub fn new(ca: &str, host: &str) -> Result<Config, String> {
-            let mut roots = RootCertStore::empty();
-            let certs = CertificateDer::pem_file_iter(ca).map_err(|e| format!("{ca}: {e}"))?;
-            for cert in certs {
-                let cert = cert.map_err(|e| format!("{ca}: {e}"))?;
-                roots.add(cert).map_err(|e| format!("{ca}: {e}"))?;
-            }
-            if roots.is_empty() {
-                return Err(format!("{ca} holds no certificate"));
-            }
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let mut client = ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+            let mut client = (*wsloop::tls::client_config(ca).map_err(|e| e.to_string())?).clone();
             // Every connection a full handshake: what the server pays for a
             // new client, which is what the benchmark measures.
             client.resumption = Resumption::disabled();
