@@ -173,6 +173,28 @@ fn bin_dir() -> Result<PathBuf, String> {
         .to_owned())
 }
 
+/// The tokio-based echo peers, each as it comes and in the fastest set-up
+/// we found (see their binaries), made by `server` from a name, a program
+/// and its flags.
+pub fn tokio_peers(
+    bins: &Path,
+    threads: &str,
+    server: impl Fn(&'static str, PathBuf, &[&str]) -> Server,
+) -> Vec<Server> {
+    [
+        ("tokio-tungstenite", "tokio_tungstenite_echo", false),
+        ("tokio-tungstenite tuned", "tokio_tungstenite_echo", true),
+        ("fastwebsockets", "fastwebsockets_echo", false),
+        ("fastwebsockets tuned", "fastwebsockets_echo", true),
+    ]
+    .into_iter()
+    .map(|(name, program, tuned)| {
+        let args = ["--threads", threads, "--tuned"];
+        server(name, bins.join(program), &args[..if tuned { 3 } else { 2 }])
+    })
+    .collect()
+}
+
 fn run(plan: &Plan, out: &Path, uws: Option<&Path>) -> Result<(), String> {
     let started = Instant::now();
     let bins = bin_dir()?;
@@ -193,40 +215,16 @@ fn run(plan: &Plan, out: &Path, uws: Option<&Path>) -> Result<(), String> {
         &["--addr", "127.0.0.1:0", "--workers", &threads],
         false,
     );
-    let mut peers = vec![
-        wsloop.clone(),
-        server(
-            "tokio-tungstenite",
-            bins.join("tokio_tungstenite_echo"),
-            &["--threads", &threads],
-            false,
-        ),
-        // Each peer also in the fastest set-up we found (see its binary).
-        server(
-            "tokio-tungstenite tuned",
-            bins.join("tokio_tungstenite_echo"),
-            &["--threads", &threads, "--tuned"],
-            false,
-        ),
-        server(
-            "fastwebsockets",
-            bins.join("fastwebsockets_echo"),
-            &["--threads", &threads],
-            false,
-        ),
-        server(
-            "fastwebsockets tuned",
-            bins.join("fastwebsockets_echo"),
-            &["--threads", &threads, "--tuned"],
-            false,
-        ),
-        server(
-            "raw mio TCP",
-            bins.join("raw_mio_echo"),
-            &["--threads", &threads],
-            true,
-        ),
-    ];
+    let mut peers = vec![wsloop.clone()];
+    peers.extend(tokio_peers(&bins, &threads, |name, program, args| {
+        server(name, program, args, false)
+    }));
+    peers.extend([server(
+        "raw mio TCP",
+        bins.join("raw_mio_echo"),
+        &["--threads", &threads],
+        true,
+    )]);
     let blocking = server(
         "thread per connection",
         examples.join("thread_per_connection"),

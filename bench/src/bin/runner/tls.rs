@@ -29,7 +29,7 @@ use crate::measure::{idle_memory, measure, Loadgen};
 use crate::nginx::Front;
 use crate::procfs::machine;
 use crate::report::{median, num, pretty, scenario_name, summarize};
-use crate::{bin_dir, rounds, Plan, Server, LOADGEN_THREADS, SERVER_THREADS};
+use crate::{bin_dir, rounds, tokio_peers, Plan, Server, LOADGEN_THREADS, SERVER_THREADS};
 
 /// Echo scenarios: connections, payload bytes, messages in flight.
 const SCENARIOS: [(usize, usize, usize); 2] = [(100, 20, 1), (100, 20, 16)];
@@ -80,33 +80,10 @@ pub fn run(
     };
     let echo = examples.join("echo");
     let wsloop_args = ["--addr", "127.0.0.1:0", "--workers", &threads];
-    let mut servers = vec![
-        server("wsloop", echo.clone(), &wsloop_args, true),
-        server(
-            "tokio-tungstenite",
-            bins.join("tokio_tungstenite_echo"),
-            &["--threads", &threads],
-            true,
-        ),
-        server(
-            "tokio-tungstenite tuned",
-            bins.join("tokio_tungstenite_echo"),
-            &["--threads", &threads, "--tuned"],
-            true,
-        ),
-        server(
-            "fastwebsockets",
-            bins.join("fastwebsockets_echo"),
-            &["--threads", &threads],
-            true,
-        ),
-        server(
-            "fastwebsockets tuned",
-            bins.join("fastwebsockets_echo"),
-            &["--threads", &threads, "--tuned"],
-            true,
-        ),
-    ];
+    let mut servers = vec![server("wsloop", echo.clone(), &wsloop_args, true)];
+    servers.extend(tokio_peers(&bins, &threads, |name, program, args| {
+        server(name, program, args, true)
+    }));
     // uWebSockets when it was built (`--uws`), right after wsloop, as in
     // the plain run.
     if let Some(dir) = uws {
@@ -174,15 +151,8 @@ pub fn run(
             &plan,
             |s| measure(s, &lg, &args),
             |server, rep, r| {
-                format!(
-                    "runner: tls {connections} x {size} B x {in_flight}  {:<24} #{}  {:>9.0} msg/s  {:>6.2} us cpu each  cpu: server {:>3.0}%, loadgen {:>3.0}%",
-                    server.name,
-                    rep + 1,
-                    num(r, "per_s"),
-                    num(r, "server_us_per_op"),
-                    num(r, "server_cpu") * 100.0,
-                    num(r, "loadgen_cpu") * 100.0
-                )
+                let what = format!("{connections} x {size} B x {in_flight}");
+                progress(&what, "msg/s", server, rep, r)
             },
         )?;
         scenarios.push(summarize(
@@ -204,17 +174,7 @@ pub fn run(
         &servers,
         &plan,
         |s| measure(s, &lg, &args),
-        |server, rep, r| {
-            format!(
-                "runner: tls handshakes  {:<24} #{}  {:>7.0} /s  {:>7.1} us cpu each  cpu: server {:>3.0}%, loadgen {:>3.0}%",
-                server.name,
-                rep + 1,
-                num(r, "per_s"),
-                num(r, "server_us_per_op"),
-                num(r, "server_cpu") * 100.0,
-                num(r, "loadgen_cpu") * 100.0
-            )
-        },
+        |server, rep, r| progress("handshakes", "/s", server, rep, r),
     )?;
     let agreed = runs
         .first()
@@ -279,6 +239,20 @@ pub fn run(
 
 /// nginx on the PATH, or where Debian puts it (/usr/sbin is not on every
 /// user's PATH).
+/// One measurement's progress line: its rate and the server's CPU per
+/// operation.
+fn progress(what: &str, unit: &str, server: &Server, rep: usize, r: &Value) -> String {
+    format!(
+        "runner: tls {what}  {:<24} #{}  {:>9.0} {unit}  {:>7.2} us cpu each  cpu: server {:>3.0}%, loadgen {:>3.0}%",
+        server.name,
+        rep + 1,
+        num(r, "per_s"),
+        num(r, "server_us_per_op"),
+        num(r, "server_cpu") * 100.0,
+        num(r, "loadgen_cpu") * 100.0
+    )
+}
+
 fn find_nginx() -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
