@@ -183,7 +183,7 @@ fn usage(name: &str, tls_flags: bool) -> ! {
     std::process::exit(2);
 }
 
-/// The rustls settings of the TLS peers: wsloop's (`src/tls.rs`), so that
+/// The rustls settings of the TLS peers: wsloop's (`src/tls/mod.rs`), so that
 /// both sides do the same work per handshake: the ring provider, TLS 1.3
 /// and 1.2, ALPN `http/1.1`, and no session tickets.
 pub fn tls_server_config(cert: &Path, key: &Path) -> std::io::Result<ServerConfig> {
