@@ -5,11 +5,13 @@
 use std::cell::Cell;
 use std::fmt;
 
-use rustls::server::UnbufferedServerConnection;
-use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncodeTlsData, EncryptError, InsufficientSizeError,
+};
 
-/// Most plaintext sealed for one send: four full records.
-const MAX_SEAL: usize = 4 * 16 * 1024;
+/// The most plaintext sealed for one send: four full records.
+pub const SEAL_BATCH: usize = 4 * 16 * 1024;
 
 /// Why a connection's TLS ended it.
 #[derive(Debug, Clone, PartialEq)]
@@ -179,11 +181,7 @@ impl ServerTls {
                     failed
                 }
                 Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                    encode(&mut self.out, 512, |out| match data.encode(out) {
-                        Ok(n) => Ok(n),
-                        Err(EncodeError::InsufficientSize(e)) => Err(e),
-                        Err(EncodeError::AlreadyEncoded) => Ok(0),
-                    });
+                    encode_handshake(&mut self.out, &mut data);
                     None
                 }
                 // Queued: the caller writes `out` before anything else.
@@ -217,11 +215,7 @@ impl ServerTls {
         // one turn takes it. A second would read on past the error.
         let status = self.conn.process_tls_records(&mut self.pending);
         if let Ok(ConnectionState::EncodeTlsData(mut data)) = status.state {
-            encode(&mut self.out, 512, |out| match data.encode(out) {
-                Ok(n) => Ok(n),
-                Err(EncodeError::InsufficientSize(e)) => Err(e),
-                Err(EncodeError::AlreadyEncoded) => Ok(0),
-            });
+            encode_handshake(&mut self.out, &mut data);
         }
         self.pending = Vec::new();
     }
@@ -265,7 +259,7 @@ impl ServerTls {
         records: &mut Vec<u8>,
         hint: usize,
         mut f: impl FnMut(
-            &mut rustls::unbuffered::WriteTraffic<'_, rustls::server::ServerConnectionData>,
+            &mut rustls::unbuffered::WriteTraffic<'_, ServerConnectionData>,
             &mut [u8],
         ) -> Result<usize, EncryptError>,
     ) -> Option<()> {
@@ -294,11 +288,7 @@ impl ServerTls {
                     Some((!exhausted).then_some(()))
                 }
                 ConnectionState::EncodeTlsData(mut data) => {
-                    encode(records, 512, |out| match data.encode(out) {
-                        Ok(n) => Ok(n),
-                        Err(EncodeError::InsufficientSize(e)) => Err(e),
-                        Err(EncodeError::AlreadyEncoded) => Ok(0),
-                    });
+                    encode_handshake(records, &mut data);
                     None
                 }
                 ConnectionState::TransmitTlsData(data) => {
@@ -316,8 +306,8 @@ impl ServerTls {
         None
     }
 
-    /// Keeps records the socket refused: `records[sent..]`, which carry
-    /// `plaintext` bytes of the session's output.
+    /// Keeps records the socket refused (the unsent end of a send), which
+    /// carry `plaintext` bytes of the session's output.
     pub fn keep_unsent(&mut self, records: &[u8], plaintext: usize) {
         self.out.extend_from_slice(records);
         self.owed += plaintext;
@@ -342,10 +332,10 @@ impl ServerTls {
         let r = f(&mut plain, &mut records);
         // A burst of a large message leaves big buffers; keep them only
         // up to what one send seals.
-        if plain.capacity() > 2 * MAX_SEAL {
+        if plain.capacity() > 2 * SEAL_BATCH {
             plain = Vec::new();
         }
-        if records.capacity() > 2 * MAX_SEAL {
+        if records.capacity() > 2 * SEAL_BATCH {
             records = Vec::new();
         }
         SEAL.set((plain, records));
@@ -353,8 +343,15 @@ impl ServerTls {
     }
 }
 
-/// The most plaintext to seal for one send.
-pub const SEAL_BATCH: usize = MAX_SEAL;
+/// Appends the handshake record (or alert) rustls asks to be encoded to
+/// `out`.
+fn encode_handshake(out: &mut Vec<u8>, data: &mut EncodeTlsData<'_, ServerConnectionData>) {
+    encode(out, 512, |out| match data.encode(out) {
+        Ok(n) => Ok(n),
+        Err(EncodeError::InsufficientSize(e)) => Err(e),
+        Err(EncodeError::AlreadyEncoded) => Ok(0),
+    });
+}
 
 /// Appends what `f` writes to `out`, growing it as `f` asks.
 fn encode(
