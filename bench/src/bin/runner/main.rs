@@ -173,6 +173,36 @@ fn bin_dir() -> Result<PathBuf, String> {
         .to_owned())
 }
 
+/// The load generator's flags for an echo scenario.
+pub(crate) fn echo_args(
+    plan: &Plan,
+    connections: usize,
+    size: usize,
+    in_flight: usize,
+) -> [String; 8] {
+    [
+        "--connections".into(),
+        connections.to_string(),
+        "--size".into(),
+        size.to_string(),
+        "--in-flight".into(),
+        in_flight.to_string(),
+        "--duration".into(),
+        plan.duration.to_string(),
+    ]
+}
+
+/// The load generator's flags for the handshake measurement.
+pub(crate) fn handshake_args(plan: &Plan) -> [String; 5] {
+    [
+        "--handshakes".into(),
+        "--connections".into(),
+        plan.handshake_slots.to_string(),
+        "--duration".into(),
+        plan.handshake_duration.to_string(),
+    ]
+}
+
 /// The tokio-based echo peers, each as it comes and in the fastest set-up
 /// we found (see their binaries), made by `server` from a name, a program
 /// and its flags.
@@ -303,16 +333,7 @@ fn run(plan: &Plan, out: &Path, uws: Option<&Path>) -> Result<(), String> {
     // 1. Echo throughput, servers taking turns within each repeat.
     let mut scenarios = Vec::new();
     for &(connections, size, in_flight) in &SCENARIOS {
-        let args = [
-            "--connections".into(),
-            connections.to_string(),
-            "--size".into(),
-            size.to_string(),
-            "--in-flight".into(),
-            in_flight.to_string(),
-            "--duration".into(),
-            plan.duration.to_string(),
-        ];
+        let args = echo_args(plan, connections, size, in_flight);
         let runs = rounds(
             &peers,
             plan,
@@ -371,13 +392,7 @@ fn run(plan: &Plan, out: &Path, uws: Option<&Path>) -> Result<(), String> {
     }
 
     // 3. Handshakes per second: connect, upgrade, close, in a loop.
-    let args = [
-        "--handshakes".into(),
-        "--connections".into(),
-        plan.handshake_slots.to_string(),
-        "--duration".into(),
-        plan.handshake_duration.to_string(),
-    ];
+    let args = handshake_args(plan);
     let runs = rounds(
         &peers,
         plan,

@@ -29,7 +29,10 @@ use crate::measure::{idle_memory, measure, Loadgen};
 use crate::nginx::Front;
 use crate::procfs::machine;
 use crate::report::{median, num, pretty, scenario_name, summarize};
-use crate::{bin_dir, rounds, tokio_peers, Plan, Server, LOADGEN_THREADS, SERVER_THREADS};
+use crate::{
+    bin_dir, echo_args, handshake_args, rounds, tokio_peers, Plan, Server, LOADGEN_THREADS,
+    SERVER_THREADS,
+};
 
 /// Echo scenarios: connections, payload bytes, messages in flight.
 const SCENARIOS: [(usize, usize, usize); 2] = [(100, 20, 1), (100, 20, 16)];
@@ -136,16 +139,7 @@ pub fn run(
     // 1. Echo over TLS.
     let mut scenarios = Vec::new();
     for &(connections, size, in_flight) in &SCENARIOS {
-        let args = [
-            "--connections".into(),
-            connections.to_string(),
-            "--size".into(),
-            size.to_string(),
-            "--in-flight".into(),
-            in_flight.to_string(),
-            "--duration".into(),
-            plan.duration.to_string(),
-        ];
+        let args = echo_args(&plan, connections, size, in_flight);
         let runs = rounds(
             &servers,
             &plan,
@@ -163,13 +157,7 @@ pub fn run(
     }
 
     // 2. Full handshakes: connect, TLS, upgrade, close.
-    let args = [
-        "--handshakes".into(),
-        "--connections".into(),
-        plan.handshake_slots.to_string(),
-        "--duration".into(),
-        plan.handshake_duration.to_string(),
-    ];
+    let args = handshake_args(&plan);
     let runs = rounds(
         &servers,
         &plan,
@@ -237,8 +225,6 @@ pub fn run(
     Ok(())
 }
 
-/// nginx on the PATH, or where Debian puts it (/usr/sbin is not on every
-/// user's PATH).
 /// One measurement's progress line: its rate and the server's CPU per
 /// operation.
 fn progress(what: &str, unit: &str, server: &Server, rep: usize, r: &Value) -> String {
@@ -253,6 +239,8 @@ fn progress(what: &str, unit: &str, server: &Server, rep: usize, r: &Value) -> S
     )
 }
 
+/// nginx on the PATH, or where Debian puts it (/usr/sbin is not on every
+/// user's PATH).
 fn find_nginx() -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
